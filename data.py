@@ -1,0 +1,464 @@
+"""Reading, augmenting and writing ISBI-style image/mask data.
+
+The seed's functions keep their names, arguments and meaning: ``adjustData``,
+``trainGenerator``, ``testGenerator``, ``geneTrainNpy``, ``labelVisualize``,
+``saveResult`` and ``COLOR_DICT``. They run without ImageDataGenerator: augmentation is
+``augment.py`` (numpy + skimage), batching is ``SegmentationDataset``, a
+``keras.utils.PyDataset``, so the same code trains under the TensorFlow, JAX and PyTorch
+backends. Fetching the data is ``fetch.fetch_isbi`` (re-exported here).
+
+Arrays are channels-last: images (H, W, C) or batches (B, H, W, C), float32.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import keras
+import numpy as np
+import skimage.io as io
+import skimage.transform as trans
+from skimage.color import rgb2gray, rgba2rgb
+
+from augment import AugmentSpec, augment_arrays
+from errors import UserError
+from fetch import fetch_isbi  # noqa: F401  (data.fetch_isbi is part of this module's API)
+
+Sky = [128, 128, 128]
+Building = [128, 0, 0]
+Pole = [192, 192, 128]
+Road = [128, 64, 128]
+Pavement = [60, 40, 222]
+Tree = [128, 128, 0]
+SignSymbol = [192, 128, 128]
+Fence = [64, 64, 128]
+Car = [64, 0, 128]
+Pedestrian = [64, 64, 0]
+Bicyclist = [0, 128, 192]
+Unlabelled = [0, 0, 0]
+
+COLOR_DICT = np.array([Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence,
+                       Car, Pedestrian, Bicyclist, Unlabelled])
+
+# The blog's augmentation, with the meaning it was written for.
+BLOG_AUG_DICT = dict(
+    rotation_range=0.2,
+    width_shift_range=0.05,
+    height_shift_range=0.05,
+    shear_range=0.05,
+    zoom_range=0.05,
+    horizontal_flip=True,
+    fill_mode="nearest",
+)
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+DEFAULT_VALIDATION_IDS = ("25", "26", "27", "28", "29")
+
+
+# ---------------------------------------------------------------------------- files
+
+def numeric_key(path: Path) -> tuple:
+    """Sort key that puts 2.png before 10.png."""
+    stem = path.stem
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def list_images(folder: str | Path, exclude_suffix: str = "_predict") -> list[Path]:
+    """Image files of a folder in natural order, leaving out earlier predictions.
+
+    Raises UserError when the folder is missing or holds no images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: folder not found")
+    files = [
+        path for path in folder.iterdir()
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(exclude_suffix)
+    ]
+    if not files:
+        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return sorted(files, key=numeric_key)
+
+
+def read_image(path: str | Path, as_gray: bool = True) -> np.ndarray:
+    """Read one image as float32 (H, W, C) on the 0-255 scale (C = 1 when as_gray).
+
+    RGBA is composited on white, 16-bit images are rescaled to 0-255.
+    Raises UserError for a missing, unreadable or truncated file.
+    """
+    path = Path(path)
+    try:
+        array = io.imread(path)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise UserError(f"{path}: cannot read this image ({error}); replace or remove it") from error
+    if array.dtype == np.uint16:
+        array = array / 257.0
+    elif array.dtype == bool:
+        array = array * 255.0
+    elif np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
+        array = array * 255.0
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 3 and array.shape[-1] == 4:
+        array = rgba2rgb(array / 255.0).astype(np.float32) * 255.0
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if as_gray and array.ndim == 3:
+        array = rgb2gray(array / 255.0).astype(np.float32) * 255.0
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise UserError(f"{path}: expected a 2-D grayscale or RGB image, got shape {array.shape}")
+    return array
+
+
+def find_mask(image_path: Path, mask_folder: Path) -> Path | None:
+    """The mask of an image: the same stem, or the stem with a ``_mask`` suffix."""
+    for stem in (image_path.stem, image_path.stem + "_mask"):
+        for suffix in IMAGE_SUFFIXES:
+            for candidate in (mask_folder / (stem + suffix), mask_folder / (stem + suffix.upper())):
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def load_pairs(
+    image_folder: str | Path,
+    mask_folder: str | Path,
+    as_gray: bool = True,
+    ids: Sequence[str] | None = None,
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Read matched image/mask pairs from two folders.
+
+    Returns (names, images, masks): images (H, W, C) and masks (H, W, 1), float32 on the
+    0-255 scale. ``ids`` restricts to those image stems. Raises UserError for an image
+    without a mask, a mask without an image, or a size mismatch.
+    """
+    image_folder, mask_folder = Path(image_folder), Path(mask_folder)
+    image_paths = list_images(image_folder)
+    mask_paths = list_images(mask_folder)
+    matched = {}
+    for image_path in image_paths:
+        mask_path = find_mask(image_path, mask_folder)
+        if mask_path is None:
+            raise UserError(
+                f"{image_path}: no mask named {image_path.stem}.png (or {image_path.stem}_mask.png) "
+                f"in {mask_folder}; add it or remove the image"
+            )
+        matched[image_path] = mask_path
+    orphans = sorted(set(mask_paths) - set(matched.values()))
+    if orphans:
+        raise UserError(f"{orphans[0]}: mask without an image in {image_folder}; add the image or remove the mask")
+    if ids is not None:
+        wanted = {str(i) for i in ids}
+        missing = wanted - {path.stem for path in matched}
+        if missing:
+            raise UserError(f"{image_folder}: no image named {sorted(missing)[0]} (asked for by the validation ids)")
+        matched = {path: mask for path, mask in matched.items() if path.stem in wanted}
+    names, images, masks = [], [], []
+    for image_path, mask_path in matched.items():
+        image = read_image(image_path, as_gray=as_gray)
+        mask = read_image(mask_path, as_gray=True)
+        if image.shape[:2] != mask.shape[:2]:
+            raise UserError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}; they must be the same size"
+            )
+        names.append(image_path.stem)
+        images.append(image)
+        masks.append(mask)
+    return names, images, masks
+
+
+def check_binary_mask(mask: np.ndarray, name: str) -> None:
+    """Refuse a mask that is neither 0/255 nor 0/1 (e.g. a multi-class mask used as binary)."""
+    values = np.unique(mask)
+    if not (set(values.tolist()) <= {0.0, 255.0} or set(values.tolist()) <= {0.0, 1.0}):
+        shown = ", ".join(f"{v:g}" for v in values[:6])
+        raise UserError(
+            f"{name}: mask has values {{{shown}{', ...' if len(values) > 6 else ''}}}; "
+            "a binary mask must be 0/255 or 0/1 (use --num-class for integer class labels)"
+        )
+
+
+# --------------------------------------------------------------- the seed's functions
+
+def adjustData(img: np.ndarray, mask: np.ndarray, flag_multi_class: bool, num_class: int):
+    """Scale a batch to the network's ranges, as the seed did.
+
+    Args:
+      img: (..., H, W, C) on the 0-255 (or already 0-1) scale.
+      mask: (..., H, W, 1) 0/255 or 0/1 masks; with flag_multi_class, integer labels.
+      flag_multi_class: one-hot encode ``num_class`` labels instead of binarising.
+
+    Returns:
+      (img, mask): img in [0, 1]; mask binary {0, 1} of shape (..., H, W, 1), or one-hot
+      of shape (..., H, W, num_class). (The seed also flattened the one-hot mask to
+      (B, H*W, num_class), which matches no output of its model; that step is dropped.)
+    """
+    img = np.asarray(img, dtype=np.float32)
+    mask = np.asarray(mask, dtype=np.float32)
+    if np.max(img) > 1:
+        img = img / 255.0
+    if flag_multi_class:
+        labels = np.rint(mask[..., 0]).astype(np.int64)
+        one_hot = np.zeros(labels.shape + (num_class,), dtype=np.float32)
+        for i in range(num_class):
+            one_hot[labels == i, i] = 1.0
+        return img, one_hot
+    if np.max(mask) > 1:
+        mask = mask / 255.0
+    return img, (mask > 0.5).astype(np.float32)
+
+
+def resize_to(array: np.ndarray, target_size: Sequence[int], order: int) -> np.ndarray:
+    """Resize (H, W, C) to target_size=(h, w), keeping the value range."""
+    if tuple(array.shape[:2]) == tuple(target_size):
+        return array
+    return trans.resize(
+        array, tuple(target_size) + array.shape[2:], order=order,
+        preserve_range=True, anti_aliasing=order > 0,
+    ).astype(np.float32)
+
+
+class SegmentationDataset(keras.utils.PyDataset):
+    """Endless augmented training batches from slices held in memory.
+
+    Each epoch has ``steps_per_epoch`` batches. Slices are drawn as the seed's
+    flow_from_directory drew them: shuffled, every slice once per pass. Batch ``i`` of
+    epoch ``e`` depends only on (seed, e, i), so runs repeat exactly with any number of
+    workers.
+
+    Args:
+      images: slices (H, W, C) on the 0-255 scale (sizes may differ when cropping).
+      masks: matching (H, W, 1) masks.
+      batch_size, steps_per_epoch: batches of (B, h, w, C) images and (B, h, w, K) masks.
+      aug_dict: the seed's augmentation dict (see augment.py).
+      patch_size: (h, w) random crops at native resolution; None keeps the whole slice
+        (the seed's mode, after resizing everything to its target_size).
+      weight_maps: optional per-slice (H, W, 1) loss weights, transformed with the mask
+        and yielded as the third element of each batch.
+      seed: base seed of the augmentation and the slice order.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        batch_size: int = 2,
+        steps_per_epoch: int = 100,
+        aug_dict: Mapping | None = None,
+        patch_size: Sequence[int] | None = (256, 256),
+        flag_multi_class: bool = False,
+        num_class: int = 2,
+        weight_maps: Sequence[np.ndarray] | None = None,
+        seed: int = 1,
+        **py_dataset_kwargs,
+    ):
+        super().__init__(**py_dataset_kwargs)
+        if len(images) != len(masks) or not images:
+            raise ValueError("need as many masks as images, and at least one")
+        self.images = list(images)
+        self.masks = list(masks)
+        self.weight_maps = list(weight_maps) if weight_maps is not None else None
+        self.batch_size = int(batch_size)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.spec = AugmentSpec.from_dict(aug_dict)
+        self.patch_size = tuple(patch_size) if patch_size else None
+        self.flag_multi_class = flag_multi_class
+        self.num_class = num_class
+        self.seed = int(seed)
+        self.epoch = 0
+        if self.patch_size:
+            smallest = min(min(image.shape[:2]) for image in self.images)
+            if smallest < max(self.patch_size):
+                raise UserError(
+                    f"a training image is {smallest} px on a side, smaller than the "
+                    f"{self.patch_size} training patch; use a smaller --patch-size"
+                )
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def slice_index(self, epoch: int, position: int) -> int:
+        """The slice at a sample position of an epoch: a fresh permutation per pass."""
+        count = len(self.images)
+        cycle, offset = divmod(position, count)
+        order = np.random.default_rng([self.seed, epoch, cycle, 1]).permutation(count)
+        return int(order[offset])
+
+    def batch(self, epoch: int, index: int):
+        """Batch ``index`` of ``epoch``: (images, masks[, weights])."""
+        rng = np.random.default_rng([self.seed, epoch, index])
+        xs, ys, ws = [], [], []
+        for j in range(self.batch_size):
+            k = self.slice_index(epoch, index * self.batch_size + j)
+            arrays = [self.images[k], self.masks[k]]
+            if self.weight_maps is not None:
+                arrays.append(self.weight_maps[k])
+            out = augment_arrays(arrays, self.spec, rng, self.patch_size)
+            xs.append(out[0])
+            ys.append(out[1])
+            if self.weight_maps is not None:
+                ws.append(out[2])
+        x, y = adjustData(np.stack(xs), np.stack(ys), self.flag_multi_class, self.num_class)
+        if self.weight_maps is not None:
+            return x, y, np.stack(ws)
+        return x, y
+
+    def __getitem__(self, index: int):
+        return self.batch(self.epoch, index)
+
+
+class SliceBatches(keras.utils.PyDataset):
+    """Whole slices in order, for validation: batches of (B, H, W, C) and masks.
+
+    Slices of one batch must share a size; ``batch_size`` 1 accepts any mix.
+    """
+
+    def __init__(self, images, masks, batch_size: int = 1, flag_multi_class: bool = False,
+                 num_class: int = 2, weight_maps=None, **py_dataset_kwargs):
+        super().__init__(**py_dataset_kwargs)
+        self.images, self.masks, self.weight_maps = list(images), list(masks), weight_maps
+        self.batch_size = batch_size
+        self.flag_multi_class, self.num_class = flag_multi_class, num_class
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        chunk = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        x, y = adjustData(np.stack(self.images[chunk]), np.stack(self.masks[chunk]),
+                          self.flag_multi_class, self.num_class)
+        if self.weight_maps is not None:
+            return x, y, np.stack(self.weight_maps[chunk])
+        return x, y
+
+
+def trainGenerator(batch_size, train_path, image_folder, mask_folder, aug_dict,
+                   image_color_mode="grayscale", mask_color_mode="grayscale",
+                   image_save_prefix="image", mask_save_prefix="mask",
+                   flag_multi_class=False, num_class=2, save_to_dir=None,
+                   target_size=(256, 256), seed=1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless (img, mask) batches from ``train_path/image_folder`` and ``mask_folder``.
+
+    As in the seed: every slice is resized to ``target_size`` (nearest neighbour, as
+    flow_from_directory did), image and mask get the same random augmentation, and
+    ``adjustData`` scales them. Yields img (B, h, w, C) in [0, 1] and mask (B, h, w, 1)
+    in {0, 1} (one-hot with flag_multi_class). With ``save_to_dir`` the augmented pairs
+    are also written there as PNGs. ``target_size=None`` keeps the native size.
+    """
+    names, images, masks = load_pairs(
+        Path(train_path) / image_folder, Path(train_path) / mask_folder,
+        as_gray=image_color_mode == "grayscale",
+    )
+    if target_size is not None:
+        images = [resize_to(image, target_size, order=0) for image in images]
+        masks = [resize_to(mask, target_size, order=0) for mask in masks]
+    steps = -(-len(images) // batch_size)
+    dataset = SegmentationDataset(
+        images, masks, batch_size=batch_size, steps_per_epoch=steps, aug_dict=aug_dict,
+        patch_size=None, flag_multi_class=flag_multi_class, num_class=num_class, seed=seed,
+    )
+    counter = 0
+    while True:
+        for index in range(len(dataset)):
+            img, mask = dataset[index]
+            if save_to_dir is not None:
+                os.makedirs(save_to_dir, exist_ok=True)
+                for i in range(len(img)):
+                    io.imsave(os.path.join(save_to_dir, f"{image_save_prefix}_{counter}.png"),
+                              to_uint8(img[i]), check_contrast=False)
+                    io.imsave(os.path.join(save_to_dir, f"{mask_save_prefix}_{counter}.png"),
+                              to_uint8(mask[i][..., :1]), check_contrast=False)
+                    counter += 1
+            yield img, mask
+        dataset.on_epoch_end()
+
+
+def testGenerator(test_path, num_image=30, target_size=(256, 256), flag_multi_class=False,
+                  as_gray=True) -> Iterator[np.ndarray]:
+    """Yield test slices ``0.png`` .. ``{num_image-1}.png`` as (1, h, w, C) in [0, 1].
+
+    ``target_size=None`` keeps each slice's native size.
+    """
+    for i in range(num_image):
+        img = read_image(os.path.join(test_path, "%d.png" % i), as_gray=as_gray) / 255.0
+        if target_size is not None:
+            img = resize_to(img, target_size, order=1)
+        yield img[None].astype(np.float32)
+
+
+def geneTrainNpy(image_path, mask_path, flag_multi_class=False, num_class=2,
+                 image_prefix="image", mask_prefix="mask", image_as_gray=True,
+                 mask_as_gray=True) -> tuple[np.ndarray, np.ndarray]:
+    """All ``{image_prefix}*.png`` of ``image_path`` and their masks as two arrays.
+
+    The mask of ``image_path/{image_prefix}X.png`` is ``mask_path/{mask_prefix}X.png``.
+    Returns (N, H, W, C) images in [0, 1] and (N, H, W, 1) (or one-hot) masks.
+    """
+    image_name_arr = sorted(glob.glob(os.path.join(image_path, "%s*.png" % image_prefix)),
+                            key=lambda p: numeric_key(Path(p)))
+    image_arr, mask_arr = [], []
+    for item in image_name_arr:
+        img = read_image(item, as_gray=image_as_gray)
+        mask_file = os.path.join(mask_path, os.path.basename(item).replace(image_prefix, mask_prefix, 1))
+        mask = read_image(mask_file, as_gray=mask_as_gray)[..., :1]
+        img, mask = adjustData(img, mask, flag_multi_class, num_class)
+        image_arr.append(img)
+        mask_arr.append(mask)
+    return np.array(image_arr), np.array(mask_arr)
+
+
+def labelVisualize(num_class, color_dict, img) -> np.ndarray:
+    """Colour a label map: (H, W) labels, or (H, W, K) scores (argmax), -> (H, W, 3) in [0, 1]."""
+    img = np.asarray(img)
+    if img.ndim == 3:
+        img = img[..., 0] if img.shape[-1] == 1 else np.argmax(img, axis=-1)
+    img_out = np.zeros(img.shape + (3,))
+    for i in range(num_class):
+        img_out[img == i, :] = color_dict[i]
+    return img_out / 255
+
+
+def to_uint8(probability: np.ndarray) -> np.ndarray:
+    """(H, W[, 1]) values in [0, 1] -> (H, W) uint8 in 0..255."""
+    probability = np.asarray(probability, dtype=np.float32)
+    if probability.ndim == 3:
+        probability = probability[..., 0]
+    return np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
+
+
+def saveResult(save_path, npyfile, flag_multi_class=False, num_class=2,
+               names: Sequence[str] | None = None,
+               sizes: Sequence[tuple[int, int]] | None = None) -> list[Path]:
+    """Write predictions as 8-bit PNGs ``{name}_predict.png`` (name defaults to the index).
+
+    Args:
+      npyfile: (N, h, w, K) predictions, or a sequence of (h, w, K) arrays.
+      flag_multi_class: colour the argmax with COLOR_DICT instead of writing the
+        probability of class 1 as gray levels.
+      sizes: optional (H, W) per prediction; each map is resized (bilinear) to it,
+        e.g. back to a slice's native 512x512.
+    Returns the written paths.
+    """
+    os.makedirs(save_path, exist_ok=True)
+    written = []
+    for i, item in enumerate(npyfile):
+        item = np.asarray(item, dtype=np.float32)
+        if sizes is not None:
+            item = resize_to(item, sizes[i], order=1)
+        if flag_multi_class:
+            img = (labelVisualize(num_class, COLOR_DICT, item) * 255).round().astype(np.uint8)
+        else:
+            img = to_uint8(item)
+        name = names[i] if names is not None else str(i)
+        path = Path(save_path) / f"{name}_predict.png"
+        io.imsave(path, img, check_contrast=False)
+        written.append(path)
+    return written

@@ -1,0 +1,603 @@
+"""Fetch the ISBI 2012 EM membrane data set into ``data/membrane`` and verify it.
+
+Three kinds of source are accepted (see :func:`fetch_isbi`):
+
+1. a local folder in the PNG layout ``train/image/N.png``, ``train/label/N.png``,
+   ``test/N.png`` (N = 0..29), e.g. ``../shared/data/isbi2012``;
+2. a local folder holding the original challenge TIFF stacks ``train-volume.tif``,
+   ``train-labels.tif`` and ``test-volume.tif``; page N of each stack becomes
+   ``N.png`` in the matching sub-folder;
+3. an ``http://`` or ``https://`` base URL in the PNG layout (default
+   :data:`ISBI_PNG_URL`, the copy in the public zhixuhao/unet repository).
+
+Every file is checked against the manifest :data:`MANIFEST_PATH`
+(``data/isbi2012.manifest.tsv``), a tab-separated file with one header line
+``path<TAB>file_sha256<TAB>pixel_sha256`` and then one row per file:
+
+* ``path``: the path relative to the data set root, with ``/`` separators;
+* ``file_sha256``: SHA-256 of the PNG file's bytes (checked for PNG sources);
+* ``pixel_sha256``: SHA-256 of the decoded image, see :func:`pixel_sha256`: the
+  ASCII shape header ``b"<height>x<width>\\n"`` followed by the row-major bytes of
+  the 2-D uint8 array (checked for TIFF sources, whose re-encoded PNGs cannot be
+  byte-identical to the published ones).
+
+Everything is staged in a hidden sibling folder of the destination
+(``data/.membrane.partial-XXXX``), verified, and only then moved into place, so a
+failure never leaves a half-filled data set behind. Files already in the
+destination are never overwritten, and extra files there (predictions such as
+``test/0_predict.png``) are left alone.
+
+Command line: ``python fetch.py [--source S] [--dest D] [--no-verify] [--quiet]``;
+``python fetch.py --write-manifest FOLDER`` regenerates the manifest from a
+folder in the PNG layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from errors import UserError
+
+ISBI_PNG_URL: str = "https://raw.githubusercontent.com/zhixuhao/unet/master/data/membrane/"
+"""Base URL of the public PNG copy of the data set (ends with ``/``)."""
+
+REPO_ROOT: Path = Path(__file__).resolve().parent
+MANIFEST_PATH: Path = REPO_ROOT / "data" / "isbi2012.manifest.tsv"
+"""The manifest kept in the repository (see the module docstring for its format)."""
+
+SHARED_DATA_DIR: Path = REPO_ROOT / ".." / "shared" / "data" / "isbi2012"
+SOURCE_ENV_VAR = "UNET_DATA_SOURCE"
+MANIFEST_HEADER = ("path", "file_sha256", "pixel_sha256")
+
+#: Stack file name -> folder (relative to the data set root) its pages go to.
+TIFF_STACKS: dict[str, str] = {
+    "train-volume.tif": "train/image",
+    "train-labels.tif": "train/label",
+    "test-volume.tif": "test",
+}
+
+DOWNLOAD_TIMEOUT_S = 60.0
+_CHUNK = 1 << 16
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PAGE_NAME = re.compile(r"(0|[1-9][0-9]*)\.png")
+
+PathLike = Union[str, "os.PathLike[str]"]
+Manifest = dict[str, tuple[str, str]]
+
+
+# --------------------------------------------------------------------------- hashes
+
+
+def file_sha256(path: PathLike) -> str:
+    """Return the hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pixel_sha256(image: np.ndarray) -> str:
+    """Return the manifest's pixel hash of a 2-D uint8 image.
+
+    SHA-256 over ``f"{height}x{width}\\n"`` (ASCII) followed by the C-order bytes of
+    the array, so two images only match when both shape and pixels match.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 image, got {image.dtype} with shape {image.shape}")
+    digest = hashlib.sha256(f"{image.shape[0]}x{image.shape[1]}\n".encode("ascii"))
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()
+
+
+def _read_gray_png(path: Path, name: str) -> np.ndarray:
+    """Decode ``path`` as a 2-D 8-bit image or raise UserError naming ``name``."""
+    import skimage.io  # lazy: skimage costs ~0.3 s to import
+
+    try:
+        image = skimage.io.imread(path)
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError on some broken PNGs
+        raise UserError(f"{name}: cannot decode {path} as an image ({exc}); delete it and fetch again") from None
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise UserError(
+            f"{name}: {path} is not an 8-bit grayscale image ({image.dtype}, shape {image.shape}); "
+            "delete it and fetch again"
+        )
+    return image
+
+
+# ------------------------------------------------------------------------ manifest
+
+
+def _check_relpath(rel: str, where: str) -> str:
+    """Validate a manifest path: relative, ``/``-separated, no ``..``, ends in .png."""
+    parts = rel.split("/")
+    if (
+        not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or any(p in ("", ".", "..") for p in parts)
+        or not rel.endswith(".png")
+    ):
+        raise UserError(f"{where}: bad path {rel!r} (expected a relative path like train/image/0.png)")
+    return rel
+
+
+def load_manifest(path: PathLike = MANIFEST_PATH) -> Manifest:
+    """Read a manifest TSV into ``{relpath: (file_sha256, pixel_sha256)}``.
+
+    Raises UserError if the file is missing or malformed.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"manifest {path} not found: restore it (git checkout -- {path.name}) or pass manifest=") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"manifest {path} cannot be read ({exc}): restore it from git") from None
+    if not lines or tuple(lines[0].split("\t")) != MANIFEST_HEADER:
+        header = "<TAB>".join(MANIFEST_HEADER)
+        raise UserError(f"manifest {path}: first line must be the header {header}; restore the file from git")
+    manifest: Manifest = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        where = f"manifest {path} line {number}"
+        if len(fields) != 3:
+            raise UserError(f"{where}: expected 3 tab-separated fields, got {len(fields)}; restore the file from git")
+        rel, fsha, psha = fields
+        manifest[_check_relpath(rel, where)] = _check_hashes(fsha, psha, where)
+    if not manifest:
+        raise UserError(f"manifest {path} lists no files: restore it from git")
+    return manifest
+
+
+def _check_hashes(fsha: Any, psha: Any, where: str) -> tuple[str, str]:
+    for value in (fsha, psha):
+        if not isinstance(value, str) or not _HEX64.fullmatch(value):
+            raise UserError(f"{where}: {value!r} is not a lowercase hex SHA-256")
+    return fsha, psha
+
+
+def _resolve_manifest(manifest: PathLike | Mapping[str, tuple[str, str]] | None) -> Manifest:
+    if manifest is None:
+        return load_manifest(MANIFEST_PATH)
+    if isinstance(manifest, Mapping):
+        resolved: Manifest = {}
+        for rel, value in manifest.items():
+            where = f"manifest entry {rel!r}"
+            if not isinstance(rel, str) or not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise UserError(f"{where}: expected relpath -> (file_sha256, pixel_sha256)")
+            resolved[_check_relpath(rel, where)] = _check_hashes(value[0], value[1], where)
+        if not resolved:
+            raise UserError("the manifest mapping passed to fetch_isbi is empty")
+        return resolved
+    return load_manifest(manifest)
+
+
+def _sort_key(rel: str) -> tuple[str, int, str]:
+    folder, _, name = rel.rpartition("/")
+    stem = name[: -len(".png")]
+    return (folder, int(stem) if stem.isdigit() else -1, name)
+
+
+def write_manifest(folder: PathLike, path: PathLike = MANIFEST_PATH) -> Path:
+    """Write a manifest for every ``*.png`` in a PNG-layout ``folder`` (train/image, train/label, test).
+
+    Used once to create :data:`MANIFEST_PATH` from the shared copy of the data.
+    """
+    folder = Path(folder)
+    rels = [
+        f"{sub}/{p.name}"
+        for sub in TIFF_STACKS.values()
+        for p in (folder / sub).glob("*.png")
+        if _PAGE_NAME.fullmatch(p.name)
+    ]
+    if not rels:
+        raise UserError(f"{folder}: no train/image, train/label or test PNGs found to write a manifest from")
+    rows = ["\t".join(MANIFEST_HEADER)]
+    for rel in sorted(rels, key=_sort_key):
+        file = folder / rel
+        rows.append(f"{rel}\t{file_sha256(file)}\t{pixel_sha256(_read_gray_png(file, rel))}")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# -------------------------------------------------------------------------- sources
+
+
+def default_source() -> str:
+    """Return the source :func:`fetch_isbi` uses when none is given.
+
+    ``$UNET_DATA_SOURCE`` if set and non-empty, else ``<repo>/../shared/data/isbi2012``
+    if that folder exists, else :data:`ISBI_PNG_URL`.
+    """
+    env = os.environ.get(SOURCE_ENV_VAR, "").strip()
+    if env:
+        return env
+    if SHARED_DATA_DIR.is_dir():
+        return str(SHARED_DATA_DIR.resolve())
+    return ISBI_PNG_URL
+
+
+def _is_url(source: str) -> bool:
+    return "://" in source
+
+
+def _source_kind(source: str, manifest: Manifest) -> str:
+    """Classify ``source`` as "url", "png" (folder) or "tiff" (folder), or raise UserError."""
+    if _is_url(source):
+        scheme = urllib.parse.urlsplit(source).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise UserError(f"source {source}: only http:// and https:// URLs are supported; give a local folder instead")
+        return "url"
+    folder = Path(source)
+    if not folder.exists():
+        raise UserError(f"source folder {folder} does not exist: pass an existing folder or a URL (default {ISBI_PNG_URL})")
+    if not folder.is_dir():
+        raise UserError(f"source {folder} is not a folder: pass the folder holding the PNGs or the TIFF stacks")
+    if any((folder / rel).is_file() for rel in manifest):
+        return "png"
+    if any((folder / name).is_file() for name in TIFF_STACKS):
+        return "tiff"
+    raise UserError(
+        f"source folder {folder} holds neither the PNG layout (train/image/N.png, train/label/N.png, test/N.png) "
+        f"nor the TIFF stacks ({', '.join(TIFF_STACKS)})"
+    )
+
+
+def _tiff_location(rel: str) -> tuple[str, int]:
+    """Map ``train/image/7.png`` to ``("train-volume.tif", 7)``."""
+    folder, _, name = rel.rpartition("/")
+    match = _PAGE_NAME.fullmatch(name)
+    for stack, sub in TIFF_STACKS.items():
+        if folder == sub and match:
+            return stack, int(match.group(1))
+    raise UserError(f"manifest entry {rel} has no TIFF stack page: TIFF sources only provide {', '.join(v + '/N.png' for v in TIFF_STACKS.values())}")
+
+
+# ---------------------------------------------------------------------------- TIFF
+
+
+def _to_uint8(page: np.ndarray, where: str) -> np.ndarray:
+    """Convert a TIFF page to a 2-D uint8 array (8-bit pages are kept as they are)."""
+    page = np.asarray(page)
+    if page.ndim == 3 and 1 in (page.shape[0], page.shape[-1]):
+        page = page.reshape(page.shape[1:] if page.shape[0] == 1 else page.shape[:-1])
+    if page.ndim != 2:
+        raise UserError(f"{where}: page has shape {page.shape}, expected a 2-D grayscale page; convert the stack to grayscale")
+    if page.dtype == np.uint8:
+        return page
+    if page.dtype == np.bool_:
+        return page.astype(np.uint8) * 255
+    from skimage.util import img_as_ubyte  # lazy import
+
+    try:
+        return img_as_ubyte(page)
+    except ValueError as exc:
+        raise UserError(f"{where}: cannot convert {page.dtype} page to 8-bit ({exc}); save the stack as 8-bit") from None
+
+
+def _iter_tiff_pages(tif_path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(page_index, 2-D uint8 array)`` for every page of a TIFF file."""
+    import tifffile  # lazy import
+
+    try:
+        with tifffile.TiffFile(tif_path) as tif:
+            for index, page in enumerate(tif.pages):
+                yield index, _to_uint8(page.asarray(), f"{tif_path} page {index}")
+    except FileNotFoundError:
+        raise UserError(f"TIFF stack {tif_path} not found: put it next to the other stacks or use another source") from None
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise UserError(f"TIFF stack {tif_path} cannot be read ({exc}): download it again") from None
+
+
+def _tiff_page_count(tif_path: Path) -> int:
+    import tifffile  # lazy import
+
+    try:
+        with tifffile.TiffFile(tif_path) as tif:
+            return len(tif.pages)
+    except FileNotFoundError:
+        raise UserError(f"TIFF stack {tif_path} not found: put it next to the other stacks or use another source") from None
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise UserError(f"TIFF stack {tif_path} cannot be read ({exc}): download it again") from None
+
+
+def _write_png(image: np.ndarray, path: Path) -> None:
+    """Write an 8-bit PNG via ``<path>.part`` then rename."""
+    import imageio.v3 as iio  # lazy import; imageio comes with scikit-image
+
+    tmp = path.with_name(path.name + ".part")
+    iio.imwrite(tmp, image, extension=".png")
+    os.replace(tmp, path)
+
+
+def split_tiff_stack(tif_path: PathLike, out_dir: PathLike) -> list[Path]:
+    """Write page N of a multi-page TIFF to ``out_dir/N.png`` (8-bit grayscale).
+
+    Returns the written paths in page order. 8-bit pages keep their values; other
+    integer/float/bool pages are scaled to 0..255. Raises UserError on unreadable stacks.
+    """
+    tif_path, out_dir = Path(tif_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, page in _iter_tiff_pages(tif_path):
+        out = out_dir / f"{index}.png"
+        _write_png(page, out)
+        written.append(out)
+    return written
+
+
+# ------------------------------------------------------------------------ download
+
+
+def _download(url: str, out: Path, rel: str) -> None:
+    """Download ``url`` to ``out`` via ``out.part``; any failure is a UserError naming ``rel``."""
+    part = out.with_name(out.name + ".part")
+    request = urllib.request.Request(url, headers={"User-Agent": "unet-isbi-fetch/1.0"})
+    try:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(part, "wb") as fh:
+            length = response.headers.get("Content-Length")
+            received = 0
+            while chunk := response.read(_CHUNK):
+                fh.write(chunk)
+                received += len(chunk)
+        if length is not None and length.strip().isdigit() and received != int(length):
+            raise UserError(
+                f"{rel}: download from {url} was cut short ({received} of {length} bytes); "
+                "check the connection and fetch again"
+            )
+    except urllib.error.HTTPError as exc:
+        raise UserError(f"{rel}: HTTP {exc.code} {exc.reason} for {url}; check the source URL or use a local folder") from None
+    except urllib.error.URLError as exc:
+        raise UserError(f"{rel}: cannot reach {url} ({exc.reason}); check the network or use a local folder") from None
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        raise UserError(f"{rel}: download from {url} failed ({type(exc).__name__}: {exc}); fetch again") from None
+    os.replace(part, out)
+
+
+def _copy(src: Path, out: Path, rel: str) -> None:
+    part = out.with_name(out.name + ".part")
+    try:
+        shutil.copyfile(src, part)
+    except FileNotFoundError:
+        raise UserError(f"{rel}: {src} not found in the source folder; the source is incomplete, use another source") from None
+    except OSError as exc:
+        raise UserError(f"{rel}: cannot copy {src} ({exc}); check the source folder") from None
+    os.replace(part, out)
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def _dest_file_ok(path: Path, rel: str, expected: tuple[str, str]) -> bool:
+    """True if an existing destination file matches the manifest (file or pixel hash)."""
+    if file_sha256(path) == expected[0]:
+        return True
+    import skimage.io  # lazy import
+
+    try:
+        image = skimage.io.imread(path)
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return image.ndim == 2 and image.dtype == np.uint8 and pixel_sha256(image) == expected[1]
+
+
+def _verify_staged(path: Path, rel: str, expected: tuple[str, str], by_pixels: bool, source: str) -> None:
+    if by_pixels:
+        got = pixel_sha256(_read_gray_png(path, rel))
+        if got != expected[1]:
+            raise UserError(
+                f"{rel}: pixels from {source} do not match the manifest (pixel sha256 {got[:12]}..., "
+                f"expected {expected[1][:12]}...); use the genuine ISBI 2012 stacks, or verify=False / --no-verify "
+                "if they legitimately differ"
+            )
+    else:
+        got = file_sha256(path)
+        if got != expected[0]:
+            raise UserError(
+                f"{rel}: checksum mismatch for the copy from {source} (sha256 {got[:12]}..., expected "
+                f"{expected[0][:12]}...); the source file is corrupt or different, use another source"
+            )
+
+
+def _make_progbar(total: int, progress: bool) -> Any:
+    if not progress or total == 0:
+        return None
+    from keras.utils import Progbar  # lazy: importing keras takes seconds
+
+    return Progbar(total, unit_name="file")
+
+
+def fetch_isbi(
+    source: str | os.PathLike | None = None,
+    dest: str | os.PathLike = "data/membrane",
+    *,
+    verify: bool = True,
+    manifest: PathLike | Mapping[str, tuple[str, str]] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fill ``dest`` with every file of the manifest from ``source``; return ``dest``.
+
+    ``source``: a PNG-layout folder, a folder with the three TIFF stacks, or an
+    http(s) base URL in the PNG layout; ``None`` means :func:`default_source`.
+    ``dest`` is relative to the current directory. ``manifest``: a manifest path or a
+    ``{relpath: (file_sha256, pixel_sha256)}`` mapping (default :data:`MANIFEST_PATH`).
+    PNG sources are checked by file SHA-256, TIFF sources by pixel hash;
+    ``verify=False`` skips both (a warning is printed; files must still decode as
+    8-bit grayscale) -- meant for TIFF stacks whose pixels legitimately differ.
+
+    Files already in ``dest`` with the right hash are kept untouched; if all are
+    there, nothing is written. Missing files are staged in a hidden sibling folder,
+    verified, then moved in. Extra files in ``dest`` are ignored. Raises
+    :class:`UserError` (naming the file) on a missing/corrupt source file, a hash
+    mismatch, a network/HTTP error or a short download, leaving ``dest`` as it was,
+    or if a file already in ``dest`` has the wrong hash.
+    """
+    entries = _resolve_manifest(manifest)
+    source = os.fspath(default_source() if source is None else source)
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"destination {dest} exists and is not a folder: remove it or choose another dest")
+
+    missing: list[str] = []
+    wrong: list[str] = []
+    for rel in sorted(entries, key=_sort_key):
+        target = dest / rel
+        if target.is_file():
+            if verify and not _dest_file_ok(target, rel, entries[rel]):
+                wrong.append(rel)
+        elif target.exists() or target.is_symlink():
+            raise UserError(f"{target} is not a regular file: remove it and fetch again")
+        else:
+            missing.append(rel)
+    if wrong:
+        more = f" (and {len(wrong) - 1} more: {', '.join(wrong[1:4])}{', ...' if len(wrong) > 4 else ''})" if len(wrong) > 1 else ""
+        raise UserError(
+            f"{dest / wrong[0]} does not match the ISBI 2012 manifest{more}: it is not the expected file; "
+            "remove it (or the whole folder) and fetch again"
+        )
+    if not verify:
+        print(
+            f"warning: verify=False: files from {source} are not checked against the manifest; "
+            "make sure they really are the ISBI 2012 data",
+            file=sys.stderr,
+        )
+    if not missing:
+        print(f"{dest}: up to date ({len(entries)} files verified)" if verify else f"{dest}: up to date ({len(entries)} files present)")
+        return dest
+
+    kind = _source_kind(source, entries)
+    if kind == "tiff":
+        for stack in sorted({_tiff_location(rel)[0] for rel in missing}):
+            if not (Path(source) / stack).is_file():
+                raise UserError(f"TIFF stack {Path(source) / stack} not found: put all of {', '.join(TIFF_STACKS)} in {source}")
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        bar = _make_progbar(len(missing), progress)
+        done = 0
+
+        def stage_one(rel: str, fill: Any) -> None:
+            nonlocal done
+            out = staging / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fill(out)
+            if verify:
+                _verify_staged(out, rel, entries[rel], by_pixels=kind == "tiff", source=source)
+            else:
+                _read_gray_png(out, rel)
+            done += 1
+            if bar is not None:
+                bar.update(done)
+
+        if kind == "url":
+            base = source if source.endswith("/") else source + "/"
+            for rel in missing:
+                url = base + urllib.parse.quote(rel)
+                stage_one(rel, lambda out, url=url, rel=rel: _download(url, out, rel))
+        elif kind == "png":
+            for rel in missing:
+                stage_one(rel, lambda out, rel=rel: _copy(Path(source) / rel, out, rel))
+        else:
+            _stage_from_tiffs(Path(source), entries, missing, stage_one)
+
+        _move_into_place(staging, dest, missing)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    print(f"{dest}: fetched {len(missing)} of {len(entries)} files from {source}")
+    return dest
+
+
+def _stage_from_tiffs(folder: Path, entries: Manifest, missing: list[str], stage_one: Any) -> None:
+    """Split the needed TIFF stacks page by page into the staging folder."""
+    wanted: dict[str, dict[int, str]] = {}
+    expected_pages: dict[str, int] = {}
+    for rel in entries:
+        stack, index = _tiff_location(rel)
+        expected_pages[stack] = expected_pages.get(stack, 0) + 1
+    for rel in missing:
+        stack, index = _tiff_location(rel)
+        wanted.setdefault(stack, {})[index] = rel
+    for stack, pages in sorted(wanted.items()):
+        tif_path = folder / stack
+        count = _tiff_page_count(tif_path)
+        if count != expected_pages[stack]:
+            raise UserError(
+                f"TIFF stack {tif_path} has {count} pages but the manifest expects {expected_pages[stack]}: "
+                "use the original ISBI 2012 stack"
+            )
+        for index, page in _iter_tiff_pages(tif_path):
+            rel = pages.get(index)
+            if rel is not None:
+                stage_one(rel, lambda out, page=page: _write_png(page, out))
+        absent = sorted(set(pages) - set(range(count)))
+        if absent:
+            raise UserError(f"{pages[absent[0]]}: page {absent[0]} is missing from {tif_path}; use the original stack")
+
+
+def _move_into_place(staging: Path, dest: Path, rels: list[str]) -> None:
+    """Move the verified staged files into ``dest`` without overwriting anything."""
+    if not dest.exists():
+        try:
+            os.rename(staging, dest)  # one atomic step when dest is new
+            return
+        except OSError:
+            pass  # dest appeared meanwhile: merge file by file below
+    for rel in rels:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            raise UserError(f"{target} appeared while fetching: remove it and fetch again")
+        os.replace(staging / rel, target)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 on UserError)."""
+    parser = argparse.ArgumentParser(description="Fetch and verify the ISBI 2012 membrane data set.")
+    parser.add_argument("--source", help=f"PNG folder, TIFF-stack folder or http(s) URL (default: ${SOURCE_ENV_VAR}, "
+                        "../shared/data/isbi2012, or the public zhixuhao/unet copy)")
+    parser.add_argument("--dest", default="data/membrane", help="destination folder (default: data/membrane)")
+    parser.add_argument("--no-verify", action="store_true", help="do not check hashes (TIFFs whose pixels differ)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--write-manifest", metavar="FOLDER", help=f"regenerate {MANIFEST_PATH.name} from a PNG folder")
+    args = parser.parse_args(argv)
+    try:
+        if args.write_manifest:
+            print(f"wrote {write_manifest(args.write_manifest)}")
+        else:
+            fetch_isbi(args.source, args.dest, verify=not args.no_verify, progress=not args.quiet)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Command line: fetch the data, train, predict, evaluate, or all of it in one go.
+
+    python main.py fetch   [--source DIR_OR_URL] [--dest data/membrane]
+    python main.py train   [--data data/membrane] [--recipe NAME] [--epochs N] ...
+    python main.py predict --model FILE.keras [--input DIR] [--output DIR]
+    python main.py evaluate --pred DIR --labels DIR [--json FILE]
+    python main.py all     (fetch, train, predict, evaluate with the machine's default)
+
+A mistake in the input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from errors import UserError  # noqa: E402
+
+DEFAULT_DATA = "data/membrane"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def id_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
+    parser.add_argument("--recipe", default="auto", help="auto (blog on a GPU, cpu otherwise), blog or cpu (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
+    parser.add_argument("--steps-per-epoch", type=positive_int, help="override the recipe's steps per epoch")
+    parser.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
+    parser.add_argument("--width", type=positive_int, help="filters of the first level (the seed: 64)")
+    parser.add_argument("--patch-size", type=positive_int, metavar="N", help="side of the random training crops (default: 256)")
+    parser.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
+    parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
+    parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
+    parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
+    parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
+    parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="data-loading threads (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description="U-Net for ISBI 2012 cell-membrane segmentation.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fetch = commands.add_parser("fetch", parents=[common], help="fetch and verify the ISBI 2012 data")
+    fetch.add_argument("--source", help="a folder (PNG layout or TIFF stacks) or an http(s) URL (default: $UNET_DATA_SOURCE, ../shared/data/isbi2012, or the public mirror)")
+    fetch.add_argument("--dest", default=DEFAULT_DATA, help="where to put it (default: %(default)s)")
+    fetch.add_argument("--no-verify", action="store_true", help="skip the SHA-256 checks (TIFF stacks whose pixels differ)")
+
+    train = commands.add_parser("train", parents=[common], help="train a U-Net")
+    add_training_options(train)
+    train.add_argument("--out", help="model file, .keras (default: LOGS/RUN/unet_membrane.keras)")
+
+    predict = commands.add_parser("predict", parents=[common], help="predict masks at each image's native size")
+    predict.add_argument("--model", required=True, help="a .keras model written by train")
+    predict.add_argument("--input", default=f"{DEFAULT_DATA}/test", help="folder of images (default: %(default)s)")
+    predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
+    predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
+    predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
+    evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
+    evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane)")
+    evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
+    evaluate.add_argument("--json", help="write the scores to this JSON file")
+
+    everything = commands.add_parser("all", parents=[common], help="fetch, train, predict the held-out and test slices, evaluate")
+    add_training_options(everything)
+    everything.add_argument("--source", help="data source for fetch (see fetch --help)")
+    everything.add_argument("--tta", action="store_true", help="test-time augmentation when predicting")
+    return parser
+
+
+def recipe_from_args(args):
+    import dataclasses
+
+    from train import resolve_recipe
+
+    recipe = resolve_recipe(args.recipe).replace(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        width=args.width, learning_rate=args.lr, precision=args.precision)
+    if args.patch_size:
+        if recipe.target_size:
+            recipe = recipe.replace(target_size=(args.patch_size, args.patch_size))
+        else:
+            recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
+    if args.time_limit is not None:  # 0 lifts the recipe's limit
+        recipe = dataclasses.replace(recipe, time_limit_minutes=args.time_limit or None)
+    return recipe
+
+
+def run_dir_for(args, recipe) -> Path:
+    return Path(args.logs) / (args.run or f"{time.strftime('%Y%m%d-%H%M%S')}-{recipe.name}")
+
+
+def cmd_fetch(args) -> int:
+    from fetch import fetch_isbi
+
+    fetch_isbi(args.source, args.dest, verify=not args.no_verify, progress=not args.quiet)
+    return 0
+
+
+def cmd_train(args) -> dict:
+    from data import DEFAULT_VALIDATION_IDS
+    from train import train
+
+    recipe = recipe_from_args(args)
+    run_dir = run_dir_for(args, recipe)
+    verbose = 0 if args.quiet else 1
+    print(f"Training recipe {recipe.name!r} ({describe(recipe)}); logs in {run_dir}")
+    result = train(args.data, recipe, run_dir, model_path=getattr(args, "out", None),
+                   validation_ids=args.val_ids or DEFAULT_VALIDATION_IDS,
+                   seed=args.seed, workers=args.workers, verbose=verbose)
+    best = min(result.history.get("val_loss", [float("nan")]))
+    print(f"Trained {len(result.history.get('loss', []))} epochs in {result.seconds / 60:.1f} min; "
+          f"best val_loss {best:.4f}; model: {result.model_path}")
+    return {"recipe": recipe.name, "run_dir": str(result.run_dir), "model": str(result.model_path),
+            "train_seconds": result.seconds, "epochs": len(result.history.get("loss", [])),
+            "best_val_loss": best, "validation_names": result.validation_names}
+
+
+def describe(recipe) -> str:
+    size = f"crops {recipe.patch_size[0]}x{recipe.patch_size[1]}" if recipe.patch_size else f"resized to {recipe.target_size[0]}x{recipe.target_size[1]}"
+    limit = f", at most {recipe.time_limit_minutes:g} min" if recipe.time_limit_minutes else ""
+    return (f"width {recipe.width}, batch {recipe.batch_size}, {recipe.steps_per_epoch} steps x "
+            f"{recipe.epochs} epochs, {size}, lr {recipe.learning_rate:g}, {recipe.precision}{limit}")
+
+
+def cmd_predict(args) -> list:
+    from model import load_model
+    from predict import predict_folder
+
+    network = load_model(args.model)
+    written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
+                             progress=not args.quiet)
+    print(f"Wrote {len(written)} predictions to {args.output}")
+    return written
+
+
+def cmd_evaluate(args) -> dict:
+    from metrics import evaluate_folders
+
+    scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
+                              progress=not args.quiet)
+    print_scores(scores)
+    return scores
+
+
+def print_scores(scores: dict) -> None:
+    print(f"V_rand {scores['v_rand']:.4f} (threshold {scores['v_rand_threshold']:.1f})  "
+          f"V_info {scores['v_info']:.4f} (threshold {scores['v_info_threshold']:.1f})  "
+          f"pixel error {scores['pixel_error']:.4f}  Dice {scores['dice']:.4f}  "
+          f"({len(scores['per_slice'])} slices)")
+
+
+def cmd_all(args) -> int:
+    """The main job: fetch, train with the machine's default, predict, evaluate."""
+    from fetch import fetch_isbi
+    from model import load_model
+    from predict import predict_folder
+    from metrics import evaluate_folders
+
+    started = time.monotonic()
+    fetch_isbi(args.source, args.data, verify=True, progress=not args.quiet)
+    summary = cmd_train(args)
+    run_dir = Path(summary["run_dir"])
+    network = load_model(summary["model"])
+    data_dir = Path(args.data)
+    val_dir = run_dir / "val_predictions"
+    predict_folder(network, data_dir / "train" / "image", val_dir, tta=args.tta,
+                   names=summary["validation_names"], progress=not args.quiet)
+    scores = evaluate_folders(val_dir, data_dir / "train" / "label", names=summary["validation_names"],
+                              json_path=run_dir / "validation_scores.json", progress=not args.quiet)
+    print("Held-out slices " + ",".join(summary["validation_names"]) + ":")
+    print_scores(scores)
+    test_dir = run_dir / "test_predictions"
+    written = predict_folder(network, data_dir / "test", test_dir, tta=args.tta, progress=not args.quiet)
+    summary.update(total_seconds=time.monotonic() - started,
+                   validation={k: scores[k] for k in ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")},
+                   test_predictions=str(test_dir))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"Wrote {len(written)} test predictions to {test_dir}; total {summary['total_seconds'] / 60:.1f} min; "
+          f"summary in {run_dir / 'summary.json'}")
+    return 0
+
+
+COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
+            "evaluate": cmd_evaluate, "all": cmd_all}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The U-Net of the seed repository (zhixuhao/unet), written once per block.
+
+``unet()`` with its defaults builds exactly the seed's network: four encoder levels of
+two 3x3 ReLU convolutions and 2x2 max pooling (64, 128, 256, 512 filters), a
+1024-filter bottleneck, dropout 0.5 after the last encoder level and after the
+bottleneck, a decoder of UpSampling2D followed by a 2x2 convolution, concatenation with
+the skip connection and two 3x3 convolutions, then Conv2D(2, 3, relu) and a 1x1 sigmoid
+convolution: 31,031,685 parameters for one input channel. It compiles with Adam(1e-4),
+binary cross-entropy and accuracy, as the seed did.
+
+Only built-in Keras layers are used, so ``.keras`` files load without custom objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+from keras import layers
+
+from errors import UserError
+
+SEED_PARAMETER_COUNT = 31_031_685  # unet() with its defaults, one input channel
+
+
+def _conv(filters: int, kernel_size: int, name: str) -> layers.Conv2D:
+    """The seed's convolution: same padding, ReLU, He-normal initialisation."""
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        activation="relu",
+        padding="same",
+        kernel_initializer="he_normal",
+        name=name,
+    )
+
+
+def conv_block(x, filters: int, name: str):
+    """Two 3x3 ReLU convolutions: (B, H, W, C) -> (B, H, W, filters)."""
+    x = _conv(filters, 3, f"{name}_conv1")(x)
+    return _conv(filters, 3, f"{name}_conv2")(x)
+
+
+def up_block(x, skip, filters: int, name: str):
+    """Upsample x by 2, 2x2 conv, concatenate the skip, then a conv block.
+
+    x: (B, H, W, C), skip: (B, 2H, 2W, C') -> (B, 2H, 2W, filters).
+    """
+    x = layers.UpSampling2D(size=(2, 2), name=f"{name}_upsample")(x)
+    x = _conv(filters, 2, f"{name}_upconv")(x)
+    x = layers.Concatenate(axis=-1, name=f"{name}_concat")([skip, x])
+    return conv_block(x, filters, name)
+
+
+def unet(
+    pretrained_weights: str | Path | None = None,
+    input_size: Sequence[int | None] = (256, 256, 1),
+    *,
+    width: int = 64,
+    num_class: int = 1,
+    depth: int = 4,
+    dropout: float = 0.5,
+    learning_rate: float = 1e-4,
+    loss: str | Callable | None = None,
+    compile: bool = True,
+) -> keras.Model:
+    """Build (and by default compile) the seed's U-Net.
+
+    Args:
+      pretrained_weights: optional ``.keras``, ``.weights.h5`` or legacy ``.h5``/``.hdf5``
+        file whose weights are loaded into the new model.
+      input_size: (H, W, C). H and W must be multiples of 2**depth, or None for a
+        network that accepts any such size (inference at native resolution).
+      width: filters of the first level; level k has width * 2**k. The seed uses 64.
+      num_class: 1 gives the seed's sigmoid head, output (B, H, W, 1), probability of
+        cell interior. N > 1 gives a 1x1 softmax head, output (B, H, W, N).
+      depth: number of pooling steps (the seed uses 4).
+      dropout: rate after the deepest encoder level and the bottleneck.
+      learning_rate: Adam's learning rate.
+      loss: overrides binary (or categorical) cross-entropy.
+      compile: compile with Adam, the loss and accuracy.
+
+    Returns:
+      A keras.Model mapping (B, H, W, C) floats in [0, 1] to (B, H, W, num_class).
+    """
+    if len(input_size) != 3:
+        raise ValueError(f"input_size must be (H, W, C), got {tuple(input_size)}")
+    if width < 1 or num_class < 1 or depth < 1:
+        raise ValueError("width, num_class and depth must be positive")
+    step = 2**depth
+    for side in input_size[:2]:
+        if side is not None and side % step:
+            raise ValueError(
+                f"input_size {tuple(input_size)}: H and W must be multiples of {step}"
+            )
+
+    inputs = keras.Input(shape=tuple(input_size), name="image")
+    skips = []
+    x = inputs
+    for level in range(depth):
+        x = conv_block(x, width * 2**level, name=f"down{level + 1}")
+        if level == depth - 1 and dropout:
+            x = layers.Dropout(dropout, name=f"down{level + 1}_dropout")(x)
+        skips.append(x)
+        x = layers.MaxPooling2D(pool_size=(2, 2), name=f"down{level + 1}_pool")(x)
+
+    x = conv_block(x, width * 2**depth, name="bottleneck")
+    if dropout:
+        x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+
+    for level in reversed(range(depth)):
+        x = up_block(x, skips[level], width * 2**level, name=f"up{level + 1}")
+
+    if num_class == 1:
+        x = _conv(2, 3, "head_conv")(x)
+        outputs = layers.Conv2D(1, 1, activation="sigmoid", name="probability")(x)
+    else:
+        outputs = layers.Conv2D(num_class, 1, activation="softmax", name="probability")(x)
+
+    model = keras.Model(inputs=inputs, outputs=outputs, name="unet")
+    if compile:
+        default_loss = "binary_crossentropy" if num_class == 1 else "categorical_crossentropy"
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss=loss or default_loss,
+            metrics=["accuracy"],
+        )
+    if pretrained_weights:
+        load_weights_into(model, pretrained_weights)
+    return model
+
+
+def load_weights_into(model: keras.Model, path: str | Path) -> None:
+    """Load weights from a ``.keras``, ``.weights.h5`` or legacy ``.h5`` file.
+
+    Raises UserError when the file is missing or holds another architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found")
+    try:
+        model.load_weights(str(path))
+    except (ValueError, KeyError, OSError) as error:
+        raise UserError(
+            f"{path}: cannot load these weights into a U-Net of width "
+            f"{model.get_layer('down1_conv1').filters} with input {model.input_shape[1:]} "
+            f"({str(error).splitlines()[0][:200]}); check --width and the input channels"
+        ) from error
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a model saved by ``train`` (``.keras``), without its compile state.
+
+    Raises UserError for a missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found; train one with `python main.py train`")
+    if path.suffix != ".keras":
+        raise UserError(
+            f"{path}: expected a .keras model file (weights-only .h5 files load with "
+            "unet(pretrained_weights=...))"
+        )
+    try:
+        return keras.models.load_model(str(path), compile=False)
+    except (ValueError, OSError, KeyError) as error:
+        raise UserError(f"{path}: not a readable .keras model ({error})") from error
+
+
+def downsampling_factor(model: keras.Model) -> int:
+    """2**depth: the factor that H and W of the model's input must be multiples of."""
+    pools = [layer for layer in model.layers if isinstance(layer, layers.MaxPooling2D)]
+    return 2 ** len(pools)

@@ -1,0 +1,239 @@
+"""Prediction at each image's native size: whole-image, overlap-tile, or the seed's resize.
+
+The pure functions take a ``predict_fn`` mapping a batch (B, h, w, C) to (B, h, w, K), so
+they are tested without a network and work with any Keras backend.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+
+from data import COLOR_DICT, labelVisualize, list_images, read_image, resize_to, to_uint8
+from errors import UserError
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+MODES = ("auto", "whole", "tile", "resize")
+
+
+def receptive_field(depth: int = 4) -> int:
+    """Receptive field in pixels of unet(depth=depth): 217 for the seed's depth 4.
+
+    Each 3x3 conv adds 2 * jump, each 2x2 pool or 2x2 up-conv adds 1 * jump, where jump is
+    the pixel stride of that level (2**level).
+    """
+    field, jump = 1, 1
+    for _ in range(depth):  # encoder: two 3x3 convs, then pool
+        field += 4 * jump + jump
+        jump *= 2
+    field += 4 * jump  # bottleneck
+    for _ in range(depth):  # decoder: upsample, 2x2 conv, two 3x3 convs
+        jump //= 2
+        field += jump + 4 * jump
+    return field + 2  # the seed's Conv2D(2, 3) head
+
+
+def default_tiling(depth: int = 4) -> tuple[int, int]:
+    """(tile, margin): margin is half the receptive field rounded up to a multiple of
+    2**depth (112 for depth 4); the tile is the smallest multiple of 2**depth with a core
+    (tile - 2 * margin) at least as wide as 2 * margin (448 for depth 4)."""
+    step = 2**depth
+    margin = math.ceil(receptive_field(depth) / 2 / step) * step
+    return 4 * margin, margin
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Mirror-pad (H, W, C) at the bottom/right to multiples of ``multiple``.
+
+    Returns the padded array and the original (H, W) to crop back to.
+    """
+    height, width = image.shape[:2]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+    return padded, (height, width)
+
+
+def predict_whole(image: np.ndarray, predict_fn: PredictFn, multiple: int = 16) -> np.ndarray:
+    """Predict (H, W, C) in one piece, mirror-padded to a multiple: returns (H, W, K)."""
+    padded, (height, width) = pad_to_multiple(image, multiple)
+    return predict_fn(padded[None])[0, :height, :width]
+
+
+def predict_overlap_tile(
+    image: np.ndarray,
+    predict_fn: PredictFn,
+    tile_size: int = 448,
+    margin: int = 112,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """The paper's overlap-tile strategy for an image of any size.
+
+    The image (H, W, C) is mirror-padded by ``margin`` (more at the bottom/right to fit
+    whole tiles). Tiles of ``tile_size`` x ``tile_size`` are taken with stride
+    ``core = tile_size - 2 * margin``; of each tile's prediction only the central core is
+    kept, so every kept pixel saw ``margin`` pixels of real or mirrored context on each
+    side. Returns (H, W, K).
+    """
+    core = tile_size - 2 * margin
+    if core <= 0:
+        raise ValueError(f"tile_size {tile_size} must exceed 2 * margin ({2 * margin})")
+    height, width = image.shape[:2]
+    rows, cols = math.ceil(height / core), math.ceil(width / core)
+    padded = np.pad(
+        image,
+        ((margin, margin + rows * core - height), (margin, margin + cols * core - width), (0, 0)),
+        mode="symmetric",
+    )
+    origins = [(r * core, c * core) for r in range(rows) for c in range(cols)]
+    output = None
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start:start + batch_size]
+        tiles = np.stack([padded[r:r + tile_size, c:c + tile_size] for r, c in chunk])
+        predictions = predict_fn(tiles)
+        if output is None:
+            output = np.zeros((rows * core, cols * core, predictions.shape[-1]), np.float32)
+        for (r, c), prediction in zip(chunk, predictions):
+            output[r:r + core, c:c + core] = prediction[margin:margin + core, margin:margin + core]
+    return output[:height, :width]
+
+
+def predict_resized(image: np.ndarray, predict_fn: PredictFn, target_size: Sequence[int]) -> np.ndarray:
+    """The seed's way: resize (H, W, C) to target_size, predict, resize back to (H, W, K)."""
+    small = resize_to(image, target_size, order=1)
+    prediction = predict_fn(small[None])[0]
+    return resize_to(prediction, image.shape[:2], order=1)
+
+
+def with_tta(predict_fn: PredictFn) -> PredictFn:
+    """Wrap predict_fn to average over the 8 flips and quarter turns (square inputs)."""
+
+    def averaged(batch: np.ndarray) -> np.ndarray:
+        views = []
+        for flip in (False, True):
+            flipped = batch[:, :, ::-1] if flip else batch
+            views.extend(np.rot90(flipped, k, axes=(1, 2)) for k in range(4))
+        same_shape = all(view.shape == batch.shape for view in views)
+        if same_shape:
+            outputs = np.split(predict_fn(np.concatenate(views)), 8)
+        else:
+            outputs = [predict_fn(np.ascontiguousarray(view)) for view in views]
+        total = 0.0
+        for index, output in enumerate(outputs):
+            flip, k = divmod(index, 4)
+            restored = np.rot90(output, -k, axes=(1, 2))
+            total = total + (restored[:, :, ::-1] if flip else restored)
+        return total / 8.0
+
+    return averaged
+
+
+def model_predict_fn(model: keras.Model) -> PredictFn:
+    """Batch -> numpy predictions, float32, for any backend."""
+    return lambda batch: np.asarray(model.predict_on_batch(batch.astype(np.float32)), np.float32)
+
+
+def fixed_input_size(model: keras.Model) -> tuple[int, int] | None:
+    """(h, w) when the model only accepts one size (the seed's 256x256), else None."""
+    height, width = model.input_shape[1:3]
+    return (height, width) if height is not None and width is not None else None
+
+
+def predict_image(
+    model: keras.Model,
+    image: np.ndarray,
+    mode: str = "auto",
+    tta: bool = False,
+    tile_size: int | None = None,
+    margin: int | None = None,
+) -> np.ndarray:
+    """Predict one (H, W, C) image in [0, 1] at its native size: returns (H, W, K).
+
+    mode: "whole" (mirror-pad to a multiple of 2**depth), "tile" (overlap-tile),
+    "resize" (the seed's: to the model's fixed input size and back), or "auto": resize
+    for a fixed-size model, else whole.
+    """
+    from model import downsampling_factor
+
+    if mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    fixed = fixed_input_size(model)
+    if mode == "auto":
+        mode = "resize" if fixed else "whole"
+    if fixed and mode != "resize" and image.shape[:2] != fixed:
+        raise UserError(f"this model only accepts {fixed[0]}x{fixed[1]} inputs; use --mode resize")
+    predict_fn = model_predict_fn(model)
+    if tta:
+        predict_fn = with_tta(predict_fn)
+    factor = downsampling_factor(model)
+    if mode == "resize":
+        return predict_resized(image, predict_fn, fixed or (256, 256))
+    if mode == "tile":
+        default_tile, default_margin = default_tiling(int(math.log2(factor)))
+        return predict_overlap_tile(image, predict_fn, tile_size or default_tile, margin if margin is not None else default_margin)
+    return predict_whole(image, predict_fn, factor)
+
+
+def prediction_to_png(prediction: np.ndarray) -> np.ndarray:
+    """(H, W, 1) probabilities -> (H, W) uint8; (H, W, K) scores -> (H, W, 3) colours."""
+    if prediction.shape[-1] == 1:
+        return to_uint8(prediction)
+    colours = labelVisualize(prediction.shape[-1], COLOR_DICT, prediction)
+    return (colours * 255).round().astype(np.uint8)
+
+
+def check_output_folder(output_dir: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output path that is a file, or whose files would replace an input."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"{output_dir}: output path is a file; give a folder with --output")
+    input_set = {path.resolve() for path in inputs}
+    for path in inputs:
+        target = (output_dir / f"{path.stem}_predict.png").resolve()
+        if target in input_set:
+            raise UserError(f"{target}: writing the prediction would replace an input image; choose another --output")
+
+
+def predict_folder(
+    model: keras.Model,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    mode: str = "auto",
+    tta: bool = False,
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Predict every image of input_dir; write ``{stem}_predict.png`` (8-bit) at native size.
+
+    Earlier ``*_predict.png`` files in input_dir are not inputs. ``names`` restricts to
+    those stems. Returns the written paths.
+    """
+    from skimage import io
+
+    inputs = list_images(input_dir)
+    if names is not None:
+        wanted = {str(name) for name in names}
+        inputs = [path for path in inputs if path.stem in wanted]
+    output_dir = Path(output_dir)
+    check_output_folder(output_dir, inputs)
+    channels = model.input_shape[-1]
+    images = [read_image(path, as_gray=channels == 1) for path in inputs]
+    for path, image in zip(inputs, images):
+        if image.shape[-1] != channels:
+            raise UserError(f"{path}: has {image.shape[-1]} channels but the model expects {channels}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    bar = keras.utils.Progbar(len(inputs), unit_name="image") if progress else None
+    written = []
+    for path, image in zip(inputs, images):
+        prediction = predict_image(model, image / 255.0, mode=mode, tta=tta)
+        target = output_dir / f"{path.stem}_predict.png"
+        io.imsave(target, prediction_to_png(prediction), check_contrast=False)
+        written.append(target)
+        if bar is not None:
+            bar.add(1)
+    if progress:
+        sys.stdout.flush()
+    return written

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one entry point. It creates .venv and installs requirements.txt on first use.
+#   ./run.sh [OPTIONS]      the main job: fetch, train (default sized to the machine),
+#                           predict, evaluate; OPTIONS as for `python main.py all --help`
+#   ./run.sh test [ARGS]    the test suite (pytest ARGS)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then python=$candidate; break; fi
+  done
+fi
+[ -n "$python" ] || { echo "error: Python 3.11 not found (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
+
+if [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ]; then
+  echo "Setting up .venv with $("$python" --version) (first run only) ..."
+  "$python" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  touch .venv/.installed
+fi
+
+if [ "${1:-}" = "test" ]; then
+  shift
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python main.py all "$@"

@@ -1,0 +1,112 @@
+"""Native-size prediction: whole image, overlap-tile, resize, TTA, and the folder driver."""
+
+import numpy as np
+import pytest
+from skimage import io
+
+import model
+import predict
+from errors import UserError
+
+
+def local_mean(batch: np.ndarray) -> np.ndarray:
+    """A stand-in network with a 5x5 receptive field: (B, H, W, 1) -> (B, H, W, 1)."""
+    padded = np.pad(batch, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="constant")
+    out = np.zeros_like(batch)
+    for dr in range(5):
+        for dc in range(5):
+            out += padded[:, dr:dr + batch.shape[1], dc:dc + batch.shape[2]]
+    return out / 25.0
+
+
+def test_receptive_field_and_default_tiling():
+    assert predict.receptive_field(4) == 217
+    tile, margin = predict.default_tiling(4)
+    assert margin == 112 and tile == 448 and margin >= predict.receptive_field(4) / 2
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (100, 37), (33, 130)])
+@pytest.mark.parametrize("tile, margin", [(32, 8), (48, 4), (16, 2)])
+def test_overlap_tile_equals_whole_image_for_a_local_operator(shape, tile, margin):
+    """With margin >= the operator's reach (2 px), tiles reproduce the mirrored whole-image result."""
+    image = np.random.default_rng(0).random(shape + (1,)).astype(np.float32)
+    mirrored = np.pad(image, ((2, 2), (2, 2), (0, 0)), mode="symmetric")
+    expected = local_mean(mirrored[None])[0, 2:-2, 2:-2]
+    tiled = predict.predict_overlap_tile(image, local_mean, tile_size=tile, margin=margin, batch_size=3)
+    assert tiled.shape == shape + (1,)
+    np.testing.assert_allclose(tiled, expected, atol=1e-6)
+
+
+def test_overlap_tile_needs_a_positive_core():
+    with pytest.raises(ValueError):
+        predict.predict_overlap_tile(np.zeros((8, 8, 1)), local_mean, tile_size=16, margin=8)
+
+
+def test_whole_and_tiled_network_predictions_agree():
+    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
+    image = np.random.default_rng(1).random((120, 100, 1)).astype(np.float32)
+    whole = predict.predict_whole(image, predict.model_predict_fn(network), multiple=4)
+    tile, margin = predict.default_tiling(2)
+    assert (tile, margin) == (112, 28)
+    tiled = predict.predict_overlap_tile(image, predict.model_predict_fn(network), 64, margin)
+    assert whole.shape == tiled.shape == (120, 100, 1)
+    # More than half the receptive field (49 px) from the border, the whole image's zero
+    # padding is out of reach: tiles and whole image must agree there.
+    reach = predict.receptive_field(2) // 2 + 4  # + one pooling cell: even 2x2 convs pad asymmetrically
+    np.testing.assert_allclose(tiled[reach:-reach, reach:-reach], whole[reach:-reach, reach:-reach], atol=1e-5)
+    assert np.abs(tiled - whole).max() > 1e-5  # and the border really differs
+
+
+def test_tta_of_an_equivariant_operator_is_unchanged():
+    image = np.random.default_rng(2).random((1, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(predict.with_tta(local_mean)(image), local_mean(image), atol=1e-6)
+    shifted = lambda batch: np.roll(batch, 1, axis=2)  # not equivariant: TTA averages it out
+    assert not np.allclose(predict.with_tta(shifted)(image), shifted(image))
+
+
+def test_pad_to_multiple():
+    padded, size = predict.pad_to_multiple(np.zeros((30, 17, 1)), 16)
+    assert padded.shape == (32, 32, 1) and size == (30, 17)
+
+
+def test_resize_mode_returns_native_size():
+    out = predict.predict_resized(np.random.rand(100, 60, 1).astype(np.float32), local_mean, (32, 32))
+    assert out.shape == (100, 60, 1)
+
+
+@pytest.mark.parametrize("mode", ["auto", "whole", "tile"])
+def test_predict_folder_writes_native_size_8bit_pngs(tmp_path, mode):
+    from conftest import synthetic_slice
+
+    (tmp_path / "in").mkdir()
+    io.imsave(tmp_path / "in" / "0.png", synthetic_slice((60, 90), 0)[0], check_contrast=False)
+    io.imsave(tmp_path / "in" / "0_predict.png", np.zeros((5, 5), np.uint8), check_contrast=False)
+    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
+    written = predict.predict_folder(network, tmp_path / "in", tmp_path / "out", mode=mode, progress=False)
+    assert [p.name for p in written] == ["0_predict.png"]
+    out = io.imread(written[0])
+    assert out.shape == (60, 90) and out.dtype == np.uint8
+
+
+def test_fixed_size_model_predicts_by_resizing(tmp_path):
+    from conftest import synthetic_slice
+
+    (tmp_path / "in").mkdir()
+    io.imsave(tmp_path / "in" / "3.png", synthetic_slice((96, 96), 0)[0], check_contrast=False)
+    network = model.unet(input_size=(32, 32, 1), width=4, depth=2, compile=False)
+    written = predict.predict_folder(network, tmp_path / "in", tmp_path / "in", progress=False)
+    assert io.imread(written[0]).shape == (96, 96)
+    with pytest.raises(UserError, match="--mode resize"):
+        predict.predict_folder(network, tmp_path / "in", tmp_path / "o", mode="whole", progress=False)
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    from conftest import synthetic_slice
+
+    (tmp_path / "in").mkdir()
+    io.imsave(tmp_path / "in" / "0.png", synthetic_slice((32, 32), 0)[0], check_contrast=False)
+    (tmp_path / "out").write_text("keep me")
+    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
+    with pytest.raises(UserError, match="is a file"):
+        predict.predict_folder(network, tmp_path / "in", tmp_path / "out", progress=False)
+    assert (tmp_path / "out").read_text() == "keep me"

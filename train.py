@@ -1,0 +1,324 @@
+"""Training recipes and the training loop shared by main.py and the notebook.
+
+A run writes everything under ``logs/<run>/``: TensorBoard event files, ``history.csv``,
+``curves.png`` (the seed's plot_performance), a BackupAndRestore folder for resuming,
+and, unless told otherwise, the best model ``unet_membrane.keras`` (by val_loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from data import (
+    BLOG_AUG_DICT,
+    DEFAULT_VALIDATION_IDS,
+    SegmentationDataset,
+    SliceBatches,
+    check_binary_mask,
+    load_pairs,
+    resize_to,
+)
+from errors import UserError
+from model import unet
+from plots import plot_performance
+
+# Native-resolution recipe: flips, quarter turns and a mild affine, as the paper's
+# augmentation without its elastic part (which the "paper" recipe adds).
+NATIVE_AUG_DICT = dict(
+    rotation_range=10.0,
+    width_shift_range=0.05,
+    height_shift_range=0.05,
+    shear_range=5.0,
+    zoom_range=0.1,
+    horizontal_flip=True,
+    vertical_flip=True,
+    rot90=True,
+    fill_mode="reflect",
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run but the data.
+
+    ``patch_size`` set: train on random crops of native-resolution slices and validate on
+    whole slices. ``target_size`` set instead: the seed's way, every slice resized.
+    ``time_limit_minutes`` stops training early when the next epoch would not fit.
+    """
+
+    name: str
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    width: int = 64
+    learning_rate: float = 1e-4
+    aug_dict: dict = field(default_factory=dict)
+    patch_size: tuple[int, int] | None = (256, 256)
+    target_size: tuple[int, int] | None = None
+    precision: str = "float32"
+    time_limit_minutes: float | None = None
+    early_stopping_patience: int = 5
+    reduce_lr_patience: int = 2
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with some fields changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+RECIPES = {
+    # The blog, exactly: batch 2, 2000 steps, 20 epochs, its aug dict, resized to 256x256.
+    "blog": Recipe("blog", epochs=20, steps_per_epoch=2000, batch_size=2, width=64,
+                   learning_rate=1e-4, aug_dict=BLOG_AUG_DICT, patch_size=None,
+                   target_size=(256, 256)),
+    # Sized for a 2-core CPU: a narrower network in bfloat16 on native-resolution crops,
+    # stopped after 20 minutes of training.
+    "cpu": Recipe("cpu", epochs=40, steps_per_epoch=100, batch_size=4, width=16,
+                  learning_rate=1e-3, aug_dict=NATIVE_AUG_DICT, precision="mixed",
+                  time_limit_minutes=20.0, early_stopping_patience=8, reduce_lr_patience=3),
+}
+
+
+def has_gpu() -> bool:
+    """Whether the active Keras backend sees a GPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def resolve_recipe(name: str = "auto") -> Recipe:
+    """A recipe by name; "auto" is "blog" on a GPU and "cpu" otherwise."""
+    if name == "auto":
+        name = "blog" if has_gpu() else "cpu"
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; choose one of auto, {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def set_precision(precision: str) -> str:
+    """Set Keras's global dtype policy: "float32", "bfloat16"/"float16" (mixed), or
+    "mixed" (float16 on a GPU, bfloat16 on a CPU). Returns the policy name."""
+    policies = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+    if precision == "mixed":
+        precision = "float16" if has_gpu() else "bfloat16"
+    if precision not in policies:
+        raise UserError(f"--precision must be float32, mixed, bfloat16 or float16, not {precision!r}")
+    keras.mixed_precision.set_global_policy(policies[precision])
+    return policies[precision]
+
+
+def find_training_folders(data_dir: str | Path) -> tuple[Path, Path]:
+    """(image folder, mask folder) of a dataset: ``train/image`` + ``train/label``, or
+    ``image(s)`` + ``label(s)``/``mask(s)`` directly under data_dir."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: data folder not found; run `python main.py fetch` first")
+    for base in (data_dir / "train", data_dir):
+        for image_name in ("image", "images"):
+            for mask_name in ("label", "labels", "mask", "masks"):
+                if (base / image_name).is_dir() and (base / mask_name).is_dir():
+                    return base / image_name, base / mask_name
+    raise UserError(f"{data_dir}: expected train/image and train/label folders (or image/ and label/)")
+
+
+def split_validation(names: Sequence[str], validation_ids: Sequence[str] | None) -> list[str]:
+    """The held-out names: validation_ids when all exist, else the last sixth (>= 1)."""
+    if validation_ids:
+        wanted = [str(i) for i in validation_ids]
+        missing = [name for name in wanted if name not in names]
+        if not missing:
+            return wanted
+        if tuple(wanted) != DEFAULT_VALIDATION_IDS:
+            raise UserError(f"validation id {missing[0]!r} is not an image name of the training folder")
+    if len(names) < 2:
+        raise UserError("need at least 2 training images: one to train on and one to validate")
+    return list(names[-max(1, len(names) // 6):])
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the model when ``monitor`` improves, atomically (temp file, then rename)."""
+
+    def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 1):
+        super().__init__()
+        self.filepath = Path(filepath)
+        self.monitor = monitor
+        self.verbose = verbose
+        self.best = np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value < self.best:
+            return
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                  f"{value:.5f}, saving model to {self.filepath}")
+        self.best = float(value)
+        self.filepath.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.filepath.with_name(f".{self.filepath.stem}.partial{self.filepath.suffix}")
+        self.model.save(str(temporary))
+        os.replace(temporary, self.filepath)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training when the next epoch would end after ``minutes`` of training."""
+
+    def __init__(self, minutes: float, verbose: int = 1):
+        super().__init__()
+        self.seconds = minutes * 60.0
+        self.verbose = verbose
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+        self.epoch_start = self.start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        if now + (now - self.epoch_start) > self.start + self.seconds:
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"\nStopping after epoch {epoch + 1}: the time limit of "
+                      f"{self.seconds / 60:.1f} min would be exceeded by another epoch.")
+
+
+def make_callbacks(run_dir: Path, model_path: Path, recipe: Recipe, verbose: int = 1) -> list:
+    """The seed's callbacks, now able to fire (val_loss exists), plus logging helpers."""
+    callbacks = [
+        BestModelCheckpoint(model_path, monitor="val_loss", verbose=verbose),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
+                                      verbose=verbose, mode="min"),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                          patience=recipe.reduce_lr_patience, verbose=verbose, mode="min"),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+    ]
+    if recipe.time_limit_minutes:
+        callbacks.append(TimeLimit(recipe.time_limit_minutes, verbose=verbose))
+    try:
+        import tensorflow  # noqa: F401  (TensorBoard writes its event files with it)
+
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
+    except ImportError:
+        print("TensorFlow is not installed: no TensorBoard event files for this run.")
+    return callbacks
+
+
+@dataclass
+class TrainingData:
+    """Training and validation slices (H, W, C) and masks (H, W, 1), 0-255 floats."""
+
+    train_images: list
+    train_masks: list
+    val_images: list
+    val_masks: list
+    val_names: list
+
+
+def load_training_data(data_dir: str | Path, recipe: Recipe,
+                       validation_ids: Sequence[str] | None = DEFAULT_VALIDATION_IDS,
+                       input_channels: int = 1) -> TrainingData:
+    """Read the training folder and split off the validation slices.
+
+    In the seed's mode (recipe.target_size) every slice is resized to it. Otherwise the
+    validation slices are cropped to multiples of 16 so the whole slice fits the network.
+    """
+    image_dir, mask_dir = find_training_folders(data_dir)
+    names, images, masks = load_pairs(image_dir, mask_dir, as_gray=input_channels == 1)
+    for name, mask in zip(names, masks):
+        check_binary_mask(mask, str(mask_dir / name))
+    held_out = set(split_validation(names, validation_ids))
+    if recipe.target_size:
+        images = [resize_to(image, recipe.target_size, order=0) for image in images]
+        masks = [resize_to(mask, recipe.target_size, order=0) for mask in masks]
+    train = [(i, m) for n, i, m in zip(names, images, masks) if n not in held_out]
+    val = [(n, i, m) for n, i, m in zip(names, images, masks) if n in held_out]
+
+    def crop16(array: np.ndarray) -> np.ndarray:
+        height, width = array.shape[0] // 16 * 16, array.shape[1] // 16 * 16
+        return array[:height, :width]
+
+    return TrainingData(
+        train_images=[i for i, _ in train], train_masks=[m for _, m in train],
+        val_images=[crop16(i) for _, i, _ in val], val_masks=[crop16(m) for _, _, m in val],
+        val_names=[n for n, _, _ in val],
+    )
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    run_dir: Path
+    history: dict
+    seconds: float
+    validation_names: list
+
+
+def train(
+    data_dir: str | Path,
+    recipe: Recipe,
+    run_dir: str | Path,
+    model_path: str | Path | None = None,
+    validation_ids: Sequence[str] | None = DEFAULT_VALIDATION_IDS,
+    seed: int = 1,
+    workers: int = 1,
+    verbose: int = 1,
+) -> TrainResult:
+    """Train a U-Net with ``recipe`` on ``data_dir`` (train/image, train/label).
+
+    Writes the best model (by val_loss) to model_path (default run_dir/unet_membrane.keras),
+    and history.csv, curves.png and TensorBoard logs to run_dir. Re-running with the same
+    run_dir after an interruption resumes from the last completed epoch.
+    """
+    run_dir = Path(run_dir)
+    model_path = Path(model_path) if model_path else run_dir / "unet_membrane.keras"
+    if model_path.exists() and not (run_dir / "backup").exists():
+        raise UserError(f"{model_path}: already exists; choose another --out or remove it")
+    if model_path.suffix != ".keras":
+        raise UserError(f"{model_path}: the model is saved in the .keras format; use a .keras name")
+    keras.utils.set_random_seed(seed)
+    set_precision(recipe.precision)
+    data = load_training_data(data_dir, recipe, validation_ids)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    train_batches = SegmentationDataset(
+        data.train_images, data.train_masks, batch_size=recipe.batch_size,
+        steps_per_epoch=recipe.steps_per_epoch, aug_dict=recipe.aug_dict,
+        patch_size=recipe.patch_size, seed=seed, workers=workers,
+    )
+    val_batches = SliceBatches(data.val_images, data.val_masks, batch_size=1)
+    input_size = (*recipe.target_size, 1) if recipe.target_size else (None, None, 1)
+    network = unet(input_size=input_size, width=recipe.width, learning_rate=recipe.learning_rate)
+
+    start = time.monotonic()
+    history = network.fit(
+        train_batches,
+        epochs=recipe.epochs,
+        validation_data=val_batches,
+        callbacks=make_callbacks(run_dir, model_path, recipe, verbose),
+        verbose=verbose,
+    )
+    seconds = time.monotonic() - start
+    keras.mixed_precision.set_global_policy("float32")
+    plot_performance(history, run_dir / "curves.png")
+    return TrainResult(model_path, run_dir, dict(history.history), seconds, data.val_names)
