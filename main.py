@@ -38,13 +38,15 @@ def id_list(text: str) -> list[str]:
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
-    parser.add_argument("--recipe", default="auto", help="auto (blog on a GPU, cpu otherwise), blog or cpu (default: %(default)s)")
+    parser.add_argument("--recipe", default="auto", help="auto (blog on a GPU, cpu otherwise), blog, cpu or paper (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     parser.add_argument("--steps-per-epoch", type=positive_int, help="override the recipe's steps per epoch")
     parser.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
     parser.add_argument("--width", type=positive_int, help="filters of the first level (the seed: 64)")
     parser.add_argument("--patch-size", type=positive_int, metavar="N", help="side of the random training crops (default: 256)")
     parser.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
+    parser.add_argument("--weighted-loss", action="store_true", default=None, help="the paper's border-weighted loss (w0=10, sigma=5 px)")
+    parser.add_argument("--elastic", type=float, metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
     parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
@@ -96,7 +98,10 @@ def recipe_from_args(args):
 
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-        width=args.width, learning_rate=args.lr, precision=args.precision)
+        width=args.width, learning_rate=args.lr, precision=args.precision,
+        weighted_loss=args.weighted_loss)
+    if args.elastic is not None:
+        recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
     if args.patch_size:
         if recipe.target_size:
             recipe = recipe.replace(target_size=(args.patch_size, args.patch_size))

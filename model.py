@@ -9,6 +9,8 @@ convolution: 31,031,685 parameters for one input channel. It compiles with Adam(
 binary cross-entropy and accuracy, as the seed did.
 
 Only built-in Keras layers are used, so ``.keras`` files load without custom objects.
+The output layer always computes in float32, so under a mixed-precision policy the
+probabilities, and the loss computed from them, stay float32.
 """
 
 from __future__ import annotations
@@ -114,9 +116,9 @@ def unet(
 
     if num_class == 1:
         x = _conv(2, 3, "head_conv")(x)
-        outputs = layers.Conv2D(1, 1, activation="sigmoid", name="probability")(x)
+        outputs = layers.Conv2D(1, 1, activation="sigmoid", name="probability", dtype="float32")(x)
     else:
-        outputs = layers.Conv2D(num_class, 1, activation="softmax", name="probability")(x)
+        outputs = layers.Conv2D(num_class, 1, activation="softmax", name="probability", dtype="float32")(x)
 
     model = keras.Model(inputs=inputs, outputs=outputs, name="unet")
     if compile:

@@ -8,7 +8,6 @@ and, unless told otherwise, the best model ``unet_membrane.keras`` (by val_loss)
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,9 @@ from data import (
     load_pairs,
     resize_to,
 )
+from callbacks import make_callbacks
 from errors import UserError
+from losses import PixelBinaryCrossentropy, unet_weight_map
 from model import unet
 from plots import plot_performance
 
@@ -52,6 +53,7 @@ class Recipe:
     ``patch_size`` set: train on random crops of native-resolution slices and validate on
     whole slices. ``target_size`` set instead: the seed's way, every slice resized.
     ``time_limit_minutes`` stops training early when the next epoch would not fit.
+    ``weighted_loss`` trains with the paper's border-weighted cross-entropy.
     """
 
     name: str
@@ -67,6 +69,7 @@ class Recipe:
     time_limit_minutes: float | None = None
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
+    weighted_loss: bool = False
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (None values are ignored)."""
@@ -82,7 +85,14 @@ RECIPES = {
     # stopped after 20 minutes of training.
     "cpu": Recipe("cpu", epochs=40, steps_per_epoch=100, batch_size=4, width=16,
                   learning_rate=1e-3, aug_dict=NATIVE_AUG_DICT, precision="mixed",
-                  time_limit_minutes=20.0, early_stopping_patience=8, reduce_lr_patience=3),
+                  weighted_loss=True, time_limit_minutes=20.0, early_stopping_patience=10,
+                  reduce_lr_patience=4),
+    # The paper's training on top of the seed network: native-resolution crops, elastic
+    # deformation (3x3 grid, 10 px) and the border-weighted loss. Meant for a GPU.
+    "paper": Recipe("paper", epochs=40, steps_per_epoch=250, batch_size=4, width=64,
+                    learning_rate=1e-4, aug_dict=dict(NATIVE_AUG_DICT, elastic_sigma=10.0),
+                    weighted_loss=True, precision="mixed", early_stopping_patience=8,
+                    reduce_lr_patience=3),
 }
 
 
@@ -153,77 +163,6 @@ def split_validation(names: Sequence[str], validation_ids: Sequence[str] | None)
     return list(names[-max(1, len(names) // 6):])
 
 
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Save the model when ``monitor`` improves, atomically (temp file, then rename)."""
-
-    def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 1):
-        super().__init__()
-        self.filepath = Path(filepath)
-        self.monitor = monitor
-        self.verbose = verbose
-        self.best = np.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not value < self.best:
-            return
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
-                  f"{value:.5f}, saving model to {self.filepath}")
-        self.best = float(value)
-        self.filepath.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.filepath.with_name(f".{self.filepath.stem}.partial{self.filepath.suffix}")
-        self.model.save(str(temporary))
-        os.replace(temporary, self.filepath)
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Stop training when the next epoch would end after ``minutes`` of training."""
-
-    def __init__(self, minutes: float, verbose: int = 1):
-        super().__init__()
-        self.seconds = minutes * 60.0
-        self.verbose = verbose
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
-        self.epoch_start = self.start
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.monotonic()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.monotonic()
-        if now + (now - self.epoch_start) > self.start + self.seconds:
-            self.model.stop_training = True
-            if self.verbose:
-                print(f"\nStopping after epoch {epoch + 1}: the time limit of "
-                      f"{self.seconds / 60:.1f} min would be exceeded by another epoch.")
-
-
-def make_callbacks(run_dir: Path, model_path: Path, recipe: Recipe, verbose: int = 1) -> list:
-    """The seed's callbacks, now able to fire (val_loss exists), plus logging helpers."""
-    callbacks = [
-        BestModelCheckpoint(model_path, monitor="val_loss", verbose=verbose),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
-                                      verbose=verbose, mode="min"),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                          patience=recipe.reduce_lr_patience, verbose=verbose, mode="min"),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-    ]
-    if recipe.time_limit_minutes:
-        callbacks.append(TimeLimit(recipe.time_limit_minutes, verbose=verbose))
-    try:
-        import tensorflow  # noqa: F401  (TensorBoard writes its event files with it)
-
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
-    except ImportError:
-        print("TensorFlow is not installed: no TensorBoard event files for this run.")
-    return callbacks
-
-
 @dataclass
 class TrainingData:
     """Training and validation slices (H, W, C) and masks (H, W, 1), 0-255 floats."""
@@ -233,6 +172,8 @@ class TrainingData:
     val_images: list
     val_masks: list
     val_names: list
+    train_weights: list | None = None
+    val_weights: list | None = None
 
 
 def load_training_data(data_dir: str | Path, recipe: Recipe,
@@ -258,11 +199,33 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
         height, width = array.shape[0] // 16 * 16, array.shape[1] // 16 * 16
         return array[:height, :width]
 
-    return TrainingData(
+    split = TrainingData(
         train_images=[i for i, _ in train], train_masks=[m for _, m in train],
         val_images=[crop16(i) for _, i, _ in val], val_masks=[crop16(m) for _, _, m in val],
         val_names=[n for n, _, _ in val],
     )
+    if recipe.weighted_loss:
+        split.train_weights = [unet_weight_map(mask) for mask in split.train_masks]
+        split.val_weights = [unet_weight_map(mask) for mask in split.val_masks]
+    return split
+
+
+def make_datasets(data: TrainingData, recipe: Recipe, seed: int = 1, workers: int = 1):
+    """(training batches, validation batches) of a split, as the recipe asks."""
+    train_batches = SegmentationDataset(
+        data.train_images, data.train_masks, batch_size=recipe.batch_size,
+        steps_per_epoch=recipe.steps_per_epoch, aug_dict=recipe.aug_dict,
+        patch_size=recipe.patch_size, weight_maps=data.train_weights, seed=seed, workers=workers,
+    )
+    val_batches = SliceBatches(data.val_images, data.val_masks, batch_size=1, weight_maps=data.val_weights)
+    return train_batches, val_batches
+
+
+def build_model(recipe: Recipe) -> keras.Model:
+    """The compiled U-Net of a recipe: fixed input in the seed's resize mode, any size otherwise."""
+    input_size = (*recipe.target_size, 1) if recipe.target_size else (None, None, 1)
+    return unet(input_size=input_size, width=recipe.width, learning_rate=recipe.learning_rate,
+                loss=PixelBinaryCrossentropy() if recipe.weighted_loss else None)
 
 
 @dataclass
@@ -301,24 +264,23 @@ def train(
     data = load_training_data(data_dir, recipe, validation_ids)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    train_batches = SegmentationDataset(
-        data.train_images, data.train_masks, batch_size=recipe.batch_size,
-        steps_per_epoch=recipe.steps_per_epoch, aug_dict=recipe.aug_dict,
-        patch_size=recipe.patch_size, seed=seed, workers=workers,
-    )
-    val_batches = SliceBatches(data.val_images, data.val_masks, batch_size=1)
-    input_size = (*recipe.target_size, 1) if recipe.target_size else (None, None, 1)
-    network = unet(input_size=input_size, width=recipe.width, learning_rate=recipe.learning_rate)
+    train_batches, val_batches = make_datasets(data, recipe, seed=seed, workers=workers)
+    network = build_model(recipe)
 
     start = time.monotonic()
     history = network.fit(
         train_batches,
         epochs=recipe.epochs,
         validation_data=val_batches,
-        callbacks=make_callbacks(run_dir, model_path, recipe, verbose),
+        callbacks=make_callbacks(run_dir, model_path, recipe, verbose,
+                                 validation=(data.val_images, data.val_masks)),
         verbose=verbose,
     )
     seconds = time.monotonic() - start
     keras.mixed_precision.set_global_policy("float32")
+    losses = history.history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]):
+        raise UserError(f"training stopped at epoch {len(losses)}: the loss became {losses[-1]} "
+                        f"(NaN or infinite); try a lower --lr. The best model so far is {model_path}")
     plot_performance(history, run_dir / "curves.png")
     return TrainResult(model_path, run_dir, dict(history.history), seconds, data.val_names)

@@ -1,0 +1,131 @@
+"""Training callbacks: the seed's four, made able to fire, plus what long runs need.
+
+``make_callbacks`` gives the checkpoint (atomic, best val_loss), EarlyStopping and
+ReduceLROnPlateau on val_loss, TensorBoard with per-epoch image summaries, a CSV of the
+history, TerminateOnNaN, BackupAndRestore, and an optional time limit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the model when ``monitor`` improves, atomically (temp file, then rename)."""
+
+    def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 1):
+        super().__init__()
+        self.filepath = Path(filepath)
+        self.monitor = monitor
+        self.verbose = verbose
+        self.best = np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value < self.best:
+            return
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                  f"{value:.5f}, saving model to {self.filepath}")
+        self.best = float(value)
+        self.filepath.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.filepath.with_name(f".{self.filepath.stem}.partial{self.filepath.suffix}")
+        self.model.save(str(temporary))
+        os.replace(temporary, self.filepath)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training when the next epoch would end after ``minutes`` of training."""
+
+    def __init__(self, minutes: float, verbose: int = 1):
+        super().__init__()
+        self.seconds = minutes * 60.0
+        self.verbose = verbose
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+        self.epoch_start = self.start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        if now + (now - self.epoch_start) > self.start + self.seconds:
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"\nStopping after epoch {epoch + 1}: the time limit of "
+                      f"{self.seconds / 60:.1f} min would be exceeded by another epoch.")
+
+
+class ValidationImages(keras.callbacks.Callback):
+    """Each epoch, write "image | label | prediction" of a few validation slices to
+    TensorBoard (under ``log_dir/images``).
+
+    Args:
+      images, masks: validation slices (H, W, C) and masks (H, W, 1) on the 0-255 scale.
+    """
+
+    def __init__(self, log_dir: str | Path, images, masks, count: int = 2):
+        super().__init__()
+        self.log_dir = Path(log_dir) / "images"
+        self.images = [np.asarray(image, np.float32) / 255.0 for image in images[:count]]
+        self.masks = [(np.asarray(mask, np.float32) > 127.5).astype(np.float32) for mask in masks[:count]]
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self.writer = tf.summary.create_file_writer(str(self.log_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        panels = []
+        for image, mask in zip(self.images, self.masks):
+            prediction = np.asarray(self.model.predict_on_batch(image[None]), np.float32)[0]
+            panels.append(np.concatenate([image[..., :1], mask, prediction[..., :1]], axis=1))
+        with self.writer.as_default():
+            for index, panel in enumerate(panels):
+                tf.summary.image(f"image | label | prediction/{index}", panel[None], step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, validation=None) -> list:
+    """The seed's callbacks, now able to fire (val_loss exists), plus logging helpers.
+
+    ``validation``: optional (images, masks) whose first two slices TensorBoard shows
+    beside their predictions each epoch.
+    """
+    callbacks = [
+        BestModelCheckpoint(model_path, monitor="val_loss", verbose=verbose),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
+                                      verbose=verbose, mode="min"),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                          patience=recipe.reduce_lr_patience, verbose=verbose, mode="min"),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+    ]
+    if recipe.time_limit_minutes:
+        callbacks.append(TimeLimit(recipe.time_limit_minutes, verbose=verbose))
+    try:
+        import tensorflow  # noqa: F401  (TensorBoard writes its event files with it)
+
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
+        if validation is not None:
+            callbacks.append(ValidationImages(run_dir, *validation))
+    except ImportError:
+        print("TensorFlow is not installed: no TensorBoard event files for this run.")
+    return callbacks
+
+

@@ -1,0 +1,108 @@
+"""The command line end to end on tiny data, and its handling of user mistakes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from skimage import io
+
+import main
+from conftest import ROOT
+
+TINY = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2", "--width", "4",
+        "--patch-size", "64", "--precision", "float32", "--quiet"]
+
+
+def run_cli(*args, cwd=ROOT):
+    """Run main.py in a fresh interpreter: (exit code, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_train_predict_evaluate_on_tiny_synthetic_data(tiny_dataset, tmp_path):
+    logs = tmp_path / "logs"
+    assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "4,5", "--run", "tiny",
+                      "--logs", str(logs), *TINY]) == 0
+    run_dir = logs / "tiny"
+    model_path = run_dir / "unet_membrane.keras"
+    assert model_path.is_file()
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].split(",") == ["epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
+    assert len(history) == 3  # header + 2 epochs
+    assert (run_dir / "curves.png").stat().st_size > 10_000
+    assert list((run_dir / "train").glob("events.out.tfevents.*")), "no TensorBoard scalars"
+    assert list((run_dir / "images").glob("events.out.tfevents.*")), "no TensorBoard image summaries"
+    assert not (run_dir / "backup").exists()  # BackupAndRestore cleans up after a finished run
+
+    out = tmp_path / "pred"
+    assert main.main(["predict", "--model", str(model_path), "--input", str(tiny_dataset / "test"),
+                      "--output", str(out), "--quiet"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["0_predict.png", "1_predict.png"]
+    prediction = io.imread(out / "0_predict.png")
+    assert prediction.shape == (96, 96) and prediction.dtype == np.uint8
+
+    assert main.main(["predict", "--model", str(model_path), "--input", str(tiny_dataset / "train/image"),
+                      "--output", str(tmp_path / "val"), "--quiet", "--mode", "tile"]) == 0
+    scores_path = tmp_path / "scores.json"
+    assert main.main(["evaluate", "--pred", str(tmp_path / "val"), "--labels", str(tiny_dataset / "train/label"),
+                      "--names", "4,5", "--json", str(scores_path), "--quiet"]) == 0
+    scores = json.loads(scores_path.read_text())
+    for key in ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice", "per_slice"):
+        assert key in scores
+    assert len(scores["per_slice"]) == 2
+
+
+def test_training_refuses_to_overwrite_a_model(tiny_dataset, tmp_path, capsys):
+    existing = tmp_path / "model.keras"
+    existing.write_bytes(b"precious")
+    code = main.main(["train", "--data", str(tiny_dataset), "--out", str(existing), "--run", "x",
+                      "--logs", str(tmp_path / "logs"), *TINY])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert existing.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/nonexistent/data"], "data folder not found"),
+    (["predict", "--model", "/nonexistent/m.keras"], "model file not found"),
+    (["evaluate", "--pred", "/nonexistent/p", "--labels", "/nonexistent/l"], "/nonexistent/"),
+    (["fetch", "--source", "/nonexistent/src", "--dest", "/tmp/unet-never-created"], "/nonexistent/src"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(args, message):
+    code, stdout, stderr = run_cli(*args)
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+
+
+def test_every_subcommand_has_help():
+    for command in ("fetch", "train", "predict", "evaluate", "all"):
+        with pytest.raises(SystemExit) as exit_info:
+            main.main([command, "--help"])
+        assert exit_info.value.code == 0
+
+
+def test_main_job_on_the_isbi_data_with_tiny_settings(shared_isbi, tmp_path):
+    """`all`: fetch (from ../shared), train, predict held-out and test slices, evaluate."""
+    data_dir = tmp_path / "membrane"
+    code = main.main(["all", "--source", str(shared_isbi), "--data", str(data_dir), "--run", "job",
+                      "--logs", str(tmp_path / "logs"), *TINY])
+    assert code == 0
+    run_dir = tmp_path / "logs" / "job"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["validation_names"] == ["25", "26", "27", "28", "29"]
+    assert 0 <= summary["validation"]["v_rand"] <= 1
+    tests = sorted((run_dir / "test_predictions").iterdir())
+    assert len(tests) == 30 and io.imread(tests[0]).shape == (512, 512)
+    assert len(list((run_dir / "val_predictions").iterdir())) == 5
+
+
+def test_paper_options_train_with_weight_maps_and_elastic_deformation(tiny_dataset, tmp_path):
+    assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "paper",
+                      "--logs", str(tmp_path), "--weighted-loss", "--elastic", "10", *TINY]) == 0
+    history = (tmp_path / "paper" / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and "val_loss" in history[0]
