@@ -134,6 +134,7 @@ def augment_arrays(
     spec: AugmentSpec,
     rng: np.random.Generator,
     out_shape: tuple[int, int] | None = None,
+    orders: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Apply one random transform (and crop) to every array.
 
@@ -142,9 +143,11 @@ def augment_arrays(
       spec: the augmentation.
       rng: source of randomness; one draw serves all arrays.
       out_shape: (h, w) of a random crop window, h <= H and w <= W; None keeps (H, W).
+      orders: interpolation order per array; default 1 (bilinear, as Keras) for all.
+        Use 0 (nearest) for integer label masks.
 
     Returns:
-      float32 arrays of shape (h, w, C_i), bilinearly interpolated (order 1, as Keras).
+      float32 arrays of shape (h, w, C_i).
     """
     height, width = arrays[0].shape[:2]
     for array in arrays:
@@ -175,7 +178,7 @@ def augment_arrays(
 
     identity = np.allclose(inverse_map, np.eye(3)) if inverse_map.shape == (3, 3) else False
     outputs = []
-    for array in arrays:
+    for array, order in zip(arrays, orders or [1] * len(arrays)):
         if identity and (out_h, out_w) == (height, width):
             out = array.astype(np.float32, copy=True)
         elif identity:
@@ -187,7 +190,7 @@ def augment_arrays(
                         array[..., channel].astype(np.float32, copy=False),
                         inverse_map,
                         output_shape=(out_h, out_w),
-                        order=1,
+                        order=order,
                         mode=_FILL_MODES[spec.fill_mode],
                         cval=spec.cval,
                         preserve_range=True,

@@ -7,6 +7,7 @@ history, TerminateOnNaN, BackupAndRestore, and an optional time limit.
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from pathlib import Path
@@ -15,15 +16,29 @@ import keras
 import numpy as np
 
 
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Save the model when ``monitor`` improves, atomically (temp file, then rename)."""
+def read_history(csv_path: str | Path) -> dict[str, list[float]]:
+    """The per-epoch history that CSVLogger wrote: column -> values ({} if no file)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        return {}
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
 
-    def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 1):
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the model when ``monitor`` improves, atomically (temp file, then rename).
+
+    ``best`` is the value to beat: infinity for a new run, the best so far when resuming.
+    """
+
+    def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 1,
+                 best: float = np.inf):
         super().__init__()
         self.filepath = Path(filepath)
         self.monitor = monitor
         self.verbose = verbose
-        self.best = np.inf
+        self.best = best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -100,19 +115,23 @@ class ValidationImages(keras.callbacks.Callback):
             self.writer.close()
 
 
-def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, validation=None) -> list:
+def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, validation=None,
+                   resuming: bool = False) -> list:
     """The seed's callbacks, now able to fire (val_loss exists), plus logging helpers.
 
     ``validation``: optional (images, masks) whose first two slices TensorBoard shows
-    beside their predictions each epoch.
+    beside their predictions each epoch. ``resuming``: continue the history.csv and the
+    best val_loss of an interrupted run in run_dir.
     """
+    earlier = read_history(run_dir / "history.csv") if resuming else {}
     callbacks = [
-        BestModelCheckpoint(model_path, monitor="val_loss", verbose=verbose),
+        BestModelCheckpoint(model_path, monitor="val_loss", verbose=verbose,
+                            best=min(earlier.get("val_loss", []), default=np.inf)),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
                                       verbose=verbose, mode="min"),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                           patience=recipe.reduce_lr_patience, verbose=verbose, mode="min"),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
     ]

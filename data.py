@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -129,12 +129,14 @@ def load_pairs(
     mask_folder: str | Path,
     as_gray: bool = True,
     ids: Sequence[str] | None = None,
+    check_mask: Callable[[np.ndarray, str], None] | None = None,
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """Read matched image/mask pairs from two folders.
 
     Returns (names, images, masks): images (H, W, C) and masks (H, W, 1), float32 on the
-    0-255 scale. ``ids`` restricts to those image stems. Raises UserError for an image
-    without a mask, a mask without an image, or a size mismatch.
+    0-255 scale. ``ids`` restricts to those image stems; ``check_mask(mask, path)`` may
+    raise UserError for unexpected mask values. Raises UserError for an image without a
+    mask, a mask without an image, or a size mismatch.
     """
     image_folder, mask_folder = Path(image_folder), Path(mask_folder)
     image_paths = list_images(image_folder)
@@ -161,6 +163,8 @@ def load_pairs(
     for image_path, mask_path in matched.items():
         image = read_image(image_path, as_gray=as_gray)
         mask = read_image(mask_path, as_gray=True)
+        if check_mask is not None:
+            check_mask(mask, str(mask_path))
         if image.shape[:2] != mask.shape[:2]:
             raise UserError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
@@ -170,6 +174,17 @@ def load_pairs(
         images.append(image)
         masks.append(mask)
     return names, images, masks
+
+
+def check_label_mask(mask: np.ndarray, name: str, num_class: int) -> None:
+    """Refuse a multi-class mask whose values are not integers 0 .. num_class - 1."""
+    values = np.unique(mask)
+    bad = values[(values != np.round(values)) | (values < 0) | (values >= num_class)]
+    if bad.size:
+        raise UserError(
+            f"{name}: mask has value {bad[0]:g}; with --num-class {num_class} masks must hold "
+            f"integer labels 0..{num_class - 1}"
+        )
 
 
 def check_binary_mask(mask: np.ndarray, name: str) -> None:
@@ -301,7 +316,8 @@ class SegmentationDataset(keras.utils.PyDataset):
             arrays = [self.images[k], self.masks[k]]
             if self.weight_maps is not None:
                 arrays.append(self.weight_maps[k])
-            out = augment_arrays(arrays, self.spec, rng, self.patch_size)
+            orders = [1, 0 if self.flag_multi_class else 1, 1][:len(arrays)]
+            out = augment_arrays(arrays, self.spec, rng, self.patch_size, orders)
             xs.append(out[0])
             ys.append(out[1])
             if self.weight_maps is not None:

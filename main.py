@@ -50,6 +50,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
     parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
+    parser.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1, softmax output")
+    parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture)")
     parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
     parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
     parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
@@ -107,6 +109,8 @@ def recipe_from_args(args):
             recipe = recipe.replace(target_size=(args.patch_size, args.patch_size))
         else:
             recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
+    if args.num_class > 1 and not args.weighted_loss:  # the weight map is for binary masks
+        recipe = dataclasses.replace(recipe, weighted_loss=False)
     if args.time_limit is not None:  # 0 lifts the recipe's limit
         recipe = dataclasses.replace(recipe, time_limit_minutes=args.time_limit or None)
     return recipe
@@ -133,7 +137,8 @@ def cmd_train(args) -> dict:
     print(f"Training recipe {recipe.name!r} ({describe(recipe)}); logs in {run_dir}")
     result = train(args.data, recipe, run_dir, model_path=getattr(args, "out", None),
                    validation_ids=args.val_ids or DEFAULT_VALIDATION_IDS,
-                   seed=args.seed, workers=args.workers, verbose=verbose)
+                   seed=args.seed, workers=args.workers, verbose=verbose,
+                   num_class=args.num_class, pretrained_weights=args.pretrained)
     best = min(result.history.get("val_loss", [float("nan")]))
     print(f"Trained {len(result.history.get('loss', []))} epochs in {result.seconds / 60:.1f} min; "
           f"best val_loss {best:.4f}; model: {result.model_path}")

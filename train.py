@@ -22,10 +22,11 @@ from data import (
     SegmentationDataset,
     SliceBatches,
     check_binary_mask,
+    check_label_mask,
     load_pairs,
     resize_to,
 )
-from callbacks import make_callbacks
+from callbacks import make_callbacks, read_history
 from errors import UserError
 from losses import PixelBinaryCrossentropy, unet_weight_map
 from model import unet
@@ -174,20 +175,28 @@ class TrainingData:
     val_names: list
     train_weights: list | None = None
     val_weights: list | None = None
+    num_class: int = 1
 
 
 def load_training_data(data_dir: str | Path, recipe: Recipe,
                        validation_ids: Sequence[str] | None = DEFAULT_VALIDATION_IDS,
-                       input_channels: int = 1) -> TrainingData:
+                       num_class: int = 1) -> TrainingData:
     """Read the training folder and split off the validation slices.
 
-    In the seed's mode (recipe.target_size) every slice is resized to it. Otherwise the
-    validation slices are cropped to multiples of 16 so the whole slice fits the network.
+    Masks are binary (0/255 or 0/1) when num_class is 1, else integer labels below
+    num_class. In the seed's mode (recipe.target_size) every slice is resized to it.
+    Otherwise the validation slices are cropped to multiples of 16 so that the whole
+    slice fits the network.
     """
+    if num_class > 1 and recipe.weighted_loss:
+        raise UserError("the weighted loss is for binary masks; drop --weighted-loss or --num-class")
     image_dir, mask_dir = find_training_folders(data_dir)
-    names, images, masks = load_pairs(image_dir, mask_dir, as_gray=input_channels == 1)
-    for name, mask in zip(names, masks):
-        check_binary_mask(mask, str(mask_dir / name))
+    if num_class > 1:
+        def check_mask(mask, path):
+            check_label_mask(mask, path, num_class)
+    else:
+        check_mask = check_binary_mask
+    names, images, masks = load_pairs(image_dir, mask_dir, as_gray=True, check_mask=check_mask)
     held_out = set(split_validation(names, validation_ids))
     if recipe.target_size:
         images = [resize_to(image, recipe.target_size, order=0) for image in images]
@@ -202,7 +211,7 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
     split = TrainingData(
         train_images=[i for i, _ in train], train_masks=[m for _, m in train],
         val_images=[crop16(i) for _, i, _ in val], val_masks=[crop16(m) for _, _, m in val],
-        val_names=[n for n, _, _ in val],
+        val_names=[n for n, _, _ in val], num_class=num_class,
     )
     if recipe.weighted_loss:
         split.train_weights = [unet_weight_map(mask) for mask in split.train_masks]
@@ -212,19 +221,23 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
 
 def make_datasets(data: TrainingData, recipe: Recipe, seed: int = 1, workers: int = 1):
     """(training batches, validation batches) of a split, as the recipe asks."""
+    multi = dict(flag_multi_class=data.num_class > 1, num_class=max(2, data.num_class))
     train_batches = SegmentationDataset(
         data.train_images, data.train_masks, batch_size=recipe.batch_size,
         steps_per_epoch=recipe.steps_per_epoch, aug_dict=recipe.aug_dict,
         patch_size=recipe.patch_size, weight_maps=data.train_weights, seed=seed, workers=workers,
+        **multi,
     )
-    val_batches = SliceBatches(data.val_images, data.val_masks, batch_size=1, weight_maps=data.val_weights)
+    val_batches = SliceBatches(data.val_images, data.val_masks, batch_size=1,
+                               weight_maps=data.val_weights, **multi)
     return train_batches, val_batches
 
 
-def build_model(recipe: Recipe) -> keras.Model:
+def build_model(recipe: Recipe, num_class: int = 1, pretrained_weights: str | Path | None = None) -> keras.Model:
     """The compiled U-Net of a recipe: fixed input in the seed's resize mode, any size otherwise."""
     input_size = (*recipe.target_size, 1) if recipe.target_size else (None, None, 1)
-    return unet(input_size=input_size, width=recipe.width, learning_rate=recipe.learning_rate,
+    return unet(pretrained_weights, input_size=input_size, width=recipe.width, num_class=num_class,
+                learning_rate=recipe.learning_rate,
                 loss=PixelBinaryCrossentropy() if recipe.weighted_loss else None)
 
 
@@ -246,6 +259,8 @@ def train(
     seed: int = 1,
     workers: int = 1,
     verbose: int = 1,
+    num_class: int = 1,
+    pretrained_weights: str | Path | None = None,
 ) -> TrainResult:
     """Train a U-Net with ``recipe`` on ``data_dir`` (train/image, train/label).
 
@@ -261,11 +276,15 @@ def train(
         raise UserError(f"{model_path}: the model is saved in the .keras format; use a .keras name")
     keras.utils.set_random_seed(seed)
     set_precision(recipe.precision)
-    data = load_training_data(data_dir, recipe, validation_ids)
+    data = load_training_data(data_dir, recipe, validation_ids, num_class=num_class)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     train_batches, val_batches = make_datasets(data, recipe, seed=seed, workers=workers)
-    network = build_model(recipe)
+    network = build_model(recipe, num_class, pretrained_weights)
+    resuming = (run_dir / "backup").is_dir()
+    if resuming:  # BackupAndRestore restores the weights; the augmentation follows the epoch
+        train_batches.epoch = len(read_history(run_dir / "history.csv").get("loss", []))
+        print(f"Resuming the interrupted run in {run_dir} after epoch {train_batches.epoch}")
 
     start = time.monotonic()
     history = network.fit(
@@ -273,14 +292,15 @@ def train(
         epochs=recipe.epochs,
         validation_data=val_batches,
         callbacks=make_callbacks(run_dir, model_path, recipe, verbose,
-                                 validation=(data.val_images, data.val_masks)),
+                                 validation=(data.val_images, data.val_masks), resuming=resuming),
         verbose=verbose,
     )
     seconds = time.monotonic() - start
     keras.mixed_precision.set_global_policy("float32")
+    full_history = read_history(run_dir / "history.csv") or dict(history.history)
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
-        raise UserError(f"training stopped at epoch {len(losses)}: the loss became {losses[-1]} "
-                        f"(NaN or infinite); try a lower --lr. The best model so far is {model_path}")
-    plot_performance(history, run_dir / "curves.png")
-    return TrainResult(model_path, run_dir, dict(history.history), seconds, data.val_names)
+        raise UserError(f"training stopped at epoch {len(full_history.get('loss', losses))}: the loss "
+                        f"became {losses[-1]} (NaN or infinite); try a lower --lr. Best model so far: {model_path}")
+    plot_performance(full_history, run_dir / "curves.png")
+    return TrainResult(model_path, run_dir, full_history, seconds, data.val_names)

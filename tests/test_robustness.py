@@ -1,0 +1,160 @@
+"""Your own data, bad input, interruption and reproducibility (the user-facing contract)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from skimage import io
+
+import main
+from conftest import ROOT, synthetic_slice, write_dataset
+from test_cli import TINY, run_cli
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("three_valued_mask", "0.png: mask has values {0, 128, 255}"),
+    ("truncated_image", "3.png: cannot read"),
+    ("image_without_mask", "extra.png: no mask"),
+    ("mask_without_image", "lonely.png: mask without an image"),
+    ("size_mismatch", "same size"),
+    ("empty_folder", "no images"),
+])
+def test_bad_training_data_is_one_line_exit_2_and_writes_nothing(tiny_dataset, tmp_path, damage, message):
+    image_dir, label_dir = tiny_dataset / "train/image", tiny_dataset / "train/label"
+    if damage == "three_valued_mask":
+        mask = io.imread(label_dir / "0.png")
+        mask[:10, :10] = 128
+        io.imsave(label_dir / "0.png", mask, check_contrast=False)
+    elif damage == "truncated_image":
+        (image_dir / "3.png").write_bytes((image_dir / "3.png").read_bytes()[:300])
+    elif damage == "image_without_mask":
+        io.imsave(image_dir / "extra.png", synthetic_slice((96, 96), 9)[0], check_contrast=False)
+    elif damage == "mask_without_image":
+        io.imsave(label_dir / "lonely.png", synthetic_slice((96, 96), 9)[1], check_contrast=False)
+    elif damage == "size_mismatch":
+        io.imsave(label_dir / "2.png", np.zeros((64, 96), np.uint8), check_contrast=False)
+    elif damage == "empty_folder":
+        for path in image_dir.iterdir():
+            path.unlink()
+    logs = tmp_path / "logs"
+    code, _, stderr = run_cli("train", "--data", tiny_dataset, "--logs", logs, "--run", "r", *TINY)
+    assert code == 2
+    assert message in one_error_line(stderr)
+    assert not (logs / "r" / "unet_membrane.keras").exists()
+
+
+def test_weights_of_another_width_are_refused(tiny_dataset, tmp_path):
+    import model
+
+    weights = tmp_path / "w8.weights.h5"
+    model.unet(input_size=(None, None, 1), width=8).save_weights(weights)
+    code, _, stderr = run_cli("train", "--data", tiny_dataset, "--logs", tmp_path, "--pretrained", weights, *TINY)
+    assert code == 2 and "--width" in one_error_line(stderr)
+
+
+def test_rgb_image_of_300x200_is_predicted_at_native_size(tmp_path):
+    import model
+
+    network = model.unet(input_size=(None, None, 1), width=4, compile=False)
+    network.save(tmp_path / "m.keras")
+    (tmp_path / "in").mkdir()
+    rgb = np.stack([synthetic_slice((200, 300), 1)[0]] * 3, axis=-1)
+    io.imsave(tmp_path / "in" / "photo.jpg", rgb)
+    io.imsave(tmp_path / "in" / "scan.tif", synthetic_slice((50, 70), 2)[0])
+    assert main.main(["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path / "in"),
+                      "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    assert io.imread(tmp_path / "out" / "photo_predict.png").shape == (200, 300)
+    assert io.imread(tmp_path / "out" / "scan_predict.png").shape == (50, 70)
+
+
+def test_own_data_with_mask_suffix_odd_sizes_and_multi_class_labels(tmp_path):
+    """image/ + label/ folders, `_mask` names, 100x90 images, labels 0/1/2."""
+    for folder in ("image", "label"):
+        (tmp_path / "own" / folder).mkdir(parents=True)
+    for index in range(4):
+        image, label = synthetic_slice((100, 90), index)
+        classes = np.where(label > 0, 1, 0).astype(np.uint8)
+        classes[:20] = 2 * (classes[:20] > 0)
+        io.imsave(tmp_path / "own/image" / f"cell{index}.png", image, check_contrast=False)
+        io.imsave(tmp_path / "own/label" / f"cell{index}_mask.png", classes, check_contrast=False)
+    assert main.main(["train", "--data", str(tmp_path / "own"), "--num-class", "3", "--run", "mc",
+                      "--logs", str(tmp_path / "logs"), *TINY]) == 0
+    model_path = tmp_path / "logs" / "mc" / "unet_membrane.keras"
+    assert main.main(["predict", "--model", str(model_path), "--input", str(tmp_path / "own/image"),
+                      "--output", str(tmp_path / "pred"), "--quiet"]) == 0
+    colours = io.imread(tmp_path / "pred" / "cell0_predict.png")
+    assert colours.shape == (100, 90, 3)
+
+
+def test_label_masks_out_of_range_are_refused(tiny_dataset, tmp_path):
+    code, _, stderr = run_cli("train", "--data", tiny_dataset, "--num-class", "3", "--logs", tmp_path, *TINY)
+    assert code == 2 and "integer labels 0..2" in one_error_line(stderr)
+
+
+def test_prediction_never_replaces_an_input(tmp_path):
+    import model
+
+    network = model.unet(input_size=(None, None, 1), width=4, compile=False)
+    network.save(tmp_path / "m.keras")
+    (tmp_path / "in").mkdir()
+    io.imsave(tmp_path / "in" / "a.png", synthetic_slice((32, 32), 0)[0], check_contrast=False)
+    io.imsave(tmp_path / "in" / "a_predict.tif", synthetic_slice((32, 32), 1)[0], check_contrast=False)
+    before = (tmp_path / "in" / "a_predict.tif").read_bytes()
+    assert main.main(["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path / "in"),
+                      "--output", str(tmp_path / "in"), "--quiet"]) == 0
+    assert (tmp_path / "in" / "a_predict.tif").read_bytes() == before
+    assert (tmp_path / "in" / "a_predict.png").is_file()
+
+
+def test_same_seed_gives_identical_first_epoch_losses(tiny_dataset, tmp_path):
+    losses = []
+    for run in ("a", "b", "c"):
+        seed = "7" if run != "c" else "8"
+        assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", run, "--seed", seed,
+                          "--logs", str(tmp_path), *TINY]) == 0
+        first = (tmp_path / run / "history.csv").read_text().splitlines()[1]
+        losses.append(first)
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+
+
+def test_a_killed_run_resumes_from_the_last_completed_epoch(tiny_dataset, tmp_path):
+    logs = tmp_path / "logs"
+    args = [sys.executable, "main.py", "train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "k",
+            "--logs", str(logs), "--epochs", "6", "--steps-per-epoch", "3", "--batch-size", "2", "--width", "4",
+            "--patch-size", "64", "--precision", "float32", "--quiet"]
+    history = logs / "k" / "history.csv"
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    completed = len(history.read_text().splitlines()) - 1
+    assert 2 <= completed < 6, "the run should be killed part-way"
+    assert (logs / "k" / "backup").is_dir()
+
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"after epoch {completed}" in done.stdout
+    epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
+    assert epochs == list(range(6)), epochs
+    assert (logs / "k" / "unet_membrane.keras").is_file()
+    assert not (logs / "k" / "backup").exists()
+
+
+def test_a_nan_loss_stops_training_with_a_clear_message(tiny_dataset, tmp_path):
+    code, _, stderr = run_cli("train", "--data", tiny_dataset, "--val-ids", "5", "--logs", tmp_path,
+                              "--lr", "1e30", *TINY)
+    assert code == 2 and "NaN or infinite" in one_error_line(stderr)
