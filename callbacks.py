@@ -29,23 +29,26 @@ def read_history(csv_path: str | Path) -> dict[str, list[float]]:
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Save the model when ``monitor`` improves, atomically (temp file, then rename).
 
-    ``best`` is the value to beat: infinity for a new run, the best so far when resuming.
+    ``mode`` "min" or "max"; ``best`` is the value to beat (None: none yet), e.g. the
+    best so far when resuming.
     """
 
-    def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 1,
-                 best: float = np.inf):
+    def __init__(self, filepath: str | Path, monitor: str = "val_loss", mode: str = "min",
+                 verbose: int = 1, best: float | None = None):
         super().__init__()
         self.filepath = Path(filepath)
         self.monitor = monitor
+        self.sign = -1.0 if mode == "max" else 1.0
         self.verbose = verbose
-        self.best = best
+        self.best = best if best is not None and np.isfinite(best) else None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not value < self.best:
+        if value is None or (self.best is not None and not self.sign * value < self.sign * self.best):
             return
         if self.verbose:
-            print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+            before = "nothing" if self.best is None else f"{self.best:.5f}"
+            print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {before} to "
                   f"{value:.5f}, saving model to {self.filepath}")
         self.best = float(value)
         self.filepath.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,41 @@ class TimeLimit(keras.callbacks.Callback):
             if self.verbose:
                 print(f"\nStopping after epoch {epoch + 1}: the time limit of "
                       f"{self.seconds / 60:.1f} min would be exceeded by another epoch.")
+
+
+class ISBIScore(keras.callbacks.Callback):
+    """Score the validation slices with the ISBI 2012 metric after every epoch.
+
+    Adds ``val_v_rand``, ``val_v_info`` and ``minutes`` (of training so far) to the
+    epoch's logs, so CSVLogger records the time-to-quality curve and a checkpoint can
+    monitor ``val_v_rand``. Must come before the callbacks that read them.
+
+    Args:
+      images, masks: validation slices (H, W, C) and masks (H, W, 1), 0-255 scale, H and
+        W multiples of the network's 2**depth.
+      minutes_before: training minutes of an interrupted run that this one resumes.
+    """
+
+    def __init__(self, images, masks, minutes_before: float = 0.0):
+        super().__init__()
+        self.images = [np.asarray(image, np.float32) / 255.0 for image in images]
+        self.labels = [np.asarray(mask)[..., 0] for mask in masks]
+        self.minutes_before = minutes_before
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic() - 60.0 * self.minutes_before
+
+    def on_epoch_end(self, epoch, logs=None):
+        from metrics import isbi_scores
+
+        if logs is None:
+            return
+        probabilities = [np.asarray(self.model.predict_on_batch(image[None]), np.float32)[0, ..., 0]
+                         for image in self.images]
+        scores = isbi_scores(probabilities, self.labels)
+        logs["val_v_rand"] = scores["v_rand"]
+        logs["val_v_info"] = scores["v_info"]
+        logs["minutes"] = (time.monotonic() - self.start) / 60.0
 
 
 class ValidationImages(keras.callbacks.Callback):
@@ -116,17 +154,25 @@ class ValidationImages(keras.callbacks.Callback):
 
 
 def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, validation=None,
-                   resuming: bool = False) -> list:
+                   resuming: bool = False, isbi_score: bool = True) -> list:
     """The seed's callbacks, now able to fire (val_loss exists), plus logging helpers.
 
     ``validation``: optional (images, masks) whose first two slices TensorBoard shows
-    beside their predictions each epoch. ``resuming``: continue the history.csv and the
-    best val_loss of an interrupted run in run_dir.
+    beside their predictions each epoch, and (with ``isbi_score``, for binary masks) scores
+    with the ISBI metric each epoch. ``resuming``: continue the history.csv and the best
+    checkpoint value of an interrupted run in run_dir.
     """
     earlier = read_history(run_dir / "history.csv") if resuming else {}
-    callbacks = [
-        BestModelCheckpoint(model_path, monitor="val_loss", verbose=verbose,
-                            best=min(earlier.get("val_loss", []), default=np.inf)),
+    monitor = recipe.monitor
+    mode = "max" if monitor.startswith("val_v_") else "min"
+    sign = -1.0 if mode == "max" else 1.0
+    best_so_far = min((sign * value for value in earlier.get(monitor, [])), default=np.inf)
+    minutes_before = earlier.get("minutes", [0.0])[-1]
+    callbacks = [ISBIScore(*validation, minutes_before)] if validation is not None and isbi_score else []
+    if monitor.startswith("val_v_") and not callbacks:
+        raise ValueError(f"monitor {monitor!r} needs the validation slices")
+    callbacks += [
+        BestModelCheckpoint(model_path, monitor=monitor, mode=mode, verbose=verbose, best=sign * best_so_far),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
                                       verbose=verbose, mode="min"),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,

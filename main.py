@@ -5,6 +5,7 @@
     python main.py predict --model FILE.keras [--input DIR] [--output DIR]
     python main.py evaluate --pred DIR --labels DIR [--json FILE]
     python main.py all     (fetch, train, predict, evaluate with the machine's default)
+    python main.py crossval --folds 6 [training options]
 
 A mistake in the input ends with one line on stderr and exit status 2.
 """
@@ -47,6 +48,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
     parser.add_argument("--weighted-loss", action="store_true", default=None, help="the paper's border-weighted loss (w0=10, sigma=5 px)")
     parser.add_argument("--elastic", type=float, metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
+    parser.add_argument("--monitor", choices=["val_loss", "val_v_rand", "val_v_info"], help="what picks the best checkpoint (default: the recipe's, val_loss)")
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
     parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
@@ -89,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     everything = commands.add_parser("all", parents=[common], help="fetch, train, predict the held-out and test slices, evaluate")
     add_training_options(everything)
     everything.add_argument("--source", help="data source for fetch (see fetch --help)")
-    everything.add_argument("--tta", action="store_true", help="test-time augmentation when predicting")
+    everything.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="test-time augmentation (8 flips and rotations) when predicting (default: on)")
+
+    crossval = commands.add_parser("crossval", parents=[common], help="k-fold cross-validation with the ISBI metric")
+    add_training_options(crossval)
+    crossval.add_argument("--folds", type=positive_int, default=6, help="number of folds of consecutive slices (default: %(default)s)")
+    crossval.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="test-time augmentation when predicting (default: on)")
     return parser
 
 
@@ -101,7 +108,7 @@ def recipe_from_args(args):
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         width=args.width, learning_rate=args.lr, precision=args.precision,
-        weighted_loss=args.weighted_loss)
+        weighted_loss=args.weighted_loss, monitor=args.monitor)
     if args.elastic is not None:
         recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
     if args.patch_size:
@@ -181,39 +188,87 @@ def print_scores(scores: dict) -> None:
           f"({len(scores['per_slice'])} slices)")
 
 
-def cmd_all(args) -> int:
-    """The main job: fetch, train with the machine's default, predict, evaluate."""
-    from fetch import fetch_isbi
+SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
+
+
+def train_and_score(args) -> tuple[dict, object]:
+    """Train as ``train`` does, then predict the held-out slices and score them.
+
+    Returns (summary, best model); the summary gains "validation" (ISBI scores).
+    """
+    from metrics import evaluate_folders
     from model import load_model
     from predict import predict_folder
-    from metrics import evaluate_folders
+    from train import find_training_folders
 
-    started = time.monotonic()
-    fetch_isbi(args.source, args.data, verify=True, progress=not args.quiet)
     summary = cmd_train(args)
     run_dir = Path(summary["run_dir"])
     network = load_model(summary["model"])
-    data_dir = Path(args.data)
+    image_dir, label_dir = find_training_folders(args.data)
     val_dir = run_dir / "val_predictions"
-    predict_folder(network, data_dir / "train" / "image", val_dir, tta=args.tta,
-                   names=summary["validation_names"], progress=not args.quiet)
-    scores = evaluate_folders(val_dir, data_dir / "train" / "label", names=summary["validation_names"],
+    predict_folder(network, image_dir, val_dir, tta=args.tta, names=summary["validation_names"],
+                   progress=not args.quiet)
+    scores = evaluate_folders(val_dir, label_dir, names=summary["validation_names"],
                               json_path=run_dir / "validation_scores.json", progress=not args.quiet)
     print("Held-out slices " + ",".join(summary["validation_names"]) + ":")
     print_scores(scores)
+    summary["validation"] = {key: scores[key] for key in SCORE_KEYS}
+    return summary, network
+
+
+def cmd_all(args) -> int:
+    """The main job: fetch, train with the machine's default, predict, evaluate."""
+    from fetch import fetch_isbi
+    from predict import predict_folder
+
+    started = time.monotonic()
+    fetch_isbi(args.source, args.data, verify=True, progress=not args.quiet)
+    summary, network = train_and_score(args)
+    run_dir = Path(summary["run_dir"])
     test_dir = run_dir / "test_predictions"
-    written = predict_folder(network, data_dir / "test", test_dir, tta=args.tta, progress=not args.quiet)
-    summary.update(total_seconds=time.monotonic() - started,
-                   validation={k: scores[k] for k in ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")},
-                   test_predictions=str(test_dir))
+    written = predict_folder(network, Path(args.data) / "test", test_dir, tta=args.tta, progress=not args.quiet)
+    summary.update(total_seconds=time.monotonic() - started, test_predictions=str(test_dir))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"Wrote {len(written)} test predictions to {test_dir}; total {summary['total_seconds'] / 60:.1f} min; "
           f"summary in {run_dir / 'summary.json'}")
     return 0
 
 
+def cmd_crossval(args) -> dict:
+    """k-fold cross-validation: train once per fold of consecutive slices, report mean +- sd."""
+    import copy
+
+    import numpy as np
+
+    from data import list_images
+    from train import find_training_folders
+
+    image_dir, _ = find_training_folders(args.data)
+    names = [path.stem for path in list_images(image_dir)]
+    if not 2 <= args.folds <= len(names):
+        raise UserError(f"--folds must be between 2 and the number of training images ({len(names)})")
+    folds = [list(chunk) for chunk in np.array_split(names, args.folds)]
+    base = args.run or f"{time.strftime('%Y%m%d-%H%M%S')}-crossval"
+    results = []
+    for index, held_out in enumerate(folds):
+        fold_args = copy.copy(args)
+        fold_args.val_ids, fold_args.run = held_out, f"{base}/fold{index + 1}"
+        print(f"Fold {index + 1}/{len(folds)}: holding out {','.join(held_out)}")
+        summary, _ = train_and_score(fold_args)
+        results.append(summary)
+    report = {"folds": results}
+    for key in ("v_rand", "v_info", "pixel_error", "dice"):
+        values = np.array([fold["validation"][key] for fold in results])
+        report[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)), "values": values.tolist()}
+    path = Path(args.logs) / base / "crossval.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"{len(folds)}-fold cross-validation: V_rand {report['v_rand']['mean']:.4f} +- {report['v_rand']['sd']:.4f}, "
+          f"V_info {report['v_info']['mean']:.4f} +- {report['v_info']['sd']:.4f}; details in {path}")
+    return report
+
+
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "all": cmd_all}
+            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval}
 
 
 def main(argv: list[str] | None = None) -> int:

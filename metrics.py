@@ -115,8 +115,9 @@ def as_probability(image: np.ndarray) -> np.ndarray:
     by 255 and 16-bit maps by 65535; other integer maps by 255 when their maximum is
     at most 255 (else by 65535). Float maps are cast to float32 as they are, except
     that a float map of whole numbers with maximum in (1, 255] is taken to be an 8-bit
-    map saved as float and divided by 255. Raises ValueError for anything else
-    (negative or NaN values, other values above 1, non-2-D arrays).
+    map saved as float and divided by 255. NaN pixels are kept: like Fiji's
+    ``pixel > threshold`` they fall below every threshold. Raises ValueError for
+    anything else (negative values, other values above 1, non-2-D arrays).
     """
     arr = np.asarray(image)
     if arr.ndim != 2:
@@ -136,9 +137,9 @@ def as_probability(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         out = arr.astype(np.float32)
         if out.size:
-            if np.isnan(out).any():
-                raise ValueError("probability map contains NaN")
-            lo, hi = float(out.min()), float(out.max())
+            finite = out[np.isfinite(out)] if not np.isfinite(out).all() else out
+            lo = float(finite.min()) if finite.size else 0.0
+            hi = float(finite.max()) if finite.size else 0.0
             if lo < 0.0:
                 raise ValueError(f"probability map has negative values (min {lo})")
             if hi > 1.0:
@@ -694,13 +695,11 @@ def evaluate_folders(
         labs.append(label_img)
 
     report = _progress_reporter(progress)
-    callback = None
-    if report is not None:
 
-        def callback(done: int, total: int) -> None:
-            report(done, total, wanted[done - 1])
+    def callback(done: int, total: int) -> None:
+        report(done, total, wanted[done - 1])
 
-    result = isbi_scores(probs, labs, names=wanted, progress=callback)
+    result = isbi_scores(probs, labs, names=wanted, progress=callback if report is not None else None)
     result["pred_dir"] = str(pred_root)
     result["label_dir"] = str(label_root)
     if json_path is not None:

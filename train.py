@@ -55,6 +55,8 @@ class Recipe:
     whole slices. ``target_size`` set instead: the seed's way, every slice resized.
     ``time_limit_minutes`` stops training early when the next epoch would not fit.
     ``weighted_loss`` trains with the paper's border-weighted cross-entropy.
+    ``monitor`` picks the best checkpoint: "val_loss" (the seed's choice) or the ISBI
+    "val_v_rand" / "val_v_info" of the held-out slices.
     """
 
     name: str
@@ -71,6 +73,7 @@ class Recipe:
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
     weighted_loss: bool = False
+    monitor: str = "val_loss"
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (None values are ignored)."""
@@ -292,7 +295,8 @@ def train(
         epochs=recipe.epochs,
         validation_data=val_batches,
         callbacks=make_callbacks(run_dir, model_path, recipe, verbose,
-                                 validation=(data.val_images, data.val_masks), resuming=resuming),
+                                 validation=(data.val_images, data.val_masks), resuming=resuming,
+                                 isbi_score=num_class == 1),
         verbose=verbose,
     )
     seconds = time.monotonic() - start

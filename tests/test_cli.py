@@ -29,8 +29,12 @@ def test_train_predict_evaluate_on_tiny_synthetic_data(tiny_dataset, tmp_path):
     model_path = run_dir / "unet_membrane.keras"
     assert model_path.is_file()
     history = (run_dir / "history.csv").read_text().splitlines()
-    assert history[0].split(",") == ["epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
+    assert history[0].split(",") == ["epoch", "accuracy", "learning_rate", "loss", "minutes", "val_accuracy",
+                                     "val_loss", "val_v_info", "val_v_rand"]
     assert len(history) == 3  # header + 2 epochs
+    minutes = [float(line.split(",")[4]) for line in history[1:]]
+    v_rand = [float(line.split(",")[-1]) for line in history[1:]]
+    assert 0 < minutes[0] < minutes[1] and all(0 <= v <= 1 for v in v_rand)
     assert (run_dir / "curves.png").stat().st_size > 10_000
     assert list((run_dir / "train").glob("events.out.tfevents.*")), "no TensorBoard scalars"
     assert list((run_dir / "images").glob("events.out.tfevents.*")), "no TensorBoard image summaries"
@@ -106,3 +110,13 @@ def test_paper_options_train_with_weight_maps_and_elastic_deformation(tiny_datas
                       "--logs", str(tmp_path), "--weighted-loss", "--elastic", "10", *TINY]) == 0
     history = (tmp_path / "paper" / "history.csv").read_text().splitlines()
     assert len(history) == 3 and "val_loss" in history[0]
+
+
+def test_crossval_reports_mean_and_sd_over_folds(tiny_dataset, tmp_path):
+    report = main.cmd_crossval(main.build_parser().parse_args(
+        ["crossval", "--data", str(tiny_dataset), "--folds", "3", "--run", "cv", "--logs", str(tmp_path),
+         "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--width", "4", "--patch-size", "64",
+         "--precision", "float32", "--quiet"]))
+    assert [fold["validation_names"] for fold in report["folds"]] == [["0", "1"], ["2", "3"], ["4", "5"]]
+    assert len(report["v_rand"]["values"]) == 3 and report["v_rand"]["sd"] >= 0
+    assert (tmp_path / "cv" / "crossval.json").is_file()
