@@ -45,10 +45,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
     parser.add_argument("--width", type=positive_int, help="filters of the first level (the seed: 64)")
     parser.add_argument("--patch-size", type=positive_int, metavar="N", help="side of the random training crops (default: 256)")
+    parser.add_argument("--resize", type=positive_int, metavar="N", help="the seed's way instead of crops: resize every slice to NxN (predictions are resized back)")
     parser.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
     parser.add_argument("--weighted-loss", action="store_true", default=None, help="the paper's border-weighted loss (w0=10, sigma=5 px)")
     parser.add_argument("--elastic", type=float, metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
     parser.add_argument("--monitor", choices=["val_loss", "val_v_rand", "val_v_info"], help="what picks the best checkpoint (default: the recipe's, val_loss)")
+    parser.add_argument("--jit-compile", choices=["auto", "on", "off"], help="XLA compilation of the training step (default: auto)")
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
     parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
@@ -108,14 +110,16 @@ def recipe_from_args(args):
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         width=args.width, learning_rate=args.lr, precision=args.precision,
-        weighted_loss=args.weighted_loss, monitor=args.monitor)
+        weighted_loss=args.weighted_loss, monitor=args.monitor,
+        jit_compile={"on": True, "off": False, "auto": "auto", None: None}[args.jit_compile])
     if args.elastic is not None:
         recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
+    if args.resize:
+        recipe = dataclasses.replace(recipe, target_size=(args.resize, args.resize), patch_size=None)
     if args.patch_size:
         if recipe.target_size:
-            recipe = recipe.replace(target_size=(args.patch_size, args.patch_size))
-        else:
-            recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
+            raise UserError(f"recipe {recipe.name!r} resizes whole slices: set their size with --resize, not --patch-size")
+        recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
     if args.num_class > 1 and not args.weighted_loss:  # the weight map is for binary masks
         recipe = dataclasses.replace(recipe, weighted_loss=False)
     if args.time_limit is not None:  # 0 lifts the recipe's limit

@@ -66,6 +66,7 @@ def unet(
     learning_rate: float = 1e-4,
     loss: str | Callable | None = None,
     compile: bool = True,
+    jit_compile: bool | str = "auto",
 ) -> keras.Model:
     """Build (and by default compile) the seed's U-Net.
 
@@ -82,6 +83,7 @@ def unet(
       learning_rate: Adam's learning rate.
       loss: overrides binary (or categorical) cross-entropy.
       compile: compile with Adam, the loss and accuracy.
+      jit_compile: XLA compilation of the train/predict steps (True, False or "auto").
 
     Returns:
       A keras.Model mapping (B, H, W, C) floats in [0, 1] to (B, H, W, num_class).
@@ -127,6 +129,7 @@ def unet(
             optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
             loss=loss or default_loss,
             metrics=["accuracy"],
+            jit_compile=jit_compile,
         )
     if pretrained_weights:
         load_weights_into(model, pretrained_weights)

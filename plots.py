@@ -15,18 +15,29 @@ def _history_dict(history) -> Mapping[str, Sequence[float]]:
 
 def plot_performance(history=None, figure_path: str | Path | None = None,
                      ylim_pad: Sequence[float] = (0, 0), show: bool = False):
-    """Accuracy and loss per epoch, training and validation side by side.
+    """Accuracy and loss per epoch, training and validation side by side, and the held-out
+    ISBI scores (val_v_rand, val_v_info) in a third panel when the history has them.
 
     Args:
       history: a keras History or a dict with "accuracy", "loss" and optionally
-        "val_accuracy", "val_loss" lists (one value per epoch).
+        "val_accuracy", "val_loss", "val_v_rand", "val_v_info" lists (one value per epoch).
       figure_path: save the figure there (PNG) when given.
       ylim_pad: padding of the y limits of the accuracy and loss panels.
       show: call plt.show() (the notebook does).
     Returns the matplotlib Figure.
     """
     values = _history_dict(history)
-    figure, axes = plt.subplots(1, 2, figsize=(20, 5))
+    has_isbi = len(values.get("val_v_rand", [])) > 0
+    figure, axes = plt.subplots(1, 3 if has_isbi else 2, figsize=(30 if has_isbi else 20, 5))
+    if has_isbi:
+        epochs = range(1, len(values["val_v_rand"]) + 1)
+        for key, label in (("val_v_rand", "V_rand"), ("val_v_info", "V_info")):
+            axes[2].plot(epochs, values.get(key, []), marker="o", label=label)
+        axes[2].set_title("Held-out ISBI 2012 scores\n", fontsize=17)
+        axes[2].set_xlabel("Epoch", fontsize=15)
+        axes[2].set_ylabel("Score", fontsize=15)
+        axes[2].legend(loc="lower right")
+        axes[2].grid(True)
     for axis, key, title, pad in zip(axes, ("accuracy", "loss"), ("Model Accuracy", "Model Loss"), ylim_pad):
         series = {"Training": values.get(key, []), "Validation": values.get(f"val_{key}", [])}
         series = {label: list(ys) for label, ys in series.items() if len(ys)}
@@ -42,6 +53,27 @@ def plot_performance(history=None, figure_path: str | Path | None = None,
         axis.set_ylabel(key.capitalize(), fontsize=15)
         axis.legend(loc="upper left")
         axis.grid(True)
+    figure.tight_layout()
+    if figure_path is not None:
+        figure.savefig(figure_path, dpi=80)
+    if show:
+        plt.show()
+    else:
+        plt.close(figure)
+    return figure
+
+
+def plot_time_to_quality(history, figure_path: str | Path | None = None, show: bool = False):
+    """Held-out V_rand and V_info against minutes of training (history from history.csv)."""
+    values = _history_dict(history)
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for key, label in (("val_v_rand", "V_rand"), ("val_v_info", "V_info")):
+        axis.plot(values["minutes"], values[key], marker="o", label=label)
+    axis.set_xlabel("Minutes of training", fontsize=13)
+    axis.set_ylabel("Held-out score (ISBI 2012 metric)", fontsize=13)
+    axis.set_title("Time to quality")
+    axis.legend(loc="lower right")
+    axis.grid(True)
     figure.tight_layout()
     if figure_path is not None:
         figure.savefig(figure_path, dpi=80)

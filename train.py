@@ -30,7 +30,7 @@ from callbacks import make_callbacks, read_history
 from errors import UserError
 from losses import PixelBinaryCrossentropy, unet_weight_map
 from model import unet
-from plots import plot_performance
+from plots import plot_performance, plot_time_to_quality
 
 # Native-resolution recipe: flips, quarter turns and a mild affine, as the paper's
 # augmentation without its elastic part (which the "paper" recipe adds).
@@ -56,7 +56,8 @@ class Recipe:
     ``time_limit_minutes`` stops training early when the next epoch would not fit.
     ``weighted_loss`` trains with the paper's border-weighted cross-entropy.
     ``monitor`` picks the best checkpoint: "val_loss" (the seed's choice) or the ISBI
-    "val_v_rand" / "val_v_info" of the held-out slices.
+    "val_v_rand" / "val_v_info" of the held-out slices. ``jit_compile``: XLA (True),
+    none (False), or Keras's choice ("auto").
     """
 
     name: str
@@ -74,6 +75,7 @@ class Recipe:
     reduce_lr_patience: int = 2
     weighted_loss: bool = False
     monitor: str = "val_loss"
+    jit_compile: bool | str = "auto"
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (None values are ignored)."""
@@ -240,7 +242,7 @@ def build_model(recipe: Recipe, num_class: int = 1, pretrained_weights: str | Pa
     """The compiled U-Net of a recipe: fixed input in the seed's resize mode, any size otherwise."""
     input_size = (*recipe.target_size, 1) if recipe.target_size else (None, None, 1)
     return unet(pretrained_weights, input_size=input_size, width=recipe.width, num_class=num_class,
-                learning_rate=recipe.learning_rate,
+                learning_rate=recipe.learning_rate, jit_compile=recipe.jit_compile,
                 loss=PixelBinaryCrossentropy() if recipe.weighted_loss else None)
 
 
@@ -272,6 +274,9 @@ def train(
     run_dir after an interruption resumes from the last completed epoch.
     """
     run_dir = Path(run_dir)
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder}: is a file, not a folder for the run's logs; choose another --logs or --run")
     model_path = Path(model_path) if model_path else run_dir / "unet_membrane.keras"
     if model_path.exists() and not (run_dir / "backup").exists():
         raise UserError(f"{model_path}: already exists; choose another --out or remove it")
@@ -307,4 +312,6 @@ def train(
         raise UserError(f"training stopped at epoch {len(full_history.get('loss', losses))}: the loss "
                         f"became {losses[-1]} (NaN or infinite); try a lower --lr. Best model so far: {model_path}")
     plot_performance(full_history, run_dir / "curves.png")
+    if full_history.get("val_v_rand"):
+        plot_time_to_quality(full_history, run_dir / "time_to_quality.png")
     return TrainResult(model_path, run_dir, full_history, seconds, data.val_names)

@@ -36,6 +36,7 @@ def test_train_predict_evaluate_on_tiny_synthetic_data(tiny_dataset, tmp_path):
     v_rand = [float(line.split(",")[-1]) for line in history[1:]]
     assert 0 < minutes[0] < minutes[1] and all(0 <= v <= 1 for v in v_rand)
     assert (run_dir / "curves.png").stat().st_size > 10_000
+    assert (run_dir / "time_to_quality.png").is_file()
     assert list((run_dir / "train").glob("events.out.tfevents.*")), "no TensorBoard scalars"
     assert list((run_dir / "images").glob("events.out.tfevents.*")), "no TensorBoard image summaries"
     assert not (run_dir / "backup").exists()  # BackupAndRestore cleans up after a finished run
@@ -120,3 +121,18 @@ def test_crossval_reports_mean_and_sd_over_folds(tiny_dataset, tmp_path):
     assert [fold["validation_names"] for fold in report["folds"]] == [["0", "1"], ["2", "3"], ["4", "5"]]
     assert len(report["v_rand"]["values"]) == 3 and report["v_rand"]["sd"] >= 0
     assert (tmp_path / "cv" / "crossval.json").is_file()
+
+
+def test_seed_resize_mode_trains_on_resized_slices_and_predicts_at_native_size(tiny_dataset, tmp_path):
+    options = [option for option in TINY if option not in ("--patch-size", "64")]
+    assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "rs", "--logs", str(tmp_path),
+                      "--resize", "32", *options]) == 0
+    import model
+
+    network = model.load_model(tmp_path / "rs" / "unet_membrane.keras")
+    assert network.input_shape == (None, 32, 32, 1)
+    assert main.main(["predict", "--model", str(tmp_path / "rs" / "unet_membrane.keras"), "--input",
+                      str(tiny_dataset / "test"), "--output", str(tmp_path / "p"), "--quiet"]) == 0
+    assert io.imread(tmp_path / "p" / "0_predict.png").shape == (96, 96)
+    assert main.main(["train", "--data", str(tiny_dataset), "--recipe", "blog", "--patch-size", "64",
+                      "--logs", str(tmp_path), "--quiet"]) == 2
