@@ -60,8 +60,14 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple
 
 def predict_whole(image: np.ndarray, predict_fn: PredictFn, multiple: int = 16) -> np.ndarray:
     """Predict (H, W, C) in one piece, mirror-padded to a multiple: returns (H, W, K)."""
-    padded, (height, width) = pad_to_multiple(image, multiple)
-    return predict_fn(padded[None])[0, :height, :width]
+    return predict_whole_batch(image[None], predict_fn, multiple)[0]
+
+
+def predict_whole_batch(images: np.ndarray, predict_fn: PredictFn, multiple: int = 16) -> np.ndarray:
+    """Predict (B, H, W, C) images of one size in one call: returns (B, H, W, K)."""
+    height, width = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (0, (-height) % multiple), (0, (-width) % multiple), (0, 0)), mode="symmetric")
+    return predict_fn(padded)[:, :height, :width]
 
 
 def predict_overlap_tile(
@@ -132,9 +138,19 @@ def with_tta(predict_fn: PredictFn) -> PredictFn:
     return averaged
 
 
-def model_predict_fn(model: keras.Model) -> PredictFn:
-    """Batch -> numpy predictions, float32, for any backend."""
-    return lambda batch: np.asarray(model.predict_on_batch(batch.astype(np.float32)), np.float32)
+def model_predict_fn(model: keras.Model, max_batch: int = 8) -> PredictFn:
+    """Batch (B, h, w, C) -> numpy predictions (B, h, w, K), float32, for any backend.
+
+    Batches larger than max_batch run in chunks, to bound memory (TTA multiplies by 8).
+    """
+
+    def predict_fn(batch: np.ndarray) -> np.ndarray:
+        batch = batch.astype(np.float32)
+        chunks = [np.asarray(model.predict_on_batch(batch[i:i + max_batch]), np.float32)
+                  for i in range(0, len(batch), max_batch)]
+        return np.concatenate(chunks)
+
+    return predict_fn
 
 
 def fixed_input_size(model: keras.Model) -> tuple[int, int] | None:
@@ -205,13 +221,17 @@ def predict_folder(
     tta: bool = False,
     names: Sequence[str] | None = None,
     progress: bool = True,
+    batch_size: int = 4,
 ) -> list[Path]:
     """Predict every image of input_dir; write ``{stem}_predict.png`` (8-bit) at native size.
 
     Earlier ``*_predict.png`` files in input_dir are not inputs. ``names`` restricts to
-    those stems. Returns the written paths.
+    those stems. In whole-image mode, consecutive images of one size are predicted
+    ``batch_size`` at a time. Returns the written paths.
     """
     from skimage import io
+
+    from model import downsampling_factor
 
     inputs = list_images(input_dir)
     if names is not None:
@@ -226,14 +246,27 @@ def predict_folder(
             raise UserError(f"{path}: has {image.shape[-1]} channels but the model expects {channels}")
     output_dir.mkdir(parents=True, exist_ok=True)
     bar = keras.utils.Progbar(len(inputs), unit_name="image") if progress else None
+    whole = mode in ("auto", "whole") and fixed_input_size(model) is None
     written = []
-    for path, image in zip(inputs, images):
-        prediction = predict_image(model, image / 255.0, mode=mode, tta=tta)
-        target = output_dir / f"{path.stem}_predict.png"
-        io.imsave(target, prediction_to_png(prediction), check_contrast=False)
-        written.append(target)
+    start = 0
+    while start < len(inputs):
+        stop = start + 1
+        while whole and stop < len(inputs) and stop - start < batch_size and images[stop].shape == images[start].shape:
+            stop += 1
+        if whole:
+            predict_fn = model_predict_fn(model)
+            predictions = predict_whole_batch(np.stack(images[start:stop]) / 255.0,
+                                              with_tta(predict_fn) if tta else predict_fn,
+                                              downsampling_factor(model))
+        else:
+            predictions = [predict_image(model, images[start] / 255.0, mode=mode, tta=tta)]
+        for path, prediction in zip(inputs[start:stop], predictions):
+            target = output_dir / f"{path.stem}_predict.png"
+            io.imsave(target, prediction_to_png(prediction), check_contrast=False)
+            written.append(target)
         if bar is not None:
-            bar.add(1)
+            bar.add(stop - start)
+        start = stop
     if progress:
         sys.stdout.flush()
     return written
