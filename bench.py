@@ -263,13 +263,14 @@ def fit_step_seconds(model: keras.Model, batches, total_steps: int, warmup: int,
     return list(np.diff(timer.ends)[warmup - 1:])
 
 
-def fixed_step_seconds(model: keras.Model, x: np.ndarray, y: np.ndarray, total_steps: int,
+def fixed_step_seconds(model: keras.Model, batch: tuple, total_steps: int,
                        warmup: int) -> list[float]:
-    """Seconds per ``train_on_batch`` on one in-memory batch, after ``warmup`` calls."""
+    """Seconds per ``train_on_batch`` on one in-memory batch (x, y[, sample weights]),
+    after ``warmup`` calls."""
     seconds = []
     for _ in range(total_steps):
         start = time.perf_counter()
-        model.train_on_batch(x, y)
+        model.train_on_batch(*batch)
         seconds.append(time.perf_counter() - start)
     return seconds[warmup:]
 
@@ -315,13 +316,13 @@ def measure_training(name: str, model: keras.Model, recipe: Recipe, settings: Se
         if split is not None:
             train_batches, _ = make_datasets(split, sized, seed=settings.seed, workers=settings.workers)
             pipeline = fit_step_seconds(model, train_batches, total, settings.warmup)
-            x, y = train_batches.batch(0, 0)
+            batch = train_batches.batch(0, 0)
         else:
             generator = generator_batches(settings, sized, batch_size)
-            x, y = next(generator)
+            batch = next(generator)
             pipeline = fit_step_seconds(model, generator, total, settings.warmup,
                                         steps_per_epoch=total, shuffle=False)
-        fixed = fixed_step_seconds(model, x, y, total, settings.warmup)
+        fixed = fixed_step_seconds(model, batch, total, settings.warmup)
         results[f"batch_{batch_size}"] = summarize_training(pipeline, fixed, batch_size,
                                                             forward_gflop, peak_gflops)
     return results
