@@ -643,8 +643,8 @@ def evaluate_folders(
 ) -> dict:
     """Score the predictions in ``pred_dir`` against the labels in ``label_dir``.
 
-    Images are .png/.tif/.tiff files, one 2-D slice each. A label ``N.png`` is matched
-    with the prediction ``N.<ext>`` or ``N_predict.<ext>``; ``names`` (stems such as
+    Images are .png/.tif/.tiff files, one 2-D slice each. A label ``N.png`` (or
+    ``N_mask.png``) is matched with the prediction ``N.<ext>`` or ``N_predict.<ext>``; ``names`` (stems such as
     ["25", "26"]) restricts the evaluation to those labels. Returns the dict of
     :func:`isbi_scores` with ``per_slice`` names filled in, adds ``pred_dir`` and
     ``label_dir``, and writes it as JSON to ``json_path`` (atomically) when given.
@@ -652,7 +652,8 @@ def evaluate_folders(
     ambiguous prediction, an unreadable image or a size mismatch.
     """
     pred_root, label_root = Path(pred_dir), Path(label_dir)
-    label_files = {p.stem: p for p in _image_files(label_root, "label")}
+    label_files = {p.stem[: -len("_mask")] if p.stem.endswith("_mask") else p.stem: p
+                   for p in _image_files(label_root, "label")}
     pred_files: dict[str, Path] = {}
     for p in _image_files(pred_root, "prediction"):
         stem = p.stem[: -len("_predict")] if p.stem.endswith("_predict") else p.stem

@@ -97,6 +97,20 @@ def test_own_data_with_mask_suffix_odd_sizes_and_multi_class_labels(tmp_path):
     assert colours.shape == (100, 90, 3)
 
 
+def test_evaluate_matches_mask_suffixed_labels(tmp_path):
+    (tmp_path / "label").mkdir()
+    (tmp_path / "pred").mkdir()
+    for name in ("a12", "b07"):
+        label = synthetic_slice((64, 64), len(name))[1]
+        io.imsave(tmp_path / "label" / f"{name}_mask.png", label, check_contrast=False)
+        io.imsave(tmp_path / "pred" / f"{name}_predict.png", label, check_contrast=False)
+    assert main.main(["evaluate", "--pred", str(tmp_path / "pred"), "--labels", str(tmp_path / "label"),
+                      "--names", "a12,b07", "--json", str(tmp_path / "s.json"), "--quiet"]) == 0
+    import json
+
+    assert json.loads((tmp_path / "s.json").read_text())["v_rand"] == pytest.approx(1.0)
+
+
 def test_label_masks_out_of_range_are_refused(tiny_dataset, tmp_path):
     code, _, stderr = run_cli("train", "--data", tiny_dataset, "--num-class", "3", "--logs", tmp_path, *TINY)
     assert code == 2 and "integer labels 0..2" in one_error_line(stderr)
