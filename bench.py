@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from data import list_images, read_image, trainGenerator  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import UserError, exit_status  # noqa: E402
 from model import downsampling_factor, unet  # noqa: E402
 from predict import (  # noqa: E402
     default_tiling,
@@ -667,15 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, command = sys.argv[1:], shlex.join(getattr(sys, "orig_argv", sys.argv))
     else:
         command = shlex.join(["bench.py", *argv])
-    try:
-        run(list(argv), command)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return exit_status(run, list(argv), command)
 
 
 if __name__ == "__main__":

@@ -10,3 +10,19 @@ class UserError(Exception):
 
     The message must name the offending file or option and say what to do.
     """
+
+
+def exit_status(action, *args) -> int:
+    """Run ``action(*args)`` for a command line: 0 on success, 2 after printing one
+    ``error:`` line for a UserError, 130 on Ctrl-C. Other exceptions propagate."""
+    import sys
+
+    try:
+        action(*args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -51,7 +51,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from errors import UserError
+from errors import UserError, exit_status
 
 ISBI_PNG_URL: str = "https://raw.githubusercontent.com/zhixuhao/unet/master/data/membrane/"
 """Base URL of the public PNG copy of the data set (ends with ``/``)."""
@@ -588,15 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--write-manifest", metavar="FOLDER", help=f"regenerate {MANIFEST_PATH.name} from a PNG folder")
     args = parser.parse_args(argv)
-    try:
-        if args.write_manifest:
-            print(f"wrote {write_manifest(args.write_manifest)}")
-        else:
-            fetch_isbi(args.source, args.dest, verify=not args.no_verify, progress=not args.quiet)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    if args.write_manifest:
+        return exit_status(lambda: print(f"wrote {write_manifest(args.write_manifest)}"))
+    return exit_status(lambda: fetch_isbi(args.source, args.dest, verify=not args.no_verify, progress=not args.quiet))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from errors import UserError  # noqa: E402
+from errors import UserError, exit_status  # noqa: E402
 
 DEFAULT_DATA = "data/membrane"
 
@@ -277,15 +277,7 @@ COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return exit_status(COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,18 @@ def _history_dict(history) -> Mapping[str, Sequence[float]]:
     return history.history if hasattr(history, "history") else history
 
 
+def _finish(figure, figure_path: str | Path | None, show: bool):
+    """Lay out, save (PNG) when a path is given, then show or close the figure."""
+    figure.tight_layout()
+    if figure_path is not None:
+        figure.savefig(figure_path, dpi=80)
+    if show:
+        plt.show()
+    else:
+        plt.close(figure)
+    return figure
+
+
 def plot_performance(history=None, figure_path: str | Path | None = None,
                      ylim_pad: Sequence[float] = (0, 0), show: bool = False):
     """Accuracy and loss per epoch, training and validation side by side, and the held-out
@@ -53,14 +65,7 @@ def plot_performance(history=None, figure_path: str | Path | None = None,
         axis.set_ylabel(key.capitalize(), fontsize=15)
         axis.legend(loc="upper left")
         axis.grid(True)
-    figure.tight_layout()
-    if figure_path is not None:
-        figure.savefig(figure_path, dpi=80)
-    if show:
-        plt.show()
-    else:
-        plt.close(figure)
-    return figure
+    return _finish(figure, figure_path, show)
 
 
 def plot_time_to_quality(history, figure_path: str | Path | None = None, show: bool = False):
@@ -74,11 +79,4 @@ def plot_time_to_quality(history, figure_path: str | Path | None = None, show: b
     axis.set_title("Time to quality")
     axis.legend(loc="lower right")
     axis.grid(True)
-    figure.tight_layout()
-    if figure_path is not None:
-        figure.savefig(figure_path, dpi=80)
-    if show:
-        plt.show()
-    else:
-        plt.close(figure)
-    return figure
+    return _finish(figure, figure_path, show)
