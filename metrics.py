@@ -56,7 +56,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -596,27 +595,19 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _progress_reporter(enabled: bool) -> Callable[[int, int, str], None] | None:
+    """A progress bar over slices (keras.utils.Progbar, like the other commands), or None."""
     if not enabled:
         return None
-    if "keras" in sys.modules:  # only when keras is already loaded, so it costs nothing
-        try:
-            progbar_cls = sys.modules["keras"].utils.Progbar
-        except AttributeError:
-            progbar_cls = None
-        if progbar_cls is not None:
-            state: dict[str, Any] = {}
+    from keras.utils import Progbar
 
-            def keras_report(done: int, total: int, name: str) -> None:
-                if "bar" not in state:
-                    state["bar"] = progbar_cls(total, unit_name="slice")
-                state["bar"].update(done)
+    state: dict[str, Any] = {}
 
-            return keras_report
+    def report(done: int, total: int, name: str) -> None:
+        if "bar" not in state:
+            state["bar"] = Progbar(total, unit_name="slice")
+        state["bar"].update(done)
 
-    def stderr_report(done: int, total: int, name: str) -> None:
-        print(f"evaluated slice {done}/{total} ({name})", file=sys.stderr, flush=True)
-
-    return stderr_report
+    return report
 
 
 def _write_json(data: dict, json_path: str | os.PathLike) -> None:

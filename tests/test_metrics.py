@@ -304,7 +304,7 @@ def test_evaluate_folders_end_to_end(folders, tmp_path, capsys):
         assert key in saved
     assert saved["v_rand"] == result["v_rand"]
     assert not list(json_path.parent.glob("*.tmp"))
-    assert "3/3" in capsys.readouterr().err
+    assert "3/3" in capsys.readouterr().out  # the progress bar
 
     only = metrics.evaluate_folders(pred_dir, label_dir, names=["25", "27"], progress=False)
     assert [s["name"] for s in only["per_slice"]] == ["25", "27"]
