@@ -8,6 +8,7 @@ history, TerminateOnNaN, BackupAndRestore, and an optional time limit.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 from pathlib import Path
@@ -24,6 +25,37 @@ def read_history(csv_path: str | Path) -> dict[str, list[float]]:
     with csv_path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose weights and epoch record are each written to a temporary
+    file and renamed, so a kill during a save leaves the previous backup usable."""
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        partial_weights = self._weights_path.replace(".weights.h5", ".partial.weights.h5")
+        self.model.save_weights(partial_weights, overwrite=True)
+        partial_metadata = self._training_metadata_path + ".partial"
+        with open(partial_metadata, "w") as handle:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
+        os.replace(partial_weights, self._weights_path)
+        os.replace(partial_metadata, self._training_metadata_path)
+
+
+def completed_epochs(run_dir: str | Path) -> int:
+    """Epochs that an interrupted run in run_dir completed, by its backup (0 if none).
+
+    Trims history.csv to that many epochs, so that a resumed run continues it without
+    repeating an epoch that was logged but not backed up.
+    """
+    run_dir = Path(run_dir)
+    metadata = run_dir / "backup" / "training_metadata.json"
+    epochs = json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
+    history = run_dir / "history.csv"
+    if history.is_file():
+        lines = history.read_text().splitlines(keepends=True)
+        history.write_text("".join(lines[: epochs + 1]))
+    return epochs
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -179,7 +211,7 @@ def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, va
                                           patience=recipe.reduce_lr_patience, verbose=verbose, mode="min"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        AtomicBackupAndRestore(str(run_dir / "backup")),
     ]
     if recipe.time_limit_minutes:
         callbacks.append(TimeLimit(recipe.time_limit_minutes, verbose=verbose))

@@ -26,7 +26,7 @@ from data import (
     load_pairs,
     resize_to,
 )
-from callbacks import make_callbacks, read_history
+from callbacks import completed_epochs, make_callbacks, read_history
 from errors import UserError
 from losses import PixelBinaryCrossentropy, unet_weight_map
 from model import unet
@@ -291,7 +291,7 @@ def train(
     network = build_model(recipe, num_class, pretrained_weights)
     resuming = (run_dir / "backup").is_dir()
     if resuming:  # BackupAndRestore restores the weights; the augmentation follows the epoch
-        train_batches.epoch = len(read_history(run_dir / "history.csv").get("loss", []))
+        train_batches.epoch = completed_epochs(run_dir)
         print(f"Resuming the interrupted run in {run_dir} after epoch {train_batches.epoch}")
 
     start = time.monotonic()
