@@ -47,7 +47,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=positive_int, metavar="N", help="side of the random training crops (default: 256)")
     parser.add_argument("--resize", type=positive_int, metavar="N", help="the seed's way instead of crops: resize every slice to NxN (predictions are resized back)")
     parser.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
-    parser.add_argument("--weighted-loss", action="store_true", default=None, help="the paper's border-weighted loss (w0=10, sigma=5 px)")
+    parser.add_argument("--weighted-loss", action=argparse.BooleanOptionalAction, default=None, help="the paper's border-weighted loss, w0=10, sigma=5 px (default: the recipe's; on for cpu and paper)")
     parser.add_argument("--elastic", type=float, metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
     parser.add_argument("--monitor", choices=["val_loss", "val_v_rand", "val_v_info"], help="what picks the best checkpoint (default: the recipe's, val_loss)")
     parser.add_argument("--jit-compile", choices=["auto", "on", "off"], help="XLA compilation of the training step (default: auto)")
