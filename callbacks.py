@@ -113,6 +113,16 @@ class TimeLimit(keras.callbacks.Callback):
                       f"{self.seconds / 60:.1f} min would be exceeded by another epoch.")
 
 
+def predict_one(model: keras.Model, image: np.ndarray, copies: int = 1) -> np.ndarray:
+    """The model's (H, W, K) float32 output for one (H, W, C) image.
+
+    ``copies``: the number of data-parallel replicas; the image is repeated so that each
+    replica gets a full share of the batch.
+    """
+    batch = np.repeat(image[None], copies, axis=0)
+    return np.asarray(model.predict_on_batch(batch), np.float32)[0]
+
+
 class ISBIScore(keras.callbacks.Callback):
     """Score the validation slices with the ISBI 2012 metric after every epoch.
 
@@ -124,10 +134,12 @@ class ISBIScore(keras.callbacks.Callback):
       images, masks: validation slices (H, W, C) and masks (H, W, 1), 0-255 scale, H and
         W multiples of the network's 2**depth.
       minutes_before: training minutes of an interrupted run that this one resumes.
+      copies: data-parallel replicas (see ``predict_one``).
     """
 
-    def __init__(self, images, masks, minutes_before: float = 0.0):
+    def __init__(self, images, masks, minutes_before: float = 0.0, copies: int = 1):
         super().__init__()
+        self.copies = copies
         self.images = [np.asarray(image, np.float32) / 255.0 for image in images]
         self.labels = [np.asarray(mask)[..., 0] for mask in masks]
         self.minutes_before = minutes_before
@@ -140,8 +152,7 @@ class ISBIScore(keras.callbacks.Callback):
 
         if logs is None:
             return
-        probabilities = [np.asarray(self.model.predict_on_batch(image[None]), np.float32)[0, ..., 0]
-                         for image in self.images]
+        probabilities = [predict_one(self.model, image, self.copies)[..., 0] for image in self.images]
         scores = isbi_scores(probabilities, self.labels)
         logs["val_v_rand"] = scores["v_rand"]
         logs["val_v_info"] = scores["v_info"]
@@ -154,10 +165,12 @@ class ValidationImages(keras.callbacks.Callback):
 
     Args:
       images, masks: validation slices (H, W, C) and masks (H, W, 1) on the 0-255 scale.
+      copies: data-parallel replicas (see ``predict_one``).
     """
 
-    def __init__(self, log_dir: str | Path, images, masks, count: int = 2):
+    def __init__(self, log_dir: str | Path, images, masks, count: int = 2, copies: int = 1):
         super().__init__()
+        self.copies = copies
         self.log_dir = Path(log_dir) / "images"
         self.images = [np.asarray(image, np.float32) / 255.0 for image in images[:count]]
         self.masks = [(np.asarray(mask, np.float32) > 127.5).astype(np.float32) for mask in masks[:count]]
@@ -173,7 +186,7 @@ class ValidationImages(keras.callbacks.Callback):
 
         panels = []
         for image, mask in zip(self.images, self.masks):
-            prediction = np.asarray(self.model.predict_on_batch(image[None]), np.float32)[0]
+            prediction = predict_one(self.model, image, self.copies)
             panels.append(np.concatenate([image[..., :1], mask, prediction[..., :1]], axis=1))
         with self.writer.as_default():
             for index, panel in enumerate(panels):
@@ -186,13 +199,14 @@ class ValidationImages(keras.callbacks.Callback):
 
 
 def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, validation=None,
-                   resuming: bool = False, isbi_score: bool = True) -> list:
+                   resuming: bool = False, isbi_score: bool = True, replicas: int = 1) -> list:
     """The seed's callbacks, now able to fire (val_loss exists), plus logging helpers.
 
     ``validation``: optional (images, masks) whose first two slices TensorBoard shows
     beside their predictions each epoch, and (with ``isbi_score``, for binary masks) scores
     with the ISBI metric each epoch. ``resuming``: continue the history.csv and the best
-    checkpoint value of an interrupted run in run_dir.
+    checkpoint value of an interrupted run in run_dir. ``replicas``: of data-parallel
+    training, for the callbacks' own predictions.
     """
     earlier = read_history(run_dir / "history.csv") if resuming else {}
     monitor = recipe.monitor
@@ -200,7 +214,7 @@ def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, va
     sign = -1.0 if mode == "max" else 1.0
     best_so_far = min((sign * value for value in earlier.get(monitor, [])), default=np.inf)
     minutes_before = earlier.get("minutes", [0.0])[-1]
-    callbacks = [ISBIScore(*validation, minutes_before)] if validation is not None and isbi_score else []
+    callbacks = [ISBIScore(*validation, minutes_before, copies=replicas)] if validation is not None and isbi_score else []
     if monitor.startswith("val_v_") and not callbacks:
         raise ValueError(f"monitor {monitor!r} needs the validation slices")
     callbacks += [
@@ -220,7 +234,7 @@ def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, va
 
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
         if validation is not None:
-            callbacks.append(ValidationImages(run_dir, *validation))
+            callbacks.append(ValidationImages(run_dir, *validation, copies=replicas))
     except ImportError:
         print("TensorFlow is not installed: no TensorBoard event files for this run.")
     return callbacks

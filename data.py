@@ -334,14 +334,17 @@ class SegmentationDataset(keras.utils.PyDataset):
 class SliceBatches(keras.utils.PyDataset):
     """Whole slices in order, for validation: batches of (B, H, W, C) and masks.
 
-    Slices of one batch must share a size; ``batch_size`` 1 accepts any mix.
+    Slices of one batch must share a size; ``batch_size`` 1 accepts any mix. ``copies``:
+    each batch repeated this many times along its first axis, so that every data-parallel
+    replica gets a full share; the mean loss and metrics stay those of the slices.
     """
 
     def __init__(self, images, masks, batch_size: int = 1, flag_multi_class: bool = False,
-                 num_class: int = 2, weight_maps=None, **py_dataset_kwargs):
+                 num_class: int = 2, weight_maps=None, copies: int = 1, **py_dataset_kwargs):
         super().__init__(**py_dataset_kwargs)
         self.images, self.masks, self.weight_maps = list(images), list(masks), weight_maps
         self.batch_size = batch_size
+        self.copies = copies
         self.flag_multi_class, self.num_class = flag_multi_class, num_class
 
     def __len__(self) -> int:
@@ -351,9 +354,8 @@ class SliceBatches(keras.utils.PyDataset):
         chunk = slice(index * self.batch_size, (index + 1) * self.batch_size)
         x, y = adjustData(np.stack(self.images[chunk]), np.stack(self.masks[chunk]),
                           self.flag_multi_class, self.num_class)
-        if self.weight_maps is not None:
-            return x, y, np.stack(self.weight_maps[chunk])
-        return x, y
+        batch = (x, y) if self.weight_maps is None else (x, y, np.stack(self.weight_maps[chunk]))
+        return tuple(np.repeat(array, self.copies, axis=0) for array in batch)
 
 
 def trainGenerator(batch_size, train_path, image_folder, mask_folder, aug_dict,

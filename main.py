@@ -60,6 +60,11 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
     parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
     parser.add_argument("--workers", type=positive_int, default=1, help="data-loading threads (default: %(default)s)")
+    parser.add_argument("--distribute", choices=["none", "mirrored", "multiworker"], default="none",
+                        help="data-parallel training: mirrored over the local GPUs (or --cpu-devices), "
+                             "multiworker over machines (TensorFlow, TF_CONFIG); --batch-size is the global batch (default: none)")
+    parser.add_argument("--cpu-devices", type=positive_int, metavar="N",
+                        help="split the CPU into N logical devices (to try --distribute mirrored without GPUs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +147,10 @@ def cmd_train(args) -> dict:
     from data import DEFAULT_VALIDATION_IDS
     from train import train
 
+    if args.cpu_devices:
+        from distribute import split_cpu
+
+        split_cpu(args.cpu_devices)
     recipe = recipe_from_args(args)
     run_dir = run_dir_for(args, recipe)
     verbose = 0 if args.quiet else 1
@@ -149,7 +158,8 @@ def cmd_train(args) -> dict:
     result = train(args.data, recipe, run_dir, model_path=getattr(args, "out", None),
                    validation_ids=args.val_ids or DEFAULT_VALIDATION_IDS,
                    seed=args.seed, workers=args.workers, verbose=verbose,
-                   num_class=args.num_class, pretrained_weights=args.pretrained)
+                   num_class=args.num_class, pretrained_weights=args.pretrained,
+                   distribute=args.distribute)
     best = min(result.history.get("val_loss", [float("nan")]))
     print(f"Trained {len(result.history.get('loss', []))} epochs in {result.seconds / 60:.1f} min; "
           f"best val_loss {best:.4f}; model: {result.model_path}")

@@ -27,6 +27,7 @@ from data import (
     resize_to,
 )
 from callbacks import completed_epochs, make_callbacks, read_history
+from distribute import distribution_scope
 from errors import UserError
 from losses import PixelBinaryCrossentropy, unet_weight_map
 from model import unet
@@ -224,8 +225,12 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
     return split
 
 
-def make_datasets(data: TrainingData, recipe: Recipe, seed: int = 1, workers: int = 1):
-    """(training batches, validation batches) of a split, as the recipe asks."""
+def make_datasets(data: TrainingData, recipe: Recipe, seed: int = 1, workers: int = 1, replicas: int = 1):
+    """(training batches, validation batches) of a split, as the recipe asks.
+
+    ``replicas``: of data-parallel training; each validation slice is then repeated once
+    per replica (see SliceBatches).
+    """
     multi = dict(flag_multi_class=data.num_class > 1, num_class=max(2, data.num_class))
     train_batches = SegmentationDataset(
         data.train_images, data.train_masks, batch_size=recipe.batch_size,
@@ -234,7 +239,7 @@ def make_datasets(data: TrainingData, recipe: Recipe, seed: int = 1, workers: in
         **multi,
     )
     val_batches = SliceBatches(data.val_images, data.val_masks, batch_size=1,
-                               weight_maps=data.val_weights, **multi)
+                               weight_maps=data.val_weights, copies=replicas, **multi)
     return train_batches, val_batches
 
 
@@ -266,12 +271,15 @@ def train(
     verbose: int = 1,
     num_class: int = 1,
     pretrained_weights: str | Path | None = None,
+    distribute: str = "none",
 ) -> TrainResult:
     """Train a U-Net with ``recipe`` on ``data_dir`` (train/image, train/label).
 
     Writes the best model (by val_loss) to model_path (default run_dir/unet_membrane.keras),
     and history.csv, curves.png and TensorBoard logs to run_dir. Re-running with the same
-    run_dir after an interruption resumes from the last completed epoch.
+    run_dir after an interruption resumes from the last completed epoch. ``distribute``:
+    "none", or data parallelism over several devices (see distribute.py); the recipe's
+    batch size is then the global batch, split evenly across the replicas.
     """
     run_dir = Path(run_dir)
     for folder in (run_dir, *run_dir.parents):
@@ -287,23 +295,28 @@ def train(
     data = load_training_data(data_dir, recipe, validation_ids, num_class=num_class)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    train_batches, val_batches = make_datasets(data, recipe, seed=seed, workers=workers)
-    network = build_model(recipe, num_class, pretrained_weights)
-    resuming = (run_dir / "backup").is_dir()
-    if resuming:  # BackupAndRestore restores the weights; the augmentation follows the epoch
-        train_batches.epoch = completed_epochs(run_dir)
-        print(f"Resuming the interrupted run in {run_dir} after epoch {train_batches.epoch}")
+    with distribution_scope(distribute) as replicas:
+        if recipe.batch_size % replicas:
+            raise UserError(f"the batch size {recipe.batch_size} does not split evenly across {replicas} replicas")
+        if replicas > 1:
+            print(f"Data-parallel training over {replicas} replicas, {recipe.batch_size // replicas} crops each per step")
+        train_batches, val_batches = make_datasets(data, recipe, seed=seed, workers=workers, replicas=replicas)
+        network = build_model(recipe, num_class, pretrained_weights)
+        resuming = (run_dir / "backup").is_dir()
+        if resuming:  # BackupAndRestore restores the weights; the augmentation follows the epoch
+            train_batches.epoch = completed_epochs(run_dir)
+            print(f"Resuming the interrupted run in {run_dir} after epoch {train_batches.epoch}")
 
-    start = time.monotonic()
-    history = network.fit(
-        train_batches,
-        epochs=recipe.epochs,
-        validation_data=val_batches,
-        callbacks=make_callbacks(run_dir, model_path, recipe, verbose,
-                                 validation=(data.val_images, data.val_masks), resuming=resuming,
-                                 isbi_score=num_class == 1),
-        verbose=verbose,
-    )
+        start = time.monotonic()
+        history = network.fit(
+            train_batches,
+            epochs=recipe.epochs,
+            validation_data=val_batches,
+            callbacks=make_callbacks(run_dir, model_path, recipe, verbose,
+                                     validation=(data.val_images, data.val_masks), resuming=resuming,
+                                     isbi_score=num_class == 1, replicas=replicas),
+            verbose=verbose,
+        )
     seconds = time.monotonic() - start
     keras.mixed_precision.set_global_policy("float32")
     full_history = read_history(run_dir / "history.csv") or dict(history.history)
