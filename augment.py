@@ -129,6 +129,102 @@ def elastic_displacement(
     return np.stack([resize(c, out_shape, order=3, mode="edge") for c in coarse])
 
 
+def symmetry_matrix(flip_h: bool, flip_v: bool, quarter_turns: int, shape: tuple[int, int]) -> np.ndarray:
+    """The 3x3 matrix that maps output (row, col, 1) of ``np.rot90(flips(a), quarter_turns)``
+    to (row, col, 1) of ``a``, an array of ``shape`` (h, w); flips: columns (h) then rows (v).
+    """
+    height, width = shape
+    matrix = np.eye(3)
+    if flip_h:
+        matrix = matrix @ np.array([[1, 0, 0], [0, -1, width - 1], [0, 0, 1]])
+    if flip_v:
+        matrix = matrix @ np.array([[-1, 0, height - 1], [0, 1, 0], [0, 0, 1]])
+    for _ in range(quarter_turns % 4):  # np.rot90: out[i, j] = in[j, w_in - 1 - i]
+        matrix = matrix @ np.array([[0, 1, 0], [-1, 0, width - 1], [0, 0, 1]])
+        height, width = width, height
+    return matrix
+
+
+def _integer_shift(matrix: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) offset when the matrix is a whole-pixel translation, else None."""
+    if np.allclose(matrix[:2, :2], np.eye(2)) and np.allclose(matrix[:2, 2], np.round(matrix[:2, 2])):
+        return int(round(matrix[0, 2])), int(round(matrix[1, 2]))
+    return None
+
+
+def augment_planes(
+    planes: np.ndarray,
+    spec: AugmentSpec,
+    rng: np.random.Generator,
+    out_shape: tuple[int, int] | None = None,
+    orders: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Apply one random transform (and crop) to every plane of a stack.
+
+    Args:
+      planes: (C, H, W) stack, e.g. image channels, mask and weight map of one slice;
+        float32 and C-contiguous planes are used without a copy.
+      spec: the augmentation.
+      rng: source of randomness; one draw serves all planes.
+      out_shape: (h, w) of a random crop window, h <= H and w <= W; None keeps (H, W).
+      orders: interpolation order per plane; default 1 (bilinear, as Keras) for all.
+        Use 0 (nearest) for integer label masks.
+
+    Returns:
+      float32 (C, h, w) stack ((C, w, h) after an odd number of quarter turns of a
+      non-square crop). The affine warp, crop, flips and quarter turns are one
+      interpolation per plane; without a random affine or elastic part the crop,
+      flips and turns are exact pixel copies.
+    """
+    if planes.ndim != 3:
+        raise ValueError("augment_planes needs a (C, H, W) stack")
+    height, width = planes.shape[1:]
+    out_h, out_w = out_shape or (height, width)
+    if out_h > height or out_w > width:
+        raise ValueError(f"crop {(out_h, out_w)} larger than the image {(height, width)}")
+    orders = list(orders) if orders is not None else [1] * len(planes)
+    row0 = int(rng.integers(0, height - out_h + 1))
+    col0 = int(rng.integers(0, width - out_w + 1))
+    matrix = np.array([[1, 0, row0], [0, 1, col0], [0, 0, 1]]) @ random_affine(spec, (out_h, out_w), rng)
+    displacement = (elastic_displacement((out_h, out_w), spec.elastic_sigma, spec.elastic_grid, rng)
+                    if spec.elastic_sigma else None)
+    flip_h = spec.horizontal_flip and rng.random() < 0.5
+    flip_v = spec.vertical_flip and rng.random() < 0.5
+    quarter_turns = int(rng.integers(0, 4)) if spec.rot90 else 0
+
+    shift = _integer_shift(matrix) if displacement is None else None
+    if shift is not None:  # a plain crop: copy pixels, then flip and turn them
+        (r, c) = shift
+        out = planes[:, r:r + out_h, c:c + out_w].astype(np.float32)
+        if flip_h:
+            out = out[:, :, ::-1]
+        if flip_v:
+            out = out[:, ::-1]
+        return np.ascontiguousarray(np.rot90(out, quarter_turns, axes=(1, 2)))
+
+    # Output pixel -> pre-flip crop pixel -> input pixel, in one matrix.
+    matrix = matrix @ symmetry_matrix(flip_h, flip_v, quarter_turns, (out_h, out_w))
+    final_shape = (out_w, out_h) if quarter_turns % 2 else (out_h, out_w)
+    if displacement is not None:
+        if final_shape != (out_h, out_w):
+            displacement = displacement.transpose(0, 2, 1)
+        rows, cols = np.mgrid[0:final_shape[0], 0:final_shape[1]].astype(np.float64) + displacement
+        inverse_map = np.stack([
+            matrix[0, 0] * rows + matrix[0, 1] * cols + matrix[0, 2],
+            matrix[1, 0] * rows + matrix[1, 1] * cols + matrix[1, 2],
+        ])
+    else:
+        swap = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]])  # (row, col) <-> (x, y)
+        inverse_map = swap @ matrix @ swap
+    out = np.empty((len(planes), *final_shape), np.float32)
+    for index, (plane, order) in enumerate(zip(planes, orders)):
+        out[index] = warp(
+            plane.astype(np.float32, copy=False), inverse_map, output_shape=final_shape, order=order,
+            mode=_FILL_MODES[spec.fill_mode], cval=spec.cval, preserve_range=True, clip=False,
+        )
+    return out
+
+
 def augment_arrays(
     arrays: Sequence[np.ndarray],
     spec: AugmentSpec,
@@ -136,15 +232,12 @@ def augment_arrays(
     out_shape: tuple[int, int] | None = None,
     orders: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """Apply one random transform (and crop) to every array.
+    """Apply one random transform (and crop) to every array; see ``augment_planes``.
 
     Args:
       arrays: arrays of shape (H, W, C_i) sharing H and W (image, mask, weights...).
-      spec: the augmentation.
-      rng: source of randomness; one draw serves all arrays.
-      out_shape: (h, w) of a random crop window, h <= H and w <= W; None keeps (H, W).
-      orders: interpolation order per array; default 1 (bilinear, as Keras) for all.
-        Use 0 (nearest) for integer label masks.
+      spec, rng, out_shape: as ``augment_planes``.
+      orders: interpolation order per array (not per channel); default 1 for all.
 
     Returns:
       float32 arrays of shape (h, w, C_i).
@@ -153,57 +246,8 @@ def augment_arrays(
     for array in arrays:
         if array.ndim != 3 or array.shape[:2] != (height, width):
             raise ValueError("augment_arrays needs (H, W, C) arrays of one size")
-    out_h, out_w = out_shape or (height, width)
-    if out_h > height or out_w > width:
-        raise ValueError(f"crop {(out_h, out_w)} larger than the image {(height, width)}")
-    row0 = int(rng.integers(0, height - out_h + 1))
-    col0 = int(rng.integers(0, width - out_w + 1))
-
-    matrix = np.array([[1, 0, row0], [0, 1, col0], [0, 0, 1]]) @ random_affine(spec, (out_h, out_w), rng)
-    if spec.elastic_sigma:
-        rows, cols = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
-        d_rows, d_cols = elastic_displacement((out_h, out_w), spec.elastic_sigma, spec.elastic_grid, rng)
-        rows, cols = rows + d_rows, cols + d_cols
-        inverse_map = np.stack([
-            matrix[0, 0] * rows + matrix[0, 1] * cols + matrix[0, 2],
-            matrix[1, 0] * rows + matrix[1, 1] * cols + matrix[1, 2],
-        ])
-    else:
-        swap = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]])  # (row, col) <-> (x, y)
-        inverse_map = swap @ matrix @ swap
-
-    flip_h = spec.horizontal_flip and rng.random() < 0.5
-    flip_v = spec.vertical_flip and rng.random() < 0.5
-    quarter_turns = int(rng.integers(0, 4)) if spec.rot90 else 0
-
-    identity = np.allclose(inverse_map, np.eye(3)) if inverse_map.shape == (3, 3) else False
-    outputs = []
-    for array, order in zip(arrays, orders or [1] * len(arrays)):
-        if identity and (out_h, out_w) == (height, width):
-            out = array.astype(np.float32, copy=True)
-        elif identity:
-            out = array[row0:row0 + out_h, col0:col0 + out_w].astype(np.float32)
-        else:
-            out = np.stack(
-                [
-                    warp(
-                        array[..., channel].astype(np.float32, copy=False),
-                        inverse_map,
-                        output_shape=(out_h, out_w),
-                        order=order,
-                        mode=_FILL_MODES[spec.fill_mode],
-                        cval=spec.cval,
-                        preserve_range=True,
-                    )
-                    for channel in range(array.shape[2])
-                ],
-                axis=-1,
-            ).astype(np.float32)
-        if flip_h:
-            out = out[:, ::-1]
-        if flip_v:
-            out = out[::-1]
-        if quarter_turns:
-            out = np.rot90(out, quarter_turns, axes=(0, 1))
-        outputs.append(np.ascontiguousarray(out))
-    return outputs
+    channels = [array.shape[2] for array in arrays]
+    plane_orders = [order for order, count in zip(orders or [1] * len(arrays), channels) for _ in range(count)]
+    planes = np.concatenate([np.moveaxis(np.asarray(array, np.float32), -1, 0) for array in arrays])
+    out = np.moveaxis(augment_planes(planes, spec, rng, out_shape, plane_orders), 0, -1)
+    return [np.ascontiguousarray(part) for part in np.split(out, np.cumsum(channels)[:-1], axis=-1)]

@@ -2,7 +2,10 @@
 
     python bench.py [--data data/membrane] [--width N] [--steps N] [--warmup N] [--quick]
                     [--json bench.json] [--configs default,baseline] [--precision [NAME=]P]
-                    [--workers N]
+                    [--workers N] [--elastic PX] [--jit-compile on|off|auto] [--skip-predict]
+
+A configuration may carry its own precision, ``NAME:PRECISION``, so that one run can time
+the same configuration twice, e.g. ``--configs default:float32,default:bfloat16``.
 
 Two configurations of the same architecture (same width):
 
@@ -12,16 +15,19 @@ Two configurations of the same architecture (same width):
 - ``baseline``: the seed's way: float32, ``data.trainGenerator`` with ``BLOG_AUG_DICT``
   resizing every slice to 256x256, a Python generator fed to ``model.fit``.
 
-For each it measures training throughput (images/s) at batch 2 and 8, both through the real
-data path (``model.fit`` pulling batches from the PyDataset or generator) and on one fixed
-in-memory batch (``train_on_batch``), whose difference is the input-pipeline overhead;
+For each it measures training throughput (images/s) at batch 2 and 8 three ways: through
+the real data path (``model.fit`` pulling batches from the PyDataset or generator); through
+the same ``model.fit`` fed one fixed in-memory batch over and over, so that the difference
+is the input pipeline's cost (loading, augmentation, weight maps); and with bare
+``train_on_batch`` calls on that batch, the step itself (which the GFLOP/s figures use);
 prediction seconds per 512x512 slice (whole, overlap-tile and the seed's resize, each with
 and without test-time augmentation); the training step's achieved GFLOP/s from the
 analytic FLOPs (``unet_flops``; a training step counts as 3 forward passes) and its
 fraction of a dense-matmul peak measured on the same machine; and peak RSS. Each
 configuration runs in a fresh process (unless ``--in-process``), so its peak RSS and
-dtype policy are its own. Prints a table (ratio default/baseline in the last column) and
-writes every figure, with machine information and the command line, to a JSON file.
+dtype policy are its own. Prints a table (with two configurations, the ratio first/second
+in the last column) and writes every figure, with machine information and the command
+line, to a JSON file.
 
 A missing or malformed data folder ends with one ``error:`` line and exit status 2.
 """
@@ -148,16 +154,23 @@ class Settings:
     seed: int
     in_process: bool
     quick: bool
+    elastic: float = 0.0
+    jit_compile: bool | str | None = None
+    skip_predict: bool = False
 
 
 def config_recipe(name: str, settings: Settings, precision: str | None) -> Recipe:
     """The recipe behind a configuration; ``precision`` overrides the recipe's."""
     side = settings.train_size
     if name == "default":
-        return RECIPES["cpu"].replace(width=settings.width, patch_size=side, precision=precision)
+        recipe = RECIPES["cpu"].replace(width=settings.width, patch_size=side, precision=precision,
+                                        jit_compile=settings.jit_compile)
+        if settings.elastic:
+            recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=settings.elastic))
+        return recipe
     if name == "baseline":
         return RECIPES["blog"].replace(width=settings.width, target_size=side,
-                                       precision=precision or "float32")
+                                       precision=precision or "float32", jit_compile=settings.jit_compile)
     raise UserError(f"--configs: unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
 
 
@@ -275,6 +288,20 @@ def fixed_step_seconds(model: keras.Model, batch: tuple, total_steps: int,
     return seconds[warmup:]
 
 
+class RepeatedBatch(keras.utils.PyDataset):
+    """``steps`` copies of one in-memory batch: model.fit with no input pipeline to wait for."""
+
+    def __init__(self, batch: tuple, steps: int) -> None:
+        super().__init__()
+        self.batch, self.steps = batch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> tuple:
+        return self.batch
+
+
 def generator_batches(settings: Settings, recipe: Recipe, batch_size: int) -> Iterator:
     """The seed's endless (x, y) generator: ``trainGenerator`` over the training folder."""
     image_dir, mask_dir = find_training_folders(settings.data_dir)
@@ -284,23 +311,31 @@ def generator_batches(settings: Settings, recipe: Recipe, batch_size: int) -> It
                           recipe.aug_dict, target_size=recipe.target_size, seed=settings.seed)
 
 
-def summarize_training(pipeline_s: Sequence[float], fixed_s: Sequence[float], batch_size: int,
-                       forward_gflop: float, peak_gflops: float | None) -> dict:
-    """Medians, images/s, pipeline overhead (% of the real step) and GFLOP/s of one batch size."""
-    pipeline, fixed = statistics.median(pipeline_s), statistics.median(fixed_s)
+def summarize_training(pipeline_s: Sequence[float], fit_fixed_s: Sequence[float], fixed_s: Sequence[float],
+                       batch_size: int, forward_gflop: float, peak_gflops: float | None) -> dict:
+    """Medians, images/s, overheads (% of the slower step) and GFLOP/s of one batch size.
+
+    ``pipeline_overhead_percent``: the real data path against fit on a fixed batch.
+    ``fit_overhead_percent``: fit on a fixed batch against bare train_on_batch calls.
+    """
+    pipeline, fit_fixed, fixed = (statistics.median(times) for times in (pipeline_s, fit_fixed_s, fixed_s))
     step_gflop = TRAIN_PASSES * forward_gflop * batch_size
     return {
         "batch_size": batch_size,
         "pipeline_step_s": pipeline,
         "pipeline_images_per_s": batch_size / pipeline,
+        "fit_fixed_step_s": fit_fixed,
+        "fit_fixed_images_per_s": batch_size / fit_fixed,
         "fixed_step_s": fixed,
         "fixed_images_per_s": batch_size / fixed,
-        "pipeline_overhead_percent": 100.0 * (pipeline - fixed) / pipeline,
+        "pipeline_overhead_percent": 100.0 * (pipeline - fit_fixed) / pipeline,
+        "fit_overhead_percent": 100.0 * (fit_fixed - fixed) / fit_fixed,
         "train_step_gflop": step_gflop,
         "train_step_gflops": step_gflop / fixed,
         "pipeline_gflops": step_gflop / pipeline,
         "fraction_of_peak": step_gflop / fixed / peak_gflops if peak_gflops else None,
         "pipeline_step_times_s": list(map(float, pipeline_s)),
+        "fit_fixed_step_times_s": list(map(float, fit_fixed_s)),
         "fixed_step_times_s": list(map(float, fixed_s)),
     }
 
@@ -322,8 +357,9 @@ def measure_training(name: str, model: keras.Model, recipe: Recipe, settings: Se
             batch = next(generator)
             pipeline = fit_step_seconds(model, generator, total, settings.warmup,
                                         steps_per_epoch=total, shuffle=False)
+        fit_fixed = fit_step_seconds(model, RepeatedBatch(batch, total), total, settings.warmup, shuffle=False)
         fixed = fixed_step_seconds(model, batch, total, settings.warmup)
-        results[f"batch_{batch_size}"] = summarize_training(pipeline, fixed, batch_size,
+        results[f"batch_{batch_size}"] = summarize_training(pipeline, fit_fixed, fixed, batch_size,
                                                             forward_gflop, peak_gflops)
     return results
 
@@ -408,7 +444,8 @@ def measure_config(name: str, precision: str | None, settings: Settings,
             any_size.set_weights(model.get_weights())
         else:
             any_size = model
-        prediction = measure_prediction(any_size, model, load_slices(settings), settings)
+        prediction = None if settings.skip_predict else measure_prediction(
+            any_size, model, load_slices(settings), settings)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return {
@@ -440,7 +477,7 @@ def run_config(name: str, precision: str | None, settings: Settings, peaks: dict
 
 # ---------------------------------------------------------------------------- report
 
-# (label, path into a config's figures, format, whether default/baseline is meaningful)
+# (label, path into a config's figures, format, whether first/second is meaningful)
 def table_rows(settings: Settings) -> list[tuple[str, tuple[str, ...], str, bool]]:
     """Rows of the printed table and of the JSON ratios."""
     rows: list[tuple[str, tuple[str, ...], str, bool]] = [
@@ -451,8 +488,10 @@ def table_rows(settings: Settings) -> list[tuple[str, tuple[str, ...], str, bool
         key = f"batch_{batch_size}"
         rows += [
             (f"train b{batch_size}: real data path, img/s", ("train", key, "pipeline_images_per_s"), ".3f", True),
-            (f"train b{batch_size}: fixed batch, img/s", ("train", key, "fixed_images_per_s"), ".3f", True),
+            (f"train b{batch_size}: fit, fixed batch, img/s", ("train", key, "fit_fixed_images_per_s"), ".3f", True),
+            (f"train b{batch_size}: train_on_batch, img/s", ("train", key, "fixed_images_per_s"), ".3f", True),
             (f"train b{batch_size}: pipeline overhead, %", ("train", key, "pipeline_overhead_percent"), ".1f", False),
+            (f"train b{batch_size}: fit-loop overhead, %", ("train", key, "fit_overhead_percent"), ".1f", False),
             (f"train b{batch_size}: step GFLOP/s", ("train", key, "train_step_gflops"), ".1f", True),
             (f"train b{batch_size}: fraction of peak", ("train", key, "fraction_of_peak"), ".3f", True),
         ]
@@ -473,14 +512,16 @@ def lookup(figures: dict, path: Sequence[str]):
 
 
 def ratios(configs: dict, settings: Settings) -> dict | None:
-    """default/baseline of every row where a ratio means something, nested like a config."""
-    if not {"default", "baseline"} <= set(configs):
+    """first/second config of every row where a ratio means something, nested like a
+    config; None unless there are exactly two configurations."""
+    if len(configs) != 2:
         return None
+    first, second = configs.values()
     result: dict = {}
     for _, path, _, meaningful in table_rows(settings):
         if not meaningful:
             continue
-        top, bottom = lookup(configs["default"], path), lookup(configs["baseline"], path)
+        top, bottom = lookup(first, path), lookup(second, path)
         node = result
         for key in path[:-1]:
             node = node.setdefault(key, {})
@@ -506,7 +547,7 @@ def format_table(report: dict, settings: Settings) -> str:
     ]
     names = list(report["configs"])
     ratio = report["ratio"]
-    header = ["", *names] + (["default/baseline"] if ratio else [])
+    header = ["", *names] + (["/".join(names)] if ratio else [])
     body = []
     for label, path, fmt, meaningful in table_rows(settings):
         cells = [label]
@@ -547,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench.py",
         description="Training and prediction speed of the default CPU configuration against the seed's.")
     parser.add_argument("--data", default="data/membrane", help="dataset folder with train/image and train/label (default: %(default)s)")
-    parser.add_argument("--configs", default="default,baseline", help="configurations to run, comma-separated (default: %(default)s)")
+    parser.add_argument("--configs", default="default,baseline", help="configurations to run, comma-separated, each NAME or NAME:PRECISION (default: %(default)s)")
     parser.add_argument("--width", type=positive_int, help=f"filters of the first level, both configs (default: the cpu recipe's {RECIPES['cpu'].width}; --quick: 4)")
     parser.add_argument("--batch-sizes", type=int_list, help="training batch sizes (default: 2,8)")
     parser.add_argument("--steps", type=positive_int, help="timed training steps per measurement (default: 10; --quick: 2)")
@@ -560,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", action="append", default=[], metavar="[NAME=]PREC",
                         help="precision (float32, mixed, bfloat16, float16) of one config (NAME=PREC) or of all; repeatable")
     parser.add_argument("--workers", type=positive_int, default=1, help="PyDataset workers of the default config (default: %(default)s)")
+    parser.add_argument("--elastic", type=float, metavar="PX", help="add the paper's elastic deformation (grid std in px, e.g. 10) to the default config's augmentation")
+    parser.add_argument("--jit-compile", choices=["on", "off", "auto"], help="XLA compilation of the training step, all configs (default: each recipe's)")
+    parser.add_argument("--skip-predict", action="store_true", help="time training only")
     parser.add_argument("--seed", type=int, default=1, help="seed of weights, data order and augmentation (default: %(default)s)")
     parser.add_argument("--json", default="bench.json", help="where to write the figures (default: %(default)s)")
     parser.add_argument("--in-process", action="store_true", help="run the configs in this process (peak RSS is then cumulative)")
@@ -582,6 +626,30 @@ def parse_precisions(items: Sequence[str], names: Sequence[str]) -> dict[str, st
     return chosen
 
 
+def parse_configs(text: str, precision_options: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """``--configs`` -> {spec: (configuration, precision or None for the recipe's)}.
+
+    A spec is NAME or NAME:PRECISION; the latter overrides ``--precision``.
+    """
+    specs = [spec.strip() for spec in text.split(",") if spec.strip()]
+    if not specs:
+        raise UserError("--configs: name at least one configuration")
+    if len(set(specs)) != len(specs):
+        raise UserError(f"--configs: a configuration is named twice in {text!r}")
+    names = [spec.partition(":")[0] for spec in specs]
+    for name in names:
+        if name not in CONFIGS:
+            raise UserError(f"--configs: unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
+    chosen = parse_precisions(precision_options, sorted(set(names)))
+    result = {}
+    for spec, name in zip(specs, names):
+        own = spec.partition(":")[2]
+        if own and own not in PRECISIONS:
+            raise UserError(f"--configs {spec}: precision must be one of {', '.join(PRECISIONS)}")
+        result[spec] = (name, own or chosen[name])
+    return result
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Explicit options, else the --quick sizes, else the full-size defaults."""
     quick = args.quick
@@ -600,16 +668,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         predict_slices=pick(args.slices, 3, 2), tile_size=tile_size, tile_margin=tile_margin,
         matmul_n=pick(args.matmul_n, 4096, 256), matmul_repeats=pick(args.matmul_repeats, 5, 3),
         workers=args.workers, seed=args.seed, in_process=args.in_process, quick=quick,
+        elastic=args.elastic or 0.0, skip_predict=args.skip_predict,
+        jit_compile={"on": True, "off": False, "auto": "auto", None: None}[args.jit_compile],
     )
 
 
-def check_inputs(settings: Settings, names: Sequence[str]) -> None:
+def check_inputs(settings: Settings) -> None:
     """Fail early, before any timing, on missing data or impossible sizes."""
-    if not names:
-        raise UserError("--configs: name at least one configuration")
-    for name in names:
-        if name not in CONFIGS:
-            raise UserError(f"--configs: unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
     step = 2**4
     if settings.train_size[0] % step or settings.predict_size[0] % step:
         raise UserError(f"--size and --predict-size must be multiples of {step}")
@@ -621,9 +686,8 @@ def run(argv: Sequence[str], command: str) -> dict:
     """Measure everything, print the table, write the JSON; returns the report."""
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
-    names = [name.strip() for name in args.configs.split(",") if name.strip()]
-    check_inputs(settings, names)
-    precisions = parse_precisions(args.precision, names)
+    specs = parse_configs(args.configs, args.precision)
+    check_inputs(settings)
 
     flops = unet_flops(settings.width, size=settings.train_size)
     layer_walk = model_conv_flops(unet(input_size=(*settings.train_size, 1), width=settings.width, compile=False))
@@ -632,9 +696,9 @@ def run(argv: Sequence[str], command: str) -> dict:
     peaks = {dtype: matmul_peak(settings.matmul_n, settings.matmul_repeats, dtype)
              for dtype in ("float32", "bfloat16")}
     configs = {}
-    for name in names:
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        configs[name] = run_config(name, precisions[name], settings, peaks)
+    for spec, (name, precision) in specs.items():
+        print(f"measuring {spec} ...", file=sys.stderr, flush=True)
+        configs[spec] = run_config(name, precision, settings, peaks)
     report = {
         "command": command,
         "argv": list(argv),
@@ -652,7 +716,7 @@ def run(argv: Sequence[str], command: str) -> dict:
         "matmul_peak": peaks,
         "configs": configs,
         "ratio": ratios(configs, settings),
-        "ratio_definition": "default / baseline of each figure (times: below 1 means default is faster)",
+        "ratio_definition": "first / second configuration of each figure (times: below 1 means the first is faster)",
     }
     print(format_table(report, settings))
     if args.json:

@@ -23,7 +23,7 @@ import skimage.io as io
 import skimage.transform as trans
 from skimage.color import rgb2gray, rgba2rgb
 
-from augment import AugmentSpec, augment_arrays
+from augment import AugmentSpec, augment_arrays, augment_planes
 from errors import UserError
 from fetch import fetch_isbi  # noqa: F401  (data.fetch_isbi is part of this module's API)
 
@@ -278,6 +278,15 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.images = list(images)
         self.masks = list(masks)
         self.weight_maps = list(weight_maps) if weight_maps is not None else None
+        # Per slice, one (C, H, W) float32 stack of image channels, mask and weights: the
+        # transform is drawn once per crop and applied plane by plane without copies.
+        self.planes = [
+            np.ascontiguousarray(np.concatenate(
+                [np.moveaxis(np.asarray(a, np.float32), -1, 0) for a in arrays]))
+            for arrays in zip(self.images, self.masks, *([self.weight_maps] if self.weight_maps is not None else []))
+        ]
+        self.image_channels = self.images[0].shape[2]
+        self.orders = [1] * self.image_channels + [0 if flag_multi_class else 1] + [1] * (self.weight_maps is not None)
         self.batch_size = int(batch_size)
         self.steps_per_epoch = int(steps_per_epoch)
         self.spec = AugmentSpec.from_dict(aug_dict)
@@ -310,21 +319,17 @@ class SegmentationDataset(keras.utils.PyDataset):
     def batch(self, epoch: int, index: int):
         """Batch ``index`` of ``epoch``: (images, masks[, weights])."""
         rng = np.random.default_rng([self.seed, epoch, index])
-        xs, ys, ws = [], [], []
-        for j in range(self.batch_size):
-            k = self.slice_index(epoch, index * self.batch_size + j)
-            arrays = [self.images[k], self.masks[k]]
-            if self.weight_maps is not None:
-                arrays.append(self.weight_maps[k])
-            orders = [1, 0 if self.flag_multi_class else 1, 1][:len(arrays)]
-            out = augment_arrays(arrays, self.spec, rng, self.patch_size, orders)
-            xs.append(out[0])
-            ys.append(out[1])
-            if self.weight_maps is not None:
-                ws.append(out[2])
-        x, y = adjustData(np.stack(xs), np.stack(ys), self.flag_multi_class, self.num_class)
+        crops = np.stack([
+            augment_planes(self.planes[self.slice_index(epoch, index * self.batch_size + j)],
+                           self.spec, rng, self.patch_size, self.orders)
+            for j in range(self.batch_size)
+        ], axis=-1)  # (C, h, w, B)
+        channels = self.image_channels
+        x = np.moveaxis(crops[:channels], (0, 3), (3, 0))
+        y = np.moveaxis(crops[channels:channels + 1], (0, 3), (3, 0))
+        x, y = adjustData(x, y, self.flag_multi_class, self.num_class)
         if self.weight_maps is not None:
-            return x, y, np.stack(ws)
+            return x, y, np.ascontiguousarray(np.moveaxis(crops[channels + 1:], (0, 3), (3, 0)))
         return x, y
 
     def __getitem__(self, index: int):

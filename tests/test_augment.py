@@ -105,3 +105,44 @@ def test_unknown_keys_are_refused():
         AugmentSpec.from_dict(dict(brightness_range=(0.5, 1.5)))
     with pytest.raises(ValueError, match="fill_mode"):
         AugmentSpec.from_dict(dict(fill_mode="mirror-ish"))
+
+
+@pytest.mark.parametrize("flip_h", [False, True])
+@pytest.mark.parametrize("flip_v", [False, True])
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_symmetry_matrix_maps_output_pixels_to_their_source(flip_h, flip_v, turns):
+    from augment import symmetry_matrix
+
+    array = np.arange(5 * 7).reshape(5, 7)
+    expected = flipped(array, flip_h, flip_v, turns)
+    matrix = symmetry_matrix(flip_h, flip_v, turns, array.shape)
+    rows, cols = np.indices(expected.shape)
+    source = np.rint(np.tensordot(matrix, np.stack([rows, cols, np.ones_like(rows)]), axes=1)).astype(int)
+    np.testing.assert_array_equal(array[source[0], source[1]], expected)
+
+
+def flipped(array: np.ndarray, flip_h: bool, flip_v: bool, turns: int) -> np.ndarray:
+    array = array[:, ::-1] if flip_h else array
+    return np.rot90(array[::-1] if flip_v else array, turns)
+
+
+def test_flips_and_turns_folded_into_the_warp_equal_flipping_its_output():
+    """One interpolation with the symmetries inside gives the same pixels as warping and
+    then flipping and turning the result."""
+    from augment import augment_planes
+
+    image, _ = synthetic_slice((96, 96), seed=2)
+    planes = image[None].astype(np.float32)
+    affine_only = AugmentSpec.from_dict(dict(rotation_range=20, shear_range=5, zoom_range=0.1, fill_mode="reflect"))
+    with_symmetries = AugmentSpec.from_dict(dict(affine_only.__dict__, horizontal_flip=True, vertical_flip=True,
+                                                 rot90=True))
+    seen = set()
+    for seed in range(12):
+        plain = augment_planes(planes, affine_only, np.random.default_rng(seed), (48, 64))[0]
+        folded = augment_planes(planes, with_symmetries, np.random.default_rng(seed), (48, 64))[0]
+        matches = [(h, v, k) for h in (0, 1) for v in (0, 1) for k in range(4)
+                   if folded.shape == flipped(plain, h, v, k).shape
+                   and np.allclose(folded, flipped(plain, h, v, k), atol=1e-3)]
+        assert matches, f"seed {seed}: the folded warp is no flip or turn of the plain one"
+        seen.add(matches[0])
+    assert len(seen) > 3  # the draws did flip and turn

@@ -98,9 +98,11 @@ def test_quick_run_writes_both_configs_and_the_ratio(tmp_path, tiny_dataset):
         for batch in ("batch_2", "batch_8"):
             train = figures["train"][batch]
             assert len(train["pipeline_step_times_s"]) == len(train["fixed_step_times_s"]) == 2
-            for key in ("pipeline_images_per_s", "fixed_images_per_s", "train_step_gflops", "fraction_of_peak"):
+            assert len(train["fit_fixed_step_times_s"]) == 2
+            for key in ("pipeline_images_per_s", "fit_fixed_images_per_s", "fixed_images_per_s",
+                        "train_step_gflops", "fraction_of_peak"):
                 assert train[key] > 0
-            assert "pipeline_overhead_percent" in train
+            assert {"pipeline_overhead_percent", "fit_overhead_percent"} <= set(train)
         assert set(figures["predict_s_per_slice"]) == {
             "whole", "whole_tta", "tile", "tile_tta", "resize", "resize_tta"}
         assert all(seconds > 0 for seconds in figures["predict_s_per_slice"].values())
@@ -110,3 +112,31 @@ def test_quick_run_writes_both_configs_and_the_ratio(tmp_path, tiny_dataset):
         / configs["baseline"]["train"]["batch_8"]["pipeline_images_per_s"])
     assert set(ratio["predict_s_per_slice"]) == set(configs["default"]["predict_s_per_slice"])
     assert ratio["peak_rss_mib"] > 0
+
+
+def test_config_specs_carry_their_own_precision():
+    specs = bench.parse_configs("default:float32, default:bfloat16", [])
+    assert specs == {"default:float32": ("default", "float32"), "default:bfloat16": ("default", "bfloat16")}
+    assert bench.parse_configs("default,baseline", ["baseline=mixed"]) == {
+        "default": ("default", None), "baseline": ("baseline", "mixed")}
+    for bad in ("default:fp8", "default,default", "", "seed"):
+        with pytest.raises(bench.UserError):
+            bench.parse_configs(bad, [])
+
+
+def test_one_run_can_time_two_precisions_with_elastic_augmentation(tmp_path, tiny_dataset):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "bench.py", "--quick", "--data", str(tiny_dataset), "--json", str(out), "--batch-sizes", "2",
+         "--configs", "default:float32,default:bfloat16", "--elastic", "10", "--skip-predict", "--jit-compile", "off"],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "default:float32/default:bfloat16" in result.stdout
+    report = json.loads(out.read_text())
+    first, second = report["configs"]["default:float32"], report["configs"]["default:bfloat16"]
+    assert (first["dtype_policy"], second["dtype_policy"]) == ("float32", "mixed_bfloat16")
+    assert first["aug_dict"]["elastic_sigma"] == 10 and first["jit_compile"] is False
+    assert first["predict_s_per_slice"] is None
+    assert report["ratio"]["train"]["batch_2"]["fixed_images_per_s"] == pytest.approx(
+        first["train"]["batch_2"]["fixed_images_per_s"] / second["train"]["batch_2"]["fixed_images_per_s"])
