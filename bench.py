@@ -4,8 +4,9 @@
                     [--json bench.json] [--configs default,baseline] [--precision [NAME=]P]
                     [--workers N] [--elastic PX] [--jit-compile on|off|auto] [--skip-predict]
 
-A configuration may carry its own precision, ``NAME:PRECISION``, so that one run can time
-the same configuration twice, e.g. ``--configs default:float32,default:bfloat16``.
+A configuration may carry its own precision and XLA setting, ``NAME[:PRECISION][:xla|:noxla]``,
+so that one run can time the same configuration twice, e.g.
+``--configs default:float32,default:bfloat16`` or ``--configs default:xla,default:noxla``.
 
 Two configurations of the same architecture (same width):
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -588,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench.py",
         description="Training and prediction speed of the default CPU configuration against the seed's.")
     parser.add_argument("--data", default="data/membrane", help="dataset folder with train/image and train/label (default: %(default)s)")
-    parser.add_argument("--configs", default="default,baseline", help="configurations to run, comma-separated, each NAME or NAME:PRECISION (default: %(default)s)")
+    parser.add_argument("--configs", default="default,baseline", help="configurations to run, comma-separated, each NAME[:PRECISION][:xla|:noxla] (default: %(default)s)")
     parser.add_argument("--width", type=positive_int, help=f"filters of the first level, both configs (default: the cpu recipe's {RECIPES['cpu'].width}; --quick: 4)")
     parser.add_argument("--batch-sizes", type=int_list, help="training batch sizes (default: 2,8)")
     parser.add_argument("--steps", type=positive_int, help="timed training steps per measurement (default: 10; --quick: 2)")
@@ -626,27 +628,34 @@ def parse_precisions(items: Sequence[str], names: Sequence[str]) -> dict[str, st
     return chosen
 
 
-def parse_configs(text: str, precision_options: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-    """``--configs`` -> {spec: (configuration, precision or None for the recipe's)}.
+def parse_configs(text: str, precision_options: Sequence[str]) -> dict[str, tuple[str, str | None, bool | None]]:
+    """``--configs`` -> {spec: (configuration, precision, jit_compile)}.
 
-    A spec is NAME or NAME:PRECISION; the latter overrides ``--precision``.
+    A spec is NAME[:PRECISION][:xla|:noxla]. Its precision overrides ``--precision``;
+    None means the recipe's (or ``--jit-compile``'s) choice.
     """
     specs = [spec.strip() for spec in text.split(",") if spec.strip()]
     if not specs:
         raise UserError("--configs: name at least one configuration")
     if len(set(specs)) != len(specs):
         raise UserError(f"--configs: a configuration is named twice in {text!r}")
-    names = [spec.partition(":")[0] for spec in specs]
+    names = [spec.split(":")[0] for spec in specs]
     for name in names:
         if name not in CONFIGS:
             raise UserError(f"--configs: unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
     chosen = parse_precisions(precision_options, sorted(set(names)))
     result = {}
     for spec, name in zip(specs, names):
-        own = spec.partition(":")[2]
-        if own and own not in PRECISIONS:
-            raise UserError(f"--configs {spec}: precision must be one of {', '.join(PRECISIONS)}")
-        result[spec] = (name, own or chosen[name])
+        precision, jit = chosen[name], None
+        for option in spec.split(":")[1:]:
+            if option in PRECISIONS:
+                precision = option
+            elif option in ("xla", "noxla"):
+                jit = option == "xla"
+            else:
+                raise UserError(f"--configs {spec}: {option!r} is neither a precision "
+                                f"({', '.join(PRECISIONS)}) nor xla/noxla")
+        result[spec] = (name, precision, jit)
     return result
 
 
@@ -696,9 +705,10 @@ def run(argv: Sequence[str], command: str) -> dict:
     peaks = {dtype: matmul_peak(settings.matmul_n, settings.matmul_repeats, dtype)
              for dtype in ("float32", "bfloat16")}
     configs = {}
-    for spec, (name, precision) in specs.items():
+    for spec, (name, precision, jit) in specs.items():
         print(f"measuring {spec} ...", file=sys.stderr, flush=True)
-        configs[spec] = run_config(name, precision, settings, peaks)
+        own = settings if jit is None else dataclasses.replace(settings, jit_compile=jit)
+        configs[spec] = run_config(name, precision, own, peaks)
     report = {
         "command": command,
         "argv": list(argv),

@@ -115,11 +115,12 @@ def test_quick_run_writes_both_configs_and_the_ratio(tmp_path, tiny_dataset):
 
 
 def test_config_specs_carry_their_own_precision():
-    specs = bench.parse_configs("default:float32, default:bfloat16", [])
-    assert specs == {"default:float32": ("default", "float32"), "default:bfloat16": ("default", "bfloat16")}
-    assert bench.parse_configs("default,baseline", ["baseline=mixed"]) == {
-        "default": ("default", None), "baseline": ("baseline", "mixed")}
-    for bad in ("default:fp8", "default,default", "", "seed"):
+    specs = bench.parse_configs("default:float32, default:bfloat16:xla", [])
+    assert specs == {"default:float32": ("default", "float32", None),
+                     "default:bfloat16:xla": ("default", "bfloat16", True)}
+    assert bench.parse_configs("default:noxla,baseline", ["baseline=mixed"]) == {
+        "default:noxla": ("default", None, False), "baseline": ("baseline", "mixed", None)}
+    for bad in ("default:fp8", "default,default", "", "seed", "default:xla:jit"):
         with pytest.raises(bench.UserError):
             bench.parse_configs(bad, [])
 
