@@ -19,10 +19,10 @@ Two extensions, off by default:
 - ``rot90``: a random multiple of 90 degrees (with the flips, all 8 symmetries).
 
 The affine matrix is composed as Keras 2 composed it (rotation, shift, shear, zoom about
-the centre) and maps output (row, col) to input (row, col). An optional crop window is
-folded into the same warp, so a 256x256 training patch is cut from the transformed
-512x512 slice in one interpolation, with real context instead of fill at its edges.
-Image, mask and weight map get the identical transform.
+the centre) and maps output (row, col) to input (row, col). The crop window, flips and
+quarter turns are folded into the same matrix, so a 256x256 training patch is cut from
+the transformed 512x512 slice in one interpolation per plane, with real context instead
+of fill at its edges. Image, mask and weight map get the identical transform.
 """
 
 from __future__ import annotations
