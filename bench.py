@@ -16,7 +16,8 @@ Two configurations of the same architecture (same width):
 - ``baseline``: the seed's way: float32, ``data.trainGenerator`` with ``BLOG_AUG_DICT``
   resizing every slice to 256x256, a Python generator fed to ``model.fit``.
 
-For each it measures training throughput (images/s) at batch 2 and 8 three ways: through
+For each it measures training throughput (images/s) at batch 2 and 8 three ways (the first
+two alternating over ``--rounds``, their step times pooled): through
 the real data path (``model.fit`` pulling batches from the PyDataset or generator); through
 the same ``model.fit`` fed one fixed in-memory batch over and over, so that the difference
 is the input pipeline's cost (loading, augmentation, weight maps); and with bare
@@ -70,6 +71,7 @@ from predict import (  # noqa: E402
     with_tta,
 )
 from train import (  # noqa: E402
+    DEFAULT_WORKERS,
     RECIPES,
     Recipe,
     build_model,
@@ -156,6 +158,7 @@ class Settings:
     seed: int
     in_process: bool
     quick: bool
+    rounds: int = 1
     elastic: float = 0.0
     jit_compile: bool | str | None = None
     skip_predict: bool = False
@@ -304,13 +307,13 @@ class RepeatedBatch(keras.utils.PyDataset):
         return self.batch
 
 
-def generator_batches(settings: Settings, recipe: Recipe, batch_size: int) -> Iterator:
+def generator_batches(settings: Settings, recipe: Recipe, batch_size: int, seed: int) -> Iterator:
     """The seed's endless (x, y) generator: ``trainGenerator`` over the training folder."""
     image_dir, mask_dir = find_training_folders(settings.data_dir)
     if image_dir.parent != mask_dir.parent:
         raise UserError(f"{settings.data_dir}: trainGenerator needs image and label folders side by side")
     return trainGenerator(batch_size, image_dir.parent, image_dir.name, mask_dir.name,
-                          recipe.aug_dict, target_size=recipe.target_size, seed=settings.seed)
+                          recipe.aug_dict, target_size=recipe.target_size, seed=seed)
 
 
 def summarize_training(pipeline_s: Sequence[float], fit_fixed_s: Sequence[float], fixed_s: Sequence[float],
@@ -350,16 +353,20 @@ def measure_training(name: str, model: keras.Model, recipe: Recipe, settings: Se
     results = {}
     for batch_size in settings.batch_sizes:
         sized = recipe.replace(batch_size=batch_size, steps_per_epoch=total)
+        pipeline, fit_fixed, batch = [], [], None
         if split is not None:
             train_batches, _ = make_datasets(split, sized, seed=settings.seed, workers=settings.workers)
-            pipeline = fit_step_seconds(model, train_batches, total, settings.warmup)
-            batch = train_batches.batch(0, 0)
-        else:
-            generator = generator_batches(settings, sized, batch_size)
-            batch = next(generator)
-            pipeline = fit_step_seconds(model, generator, total, settings.warmup,
-                                        steps_per_epoch=total, shuffle=False)
-        fit_fixed = fit_step_seconds(model, RepeatedBatch(batch, total), total, settings.warmup, shuffle=False)
+        for round_index in range(settings.rounds):  # interleaved, so drifts in load hit both alike
+            if split is not None:
+                train_batches.epoch = round_index  # fresh crops each round
+                pipeline += fit_step_seconds(model, train_batches, total, settings.warmup)
+                batch = batch or train_batches.batch(0, 0)
+            else:
+                generator = generator_batches(settings, sized, batch_size, seed=settings.seed + round_index)
+                batch = batch or next(generator)
+                pipeline += fit_step_seconds(model, generator, total, settings.warmup,
+                                             steps_per_epoch=total, shuffle=False)
+            fit_fixed += fit_step_seconds(model, RepeatedBatch(batch, total), total, settings.warmup, shuffle=False)
         fixed = fixed_step_seconds(model, batch, total, settings.warmup)
         results[f"batch_{batch_size}"] = summarize_training(pipeline, fit_fixed, fixed, batch_size,
                                                             forward_gflop, peak_gflops)
@@ -594,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=positive_int, help=f"filters of the first level, both configs (default: the cpu recipe's {RECIPES['cpu'].width}; --quick: 4)")
     parser.add_argument("--batch-sizes", type=int_list, help="training batch sizes (default: 2,8)")
     parser.add_argument("--steps", type=positive_int, help="timed training steps per measurement (default: 10; --quick: 2)")
+    parser.add_argument("--rounds", type=positive_int, help="alternations of real-data and fixed-batch fits, each of --steps timed steps (default: 3; --quick: 1)")
     parser.add_argument("--warmup", type=positive_int, help="untimed steps before them (default: 3; --quick: 1)")
     parser.add_argument("--size", type=positive_int, help="side of the training crops / resized slices (default: 256; --quick: 64)")
     parser.add_argument("--predict-size", type=positive_int, help="side of the prediction slices (default: 512; --quick: 64)")
@@ -602,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--matmul-repeats", type=positive_int, help="timed matmuls (default: 5; --quick: 3)")
     parser.add_argument("--precision", action="append", default=[], metavar="[NAME=]PREC",
                         help="precision (float32, mixed, bfloat16, float16) of one config (NAME=PREC) or of all; repeatable")
-    parser.add_argument("--workers", type=positive_int, default=1, help="PyDataset workers of the default config (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS, help="PyDataset workers of the default config (default: %(default)s)")
     parser.add_argument("--elastic", type=float, metavar="PX", help="add the paper's elastic deformation (grid std in px, e.g. 10) to the default config's augmentation")
     parser.add_argument("--jit-compile", choices=["on", "off", "auto"], help="XLA compilation of the training step, all configs (default: each recipe's)")
     parser.add_argument("--skip-predict", action="store_true", help="time training only")
@@ -677,7 +685,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         predict_slices=pick(args.slices, 3, 2), tile_size=tile_size, tile_margin=tile_margin,
         matmul_n=pick(args.matmul_n, 4096, 256), matmul_repeats=pick(args.matmul_repeats, 5, 3),
         workers=args.workers, seed=args.seed, in_process=args.in_process, quick=quick,
-        elastic=args.elastic or 0.0, skip_predict=args.skip_predict,
+        elastic=args.elastic or 0.0, skip_predict=args.skip_predict, rounds=pick(args.rounds, 3, 1),
         jit_compile={"on": True, "off": False, "auto": "auto", None: None}[args.jit_compile],
     )
 

@@ -59,7 +59,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
     parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
     parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
-    parser.add_argument("--workers", type=positive_int, default=1, help="data-loading threads (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="threads that prepare training batches (default: %(default)s)")
     parser.add_argument("--distribute", choices=["none", "mirrored", "multiworker"], default="none",
                         help="data-parallel training: mirrored over the local GPUs (or --cpu-devices), "
                              "multiworker over machines (TensorFlow, TF_CONFIG); --batch-size is the global batch (default: none)")

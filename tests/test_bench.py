@@ -92,7 +92,7 @@ def test_quick_run_writes_both_configs_and_the_ratio(tmp_path, tiny_dataset):
     assert set(configs) == {"default", "baseline"}
     assert configs["default"]["dtype_policy"] == "mixed_bfloat16"
     assert configs["baseline"]["dtype_policy"] == "float32"
-    assert configs["default"]["workers"] == 1 and configs["baseline"]["workers"] is None
+    assert configs["default"]["workers"] == 2 and configs["baseline"]["workers"] is None
     for figures in configs.values():
         assert figures["width"] == 4 and figures["peak_rss_mib"] > 0
         for batch in ("batch_2", "batch_8"):
