@@ -76,6 +76,7 @@ from train import (  # noqa: E402
     Recipe,
     build_model,
     find_training_folders,
+    jit_compile_option,
     load_training_data,
     make_datasets,
     set_precision,
@@ -686,7 +687,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         matmul_n=pick(args.matmul_n, 4096, 256), matmul_repeats=pick(args.matmul_repeats, 5, 3),
         workers=args.workers, seed=args.seed, in_process=args.in_process, quick=quick,
         elastic=args.elastic or 0.0, skip_predict=args.skip_predict, rounds=pick(args.rounds, 3, 1),
-        jit_compile={"on": True, "off": False, "auto": "auto", None: None}[args.jit_compile],
+        jit_compile=jit_compile_option(args.jit_compile),
     )
 
 

@@ -23,7 +23,7 @@ import skimage.io as io
 import skimage.transform as trans
 from skimage.color import rgb2gray, rgba2rgb
 
-from augment import AugmentSpec, augment_arrays, augment_planes
+from augment import AugmentSpec, augment_planes
 from errors import UserError
 from fetch import fetch_isbi  # noqa: F401  (data.fetch_isbi is part of this module's API)
 
@@ -275,18 +275,15 @@ class SegmentationDataset(keras.utils.PyDataset):
         super().__init__(**py_dataset_kwargs)
         if len(images) != len(masks) or not images:
             raise ValueError("need as many masks as images, and at least one")
-        self.images = list(images)
-        self.masks = list(masks)
-        self.weight_maps = list(weight_maps) if weight_maps is not None else None
+        self.has_weights = weight_maps is not None
         # Per slice, one (C, H, W) float32 stack of image channels, mask and weights: the
         # transform is drawn once per crop and applied plane by plane without copies.
         self.planes = [
-            np.ascontiguousarray(np.concatenate(
-                [np.moveaxis(np.asarray(a, np.float32), -1, 0) for a in arrays]))
-            for arrays in zip(self.images, self.masks, *([self.weight_maps] if self.weight_maps is not None else []))
+            np.ascontiguousarray(np.concatenate([np.moveaxis(np.asarray(a, np.float32), -1, 0) for a in arrays]))
+            for arrays in zip(images, masks, *([weight_maps] if self.has_weights else []))
         ]
-        self.image_channels = self.images[0].shape[2]
-        self.orders = [1] * self.image_channels + [0 if flag_multi_class else 1] + [1] * (self.weight_maps is not None)
+        self.image_channels = images[0].shape[2]
+        self.orders = [1] * self.image_channels + [0 if flag_multi_class else 1] + [1] * self.has_weights
         self.batch_size = int(batch_size)
         self.steps_per_epoch = int(steps_per_epoch)
         self.spec = AugmentSpec.from_dict(aug_dict)
@@ -296,7 +293,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.seed = int(seed)
         self.epoch = 0
         if self.patch_size:
-            smallest = min(min(image.shape[:2]) for image in self.images)
+            smallest = min(min(planes.shape[1:]) for planes in self.planes)
             if smallest < max(self.patch_size):
                 raise UserError(
                     f"a training image is {smallest} px on a side, smaller than the "
@@ -311,7 +308,7 @@ class SegmentationDataset(keras.utils.PyDataset):
 
     def slice_index(self, epoch: int, position: int) -> int:
         """The slice at a sample position of an epoch: a fresh permutation per pass."""
-        count = len(self.images)
+        count = len(self.planes)
         cycle, offset = divmod(position, count)
         order = np.random.default_rng([self.seed, epoch, cycle, 1]).permutation(count)
         return int(order[offset])
@@ -328,7 +325,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         x = np.moveaxis(crops[:channels], (0, 3), (3, 0))
         y = np.moveaxis(crops[channels:channels + 1], (0, 3), (3, 0))
         x, y = adjustData(x, y, self.flag_multi_class, self.num_class)
-        if self.weight_maps is not None:
+        if self.has_weights:
             return x, y, np.ascontiguousarray(np.moveaxis(crops[channels + 1:], (0, 3), (3, 0)))
         return x, y
 

@@ -59,7 +59,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
     parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
     parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
-    parser.add_argument("--workers", type=positive_int, default=2, help="threads that prepare training batches (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, help="threads that prepare training batches (default: train.DEFAULT_WORKERS, 2)")
     parser.add_argument("--distribute", choices=["none", "mirrored", "multiworker"], default="none",
                         help="data-parallel training: mirrored over the local GPUs (or --cpu-devices), "
                              "multiworker over machines (TensorFlow, TF_CONFIG); --batch-size is the global batch (default: none)")
@@ -110,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
 def recipe_from_args(args):
     import dataclasses
 
-    from train import resolve_recipe
+    from train import jit_compile_option, resolve_recipe
 
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         width=args.width, learning_rate=args.lr, precision=args.precision,
         weighted_loss=args.weighted_loss, monitor=args.monitor,
-        jit_compile={"on": True, "off": False, "auto": "auto", None: None}[args.jit_compile])
+        jit_compile=jit_compile_option(args.jit_compile))
     if args.elastic is not None:
         recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
     if args.resize:
@@ -145,7 +145,7 @@ def cmd_fetch(args) -> int:
 
 def cmd_train(args) -> dict:
     from data import DEFAULT_VALIDATION_IDS
-    from train import train
+    from train import DEFAULT_WORKERS, train
 
     if args.cpu_devices:
         from distribute import split_cpu
@@ -157,7 +157,7 @@ def cmd_train(args) -> dict:
     print(f"Training recipe {recipe.name!r} ({describe(recipe)}); logs in {run_dir}")
     result = train(args.data, recipe, run_dir, model_path=getattr(args, "out", None),
                    validation_ids=args.val_ids or DEFAULT_VALIDATION_IDS,
-                   seed=args.seed, workers=args.workers, verbose=verbose,
+                   seed=args.seed, workers=args.workers or DEFAULT_WORKERS, verbose=verbose,
                    num_class=args.num_class, pretrained_weights=args.pretrained,
                    distribute=args.distribute)
     best = min(result.history.get("val_loss", [float("nan")]))

@@ -88,6 +88,14 @@ class Recipe:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+JIT_CHOICES = {"on": True, "off": False, "auto": "auto"}
+
+
+def jit_compile_option(choice: str | None) -> bool | str | None:
+    """A ``--jit-compile`` choice (on, off, auto) as Recipe.jit_compile; None stays None."""
+    return None if choice is None else JIT_CHOICES[choice]
+
+
 RECIPES = {
     # The blog, exactly: batch 2, 2000 steps, 20 epochs, its aug dict, resized to 256x256.
     "blog": Recipe("blog", epochs=20, steps_per_epoch=2000, batch_size=2, width=64,
