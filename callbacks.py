@@ -2,7 +2,9 @@
 
 ``make_callbacks`` gives the checkpoint (atomic, best val_loss), EarlyStopping and
 ReduceLROnPlateau on val_loss, TensorBoard with per-epoch image summaries, a CSV of the
-history, TerminateOnNaN, BackupAndRestore, and an optional time limit.
+history, TerminateOnNaN, BackupAndRestore, a stop for a network whose output has become
+constant, an optional time limit, and, when the optimizer keeps a moving average of the
+weights, validation and checkpoints of that average.
 """
 
 from __future__ import annotations
@@ -123,6 +125,67 @@ def predict_one(model: keras.Model, image: np.ndarray, copies: int = 1) -> np.nd
     return np.asarray(model.predict_on_batch(batch), np.float32)[0]
 
 
+class AveragedWeightsAtEpochEnd(keras.callbacks.SwapEMAWeights):
+    """Put the optimizer's moving average of the weights into the model for validation
+    and for the callbacks after this one at the end of each epoch; training goes on from
+    the raw weights. Needs an optimizer with ``use_ema=True``.
+
+    A backup taken at the end of an epoch holds the swapped state (average in the model,
+    raw weights in the optimizer), so a run that ``resuming`` starts from a backup swaps
+    back before its first epoch.
+    """
+
+    def __init__(self, resuming: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self.resuming = resuming
+
+    def on_train_begin(self, logs=None):
+        self._ema_weights_in_model = self.resuming
+
+    # Outside TensorFlow, Keras's swap lets a weight and its average share one array, and
+    # JAX deletes an array that a step (a prediction too) consumed: copy through numpy.
+    def _backend_swap_variables(self, optimizer):
+        for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+            raw = keras.ops.convert_to_numpy(variable)
+            variable.assign(keras.ops.convert_to_numpy(average))
+            average.assign(raw)
+
+    def _backend_finalize_ema_values(self, optimizer):
+        for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+            average.assign(keras.ops.convert_to_numpy(variable))
+
+
+class ConstantOutputStop(keras.callbacks.Callback):
+    """Stop training when the prediction for a validation slice has been constant (every
+    pixel within ``tolerance``) for ``patience`` epochs in a row: a network in that state
+    (a dead head, or a step size that threw it there) does not recover.
+
+    ``collapsed_at`` is then the 1-based epoch at which it stopped (None otherwise).
+    image: (H, W, C) on the 0-255 scale; copies: data-parallel replicas (see ``predict_one``).
+    """
+
+    def __init__(self, image, patience: int = 3, tolerance: float = 1e-3, copies: int = 1, verbose: int = 1):
+        super().__init__()
+        self.image = np.asarray(image, np.float32) / 255.0
+        self.patience = patience
+        self.tolerance = tolerance
+        self.copies = copies
+        self.verbose = verbose
+        self.constant_epochs = 0
+        self.collapsed_at = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        prediction = predict_one(self.model, self.image, self.copies)
+        spread = float(np.max(np.ptp(prediction.reshape(-1, prediction.shape[-1]), axis=0)))
+        self.constant_epochs = self.constant_epochs + 1 if spread < self.tolerance else 0
+        if self.constant_epochs >= self.patience:
+            self.collapsed_at = epoch + 1
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"\nStopping after epoch {epoch + 1}: the prediction has been constant "
+                      f"for {self.constant_epochs} epochs.")
+
+
 class ISBIScore(keras.callbacks.Callback):
     """Score the validation slices with the ISBI 2012 metric after every epoch.
 
@@ -204,7 +267,8 @@ def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, va
 
     ``validation``: optional (images, masks) whose first two slices TensorBoard shows
     beside their predictions each epoch, and (with ``isbi_score``, for binary masks) scores
-    with the ISBI metric each epoch. ``resuming``: continue the history.csv and the best
+    with the ISBI metric each epoch; the first also watches for a constant output. With
+    ``recipe.ema_momentum`` the callbacks and validation see the weights' moving average. ``resuming``: continue the history.csv and the best
     checkpoint value of an interrupted run in run_dir. ``replicas``: of data-parallel
     training, for the callbacks' own predictions.
     """
@@ -214,9 +278,13 @@ def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, va
     sign = -1.0 if mode == "max" else 1.0
     best_so_far = min((sign * value for value in earlier.get(monitor, [])), default=np.inf)
     minutes_before = earlier.get("minutes", [0.0])[-1]
-    callbacks = [ISBIScore(*validation, minutes_before, copies=replicas)] if validation is not None and isbi_score else []
-    if monitor.startswith("val_v_") and not callbacks:
+    if monitor.startswith("val_v_") and (validation is None or not isbi_score):
         raise ValueError(f"monitor {monitor!r} needs the validation slices")
+    callbacks = [AveragedWeightsAtEpochEnd(resuming)] if recipe.ema_momentum else []
+    if validation is not None:
+        callbacks.append(ConstantOutputStop(validation[0][0], copies=replicas, verbose=verbose))
+        if isbi_score:
+            callbacks.append(ISBIScore(*validation, minutes_before, copies=replicas))
     callbacks += [
         BestModelCheckpoint(model_path, monitor=monitor, mode=mode, verbose=verbose, best=sign * best_so_far),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,

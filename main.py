@@ -50,6 +50,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weighted-loss", action=argparse.BooleanOptionalAction, default=None, help="the paper's border-weighted loss, w0=10, sigma=5 px (default: the recipe's; on for cpu and paper)")
     parser.add_argument("--elastic", type=float, metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
     parser.add_argument("--monitor", choices=["val_loss", "val_v_rand", "val_v_info"], help="what picks the best checkpoint (default: the recipe's, val_loss)")
+    parser.add_argument("--head", choices=["relu", "elu"], help="activation of the 2-filter layer before the sigmoid (the seed: relu; default: the recipe's, elu for cpu and paper)")
+    parser.add_argument("--ema", type=float, metavar="MOMENTUM", help="validate and save a moving average of the weights with this momentum (default: the recipe's, 0.99 for cpu and paper; 0: off)")
     parser.add_argument("--jit-compile", choices=["auto", "on", "off"], help="XLA compilation of the training step (default: auto)")
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
@@ -115,8 +117,12 @@ def recipe_from_args(args):
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         width=args.width, learning_rate=args.lr, precision=args.precision,
-        weighted_loss=args.weighted_loss, monitor=args.monitor,
+        weighted_loss=args.weighted_loss, monitor=args.monitor, head_activation=args.head,
         jit_compile=jit_compile_option(args.jit_compile))
+    if args.ema is not None:
+        if not 0.0 <= args.ema < 1.0:
+            raise UserError(f"--ema {args.ema:g}: the momentum must be in [0, 1) (0: off)")
+        recipe = dataclasses.replace(recipe, ema_momentum=args.ema or None)
     if args.elastic is not None:
         recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
     if args.resize:
@@ -171,8 +177,10 @@ def cmd_train(args) -> dict:
 def describe(recipe) -> str:
     size = f"crops {recipe.patch_size[0]}x{recipe.patch_size[1]}" if recipe.patch_size else f"resized to {recipe.target_size[0]}x{recipe.target_size[1]}"
     limit = f", at most {recipe.time_limit_minutes:g} min" if recipe.time_limit_minutes else ""
+    ema = f", weight average {recipe.ema_momentum:g}" if recipe.ema_momentum else ""
     return (f"width {recipe.width}, batch {recipe.batch_size}, {recipe.steps_per_epoch} steps x "
-            f"{recipe.epochs} epochs, {size}, lr {recipe.learning_rate:g}, {recipe.precision}{limit}")
+            f"{recipe.epochs} epochs, {size}, lr {recipe.learning_rate:g}, {recipe.precision}, "
+            f"{recipe.head_activation} head{ema}{limit}")
 
 
 def cmd_predict(args) -> list:

@@ -67,6 +67,8 @@ def unet(
     loss: str | Callable | None = None,
     compile: bool = True,
     jit_compile: bool | str = "auto",
+    head_activation: str = "relu",
+    ema_momentum: float | None = None,
 ) -> keras.Model:
     """Build (and by default compile) the seed's U-Net.
 
@@ -84,6 +86,12 @@ def unet(
       loss: overrides binary (or categorical) cross-entropy.
       compile: compile with Adam, the loss and accuracy.
       jit_compile: XLA compilation of the train/predict steps (True, False or "auto").
+      head_activation: of the 2-filter 3x3 convolution before the sigmoid. The seed's
+        "relu" can start dead: when both filters are negative on almost every pixel, the
+        output is a constant and training never leaves it. "elu" has the same parameters
+        and passes a gradient for negative inputs too.
+      ema_momentum: keep an exponential moving average of the weights in the optimizer
+        (Adam(use_ema=True)); ``callbacks.make_callbacks`` then validates and saves it.
 
     Returns:
       A keras.Model mapping (B, H, W, C) floats in [0, 1] to (B, H, W, num_class).
@@ -117,7 +125,8 @@ def unet(
         x = up_block(x, skips[level], width * 2**level, name=f"up{level + 1}")
 
     if num_class == 1:
-        x = _conv(2, 3, "head_conv")(x)
+        x = layers.Conv2D(2, 3, activation=head_activation, padding="same",
+                          kernel_initializer="he_normal", name="head_conv")(x)
         outputs = layers.Conv2D(1, 1, activation="sigmoid", name="probability", dtype="float32")(x)
     else:
         outputs = layers.Conv2D(num_class, 1, activation="softmax", name="probability", dtype="float32")(x)
@@ -126,7 +135,8 @@ def unet(
     if compile:
         default_loss = "binary_crossentropy" if num_class == 1 else "categorical_crossentropy"
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate, use_ema=ema_momentum is not None,
+                                            ema_momentum=ema_momentum or 0.99),
             loss=loss or default_loss,
             metrics=["accuracy"],
             jit_compile=jit_compile,

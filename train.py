@@ -26,7 +26,7 @@ from data import (
     load_pairs,
     resize_to,
 )
-from callbacks import completed_epochs, make_callbacks, read_history
+from callbacks import ConstantOutputStop, completed_epochs, make_callbacks, read_history
 from distribute import distribution_scope
 from errors import UserError
 from losses import PixelBinaryCrossentropy, unet_weight_map
@@ -63,7 +63,10 @@ class Recipe:
     ``weighted_loss`` trains with the paper's border-weighted cross-entropy.
     ``monitor`` picks the best checkpoint: "val_loss" (the seed's choice) or the ISBI
     "val_v_rand" / "val_v_info" of the held-out slices. ``jit_compile``: XLA (True),
-    none (False), or Keras's choice ("auto").
+    none (False), or Keras's choice ("auto"). ``head_activation``: of the 2-filter
+    convolution before the sigmoid ("relu" in the seed; see model.unet).
+    ``ema_momentum``: validate, checkpoint and keep an exponential moving average of the
+    weights (None or 0: the raw weights, as the seed did).
     """
 
     name: str
@@ -82,6 +85,8 @@ class Recipe:
     weighted_loss: bool = False
     monitor: str = "val_loss"
     jit_compile: bool | str = "auto"
+    head_activation: str = "relu"
+    ema_momentum: float | None = None
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (None values are ignored)."""
@@ -106,13 +111,13 @@ RECIPES = {
     "cpu": Recipe("cpu", epochs=40, steps_per_epoch=100, batch_size=4, width=16,
                   learning_rate=1e-3, aug_dict=NATIVE_AUG_DICT, precision="mixed",
                   weighted_loss=True, time_limit_minutes=20.0, early_stopping_patience=10,
-                  reduce_lr_patience=4),
+                  reduce_lr_patience=4, head_activation="elu", ema_momentum=0.99),
     # The paper's training on top of the seed network: native-resolution crops, elastic
     # deformation (3x3 grid, 10 px) and the border-weighted loss. Meant for a GPU.
     "paper": Recipe("paper", epochs=40, steps_per_epoch=250, batch_size=4, width=64,
                     learning_rate=1e-4, aug_dict=dict(NATIVE_AUG_DICT, elastic_sigma=10.0),
                     weighted_loss=True, precision="mixed", early_stopping_patience=8,
-                    reduce_lr_patience=3),
+                    reduce_lr_patience=3, head_activation="elu", ema_momentum=0.99),
 }
 
 
@@ -262,6 +267,7 @@ def build_model(recipe: Recipe, num_class: int = 1, pretrained_weights: str | Pa
     input_size = (*recipe.target_size, 1) if recipe.target_size else (None, None, 1)
     return unet(pretrained_weights, input_size=input_size, width=recipe.width, num_class=num_class,
                 learning_rate=recipe.learning_rate, jit_compile=recipe.jit_compile,
+                head_activation=recipe.head_activation, ema_momentum=recipe.ema_momentum or None,
                 loss=PixelBinaryCrossentropy() if recipe.weighted_loss else None)
 
 
@@ -321,16 +327,12 @@ def train(
             train_batches.epoch = completed_epochs(run_dir)
             print(f"Resuming the interrupted run in {run_dir} after epoch {train_batches.epoch}")
 
+        callbacks = make_callbacks(run_dir, model_path, recipe, verbose,
+                                   validation=(data.val_images, data.val_masks), resuming=resuming,
+                                   isbi_score=num_class == 1, replicas=replicas)
         start = time.monotonic()
-        history = network.fit(
-            train_batches,
-            epochs=recipe.epochs,
-            validation_data=val_batches,
-            callbacks=make_callbacks(run_dir, model_path, recipe, verbose,
-                                     validation=(data.val_images, data.val_masks), resuming=resuming,
-                                     isbi_score=num_class == 1, replicas=replicas),
-            verbose=verbose,
-        )
+        history = network.fit(train_batches, epochs=recipe.epochs, validation_data=val_batches,
+                              callbacks=callbacks, verbose=verbose)
     seconds = time.monotonic() - start
     keras.mixed_precision.set_global_policy("float32")
     full_history = read_history(run_dir / "history.csv") or dict(history.history)
@@ -338,6 +340,11 @@ def train(
     if losses and not np.isfinite(losses[-1]):
         raise UserError(f"training stopped at epoch {len(full_history.get('loss', losses))}: the loss "
                         f"became {losses[-1]} (NaN or infinite); try a lower --lr. Best model so far: {model_path}")
+    collapsed_at = next((c.collapsed_at for c in callbacks if isinstance(c, ConstantOutputStop)), None)
+    if collapsed_at:
+        raise UserError(f"training stopped at epoch {collapsed_at}: the network's output has been the same "
+                        f"value on every pixel for several epochs, and it does not recover from that. Start "
+                        f"again with another --seed (or a lower --lr) and a new --run; this run's logs are in {run_dir}")
     plot_performance(full_history, run_dir / "curves.png")
     if full_history.get("val_v_rand"):
         plot_time_to_quality(full_history, run_dir / "time_to_quality.png")
