@@ -6,6 +6,7 @@
     python main.py evaluate --pred DIR --labels DIR [--json FILE]
     python main.py all     (fetch, train, predict, evaluate with the machine's default)
     python main.py crossval --folds 6 [training options]
+    python main.py compare logs/RUN1 logs/RUN2 ... [--plot FILE]
 
 A mistake in the input ends with one line on stderr and exit status 2.
 """
@@ -106,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(crossval)
     crossval.add_argument("--folds", type=positive_int, default=6, help="number of folds of consecutive slices (default: %(default)s)")
     crossval.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="test-time augmentation when predicting (default: on)")
+    compare = commands.add_parser("compare", parents=[common], help="compare finished runs: held-out scores, time to quality, mean +- sd")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (logs/RUN) with a history.csv")
+    compare.add_argument("--target", type=float, default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
+    compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG)")
+    compare.add_argument("--ymin", type=float, help="lower end of the plot's score axis")
+    compare.add_argument("--json", help="write each run's figures to this JSON file")
     return parser
 
 
@@ -289,8 +296,38 @@ def cmd_crossval(args) -> dict:
     return report
 
 
+def cmd_compare(args) -> list:
+    """Print a table of finished runs (and mean +- sd), optionally plot and save them."""
+    import dataclasses
+
+    from runs import comparison_table, summarize_run
+
+    for path in (args.plot, args.json):
+        if path and Path(path).is_dir():
+            raise UserError(f"{path}: is a folder; give a file name")
+    summaries = [summarize_run(run_dir, target=args.target) for run_dir in args.runs]
+    names = [run.name for run in summaries]
+    if len(set(names)) < len(names):  # e.g. crossval's fold1 of two experiments: use the paths
+        for run, path in zip(summaries, args.runs):
+            run.name = str(path)
+    print(comparison_table(summaries, target=args.target))
+    if args.plot:
+        from plots import plot_runs_time_to_quality
+
+        if not all(run.history.get("minutes") and run.history.get("val_v_rand") for run in summaries):
+            raise UserError("--plot needs per-epoch val_v_rand and minutes in every run's history.csv")
+        plot_runs_time_to_quality({run.name: run.history for run in summaries}, args.plot,
+                                  target=args.target, ymin=args.ymin)
+        print(f"Wrote {args.plot}")
+    if args.json:
+        fields = [{key: value for key, value in dataclasses.asdict(run).items() if key != "history"}
+                  for run in summaries]
+        Path(args.json).write_text(json.dumps(fields, indent=2))
+    return summaries
+
+
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval}
+            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

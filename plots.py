@@ -1,4 +1,5 @@
-"""The seed's ``plot_performance``, reading "accuracy" and drawing the validation curves."""
+"""The seed's ``plot_performance``, reading "accuracy" and drawing the validation curves,
+and time-to-quality plots of one run or several."""
 
 from __future__ import annotations
 
@@ -77,6 +78,35 @@ def plot_time_to_quality(history, figure_path: str | Path | None = None, show: b
     axis.set_xlabel("Minutes of training", fontsize=13)
     axis.set_ylabel("Held-out score (ISBI 2012 metric)", fontsize=13)
     axis.set_title("Time to quality")
+    axis.legend(loc="lower right")
+    axis.grid(True)
+    return _finish(figure, figure_path, show)
+
+
+def plot_runs_time_to_quality(histories: Mapping[str, Mapping[str, Sequence[float]]],
+                              figure_path: str | Path | None = None, key: str = "val_v_rand",
+                              target: float | None = None, ymin: float | None = None, show: bool = False):
+    """One held-out score against minutes of training for several runs in one figure.
+
+    Args:
+      histories: run name -> history dict with "minutes" and ``key`` (one value per epoch).
+      key: "val_v_rand" or "val_v_info".
+      target: draw a dashed horizontal line at this score.
+      ymin: lower end of the score axis (None: matplotlib's choice), to zoom past the
+        first epochs' low scores.
+    Returns the matplotlib Figure.
+    """
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for name, history in histories.items():
+        values = _history_dict(history)
+        axis.plot(values["minutes"], values[key], marker="o", markersize=3, label=name)
+    if target is not None:
+        axis.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"{target:g}")
+    axis.set_xlabel("Minutes of training", fontsize=13)
+    axis.set_ylabel(f"Held-out {key.removeprefix('val_').replace('v_', 'V_')} (ISBI 2012 metric)", fontsize=13)
+    if ymin is not None:
+        axis.set_ylim(bottom=ymin)
+    axis.set_title("Time to quality, per run")
     axis.legend(loc="lower right")
     axis.grid(True)
     return _finish(figure, figure_path, show)

@@ -1,0 +1,120 @@
+"""Compare finished training runs: held-out scores, time to quality, mean +- sd.
+
+A run folder (``logs/<run>/``) holds ``history.csv`` (per-epoch ``val_v_rand``,
+``val_v_info`` and ``minutes`` of training) and, when it was scored after training
+(``main.py all`` or ``crossval``), ``validation_scores.json``: the ISBI scores of the saved
+model on the held-out slices. ``main.py compare`` prints one row per run and, for two or
+more runs, their mean and standard deviation; ``plots.plot_runs_time_to_quality`` draws
+the curves together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from callbacks import read_history
+from errors import UserError
+
+SCORED_KEYS = ("v_rand", "v_info", "pixel_error")
+
+
+@dataclass
+class RunSummary:
+    """One run's figures; None where the run's files do not say.
+
+    epochs: completed epochs; minutes: of training (the last epoch's ``minutes``);
+    best_epoch_v_rand: the highest per-epoch held-out V_rand (the weights at that epoch's
+    end, without test-time augmentation); minutes_to_target: training minutes until the
+    per-epoch V_rand first reached ``target``; scores: ``SCORED_KEYS`` of the saved model
+    from validation_scores.json; history: the per-epoch columns of history.csv.
+    """
+
+    name: str
+    epochs: int
+    minutes: float | None
+    best_epoch_v_rand: float | None
+    minutes_to_target: float | None
+    scores: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def summarize_run(run_dir: str | Path, target: float = 0.98) -> RunSummary:
+    """Read a run folder's history.csv (and validation_scores.json when present).
+
+    Raises UserError when the folder or its history.csv is missing or empty.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run folder not found")
+    history = read_history(run_dir / "history.csv")
+    if not history.get("loss"):
+        raise UserError(f"{run_dir}: no completed epoch in history.csv; is this a training run's folder?")
+    v_rand = history.get("val_v_rand", [])
+    minutes = history.get("minutes", [])
+    reached = [m for v, m in zip(v_rand, minutes) if v >= target]
+    scores_path = run_dir / "validation_scores.json"
+    scores = {}
+    if scores_path.is_file():
+        stored = json.loads(scores_path.read_text())
+        scores = {key: float(stored[key]) for key in SCORED_KEYS if key in stored}
+    return RunSummary(
+        name=run_dir.name,
+        epochs=len(history["loss"]),
+        minutes=minutes[-1] if minutes else None,
+        best_epoch_v_rand=max(v_rand) if v_rand else None,
+        minutes_to_target=reached[0] if reached else None,
+        scores=scores,
+        history=history,
+    )
+
+
+def mean_and_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are not None (None, None
+    when there are none; sd None for a single value)."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None
+    mean = sum(present) / len(present)
+    if len(present) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1))
+
+
+def comparison_table(summaries: Sequence[RunSummary], target: float = 0.98) -> str:
+    """A plain-text table: one row per run, then mean +- sd over the runs when there are
+    two or more. A run that never reached ``target`` shows "never" in that column."""
+    headers = ["run", "epochs", "minutes", "best epoch V_rand", f"min to {target:g}",
+               "V_rand", "V_info", "pixel error"]
+
+    def number(value, digits=4):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    rows = []
+    for run in summaries:
+        to_target = "never" if run.best_epoch_v_rand is not None and run.minutes_to_target is None \
+            else number(run.minutes_to_target, 1)
+        rows.append([run.name, str(run.epochs), number(run.minutes, 1), number(run.best_epoch_v_rand),
+                     to_target, *(number(run.scores.get(key)) for key in SCORED_KEYS)])
+    if len(summaries) > 1:
+        columns = [[run.epochs for run in summaries], [run.minutes for run in summaries],
+                   [run.best_epoch_v_rand for run in summaries], [run.minutes_to_target for run in summaries],
+                   *([run.scores.get(key) for run in summaries] for key in SCORED_KEYS)]
+        digits = [1, 1, 4, 1, 4, 4, 4]
+        cells = []
+        for index, (values, places) in enumerate(zip(columns, digits)):
+            mean, sd = mean_and_sd(values)
+            never = sum(run.best_epoch_v_rand is not None and run.minutes_to_target is None for run in summaries)
+            if index == 3 and never:  # a mean over the runs that got there would flatter
+                cells.append(f"{len(summaries) - never} of {len(summaries)} runs")
+            else:
+                cells.append("-" if mean is None else f"{mean:.{places}f}" + ("" if sd is None else f" +- {sd:.{places}f}"))
+        rows.append([f"mean +- sd ({len(summaries)} runs)", *cells])
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths))) for row in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
