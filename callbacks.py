@@ -9,7 +9,6 @@ weights, validation and checkpoints of that average.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -18,15 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-
-def read_history(csv_path: str | Path) -> dict[str, list[float]]:
-    """The per-epoch history that CSVLogger wrote: column -> values ({} if no file)."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        return {}
-    with csv_path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
+from runs import read_history
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -10,16 +10,26 @@ the curves together.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from callbacks import read_history
 from errors import UserError
 
 SCORED_KEYS = ("v_rand", "v_info", "pixel_error")
+
+
+def read_history(csv_path: str | Path) -> dict[str, list[float]]:
+    """The per-epoch history that CSVLogger wrote: column -> values ({} if no file)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        return {}
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
 
 
 @dataclass

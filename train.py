@@ -26,12 +26,13 @@ from data import (
     load_pairs,
     resize_to,
 )
-from callbacks import ConstantOutputStop, completed_epochs, make_callbacks, read_history
+from callbacks import ConstantOutputStop, completed_epochs, make_callbacks
 from distribute import distribution_scope
 from errors import UserError
 from losses import PixelBinaryCrossentropy, unet_weight_map
 from model import unet
 from plots import plot_performance, plot_time_to_quality
+from runs import read_history
 
 # Threads that prepare training batches ahead of the step. The augmentation's warps release
 # the GIL, so 2 threads keep a 2-core CPU's training step fed (bench.py: the pipeline

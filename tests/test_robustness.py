@@ -133,7 +133,7 @@ def test_prediction_never_replaces_an_input(tmp_path):
 
 
 def test_same_seed_gives_identical_losses_with_any_number_of_workers(tiny_dataset, tmp_path):
-    from callbacks import read_history
+    from runs import read_history
 
     histories = []
     for run, seed, workers in (("a", "7", "1"), ("b", "7", "3"), ("c", "8", "1")):
