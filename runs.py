@@ -94,35 +94,39 @@ def mean_and_sd(values: Sequence[float | None]) -> tuple[float | None, float | N
     return mean, math.sqrt(sum((v - mean) ** 2 for v in present) / (len(present) - 1))
 
 
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_cell(values: Sequence[float | None], digits: int) -> str:
+    mean, sd = mean_and_sd(values)
+    if mean is None:
+        return "-"
+    return _number(mean, digits) + ("" if sd is None else f" +- {_number(sd, digits)}")
+
+
 def comparison_table(summaries: Sequence[RunSummary], target: float = 0.98) -> str:
     """A plain-text table: one row per run, then mean +- sd over the runs when there are
-    two or more. A run that never reached ``target`` shows "never" in that column."""
+    two or more. A run whose per-epoch V_rand never reached ``target`` shows "never";
+    the mean row then counts the runs that did (a mean over those alone would flatter)."""
     headers = ["run", "epochs", "minutes", "best epoch V_rand", f"min to {target:g}",
                "V_rand", "V_info", "pixel error"]
-
-    def number(value, digits=4):
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    rows = []
-    for run in summaries:
-        to_target = "never" if run.best_epoch_v_rand is not None and run.minutes_to_target is None \
-            else number(run.minutes_to_target, 1)
-        rows.append([run.name, str(run.epochs), number(run.minutes, 1), number(run.best_epoch_v_rand),
-                     to_target, *(number(run.scores.get(key)) for key in SCORED_KEYS)])
+    never = [run.best_epoch_v_rand is not None and run.minutes_to_target is None for run in summaries]
+    rows = [[run.name, str(run.epochs), _number(run.minutes, 1), _number(run.best_epoch_v_rand),
+             "never" if missed else _number(run.minutes_to_target, 1),
+             *(_number(run.scores.get(key)) for key in SCORED_KEYS)]
+            for run, missed in zip(summaries, never)]
     if len(summaries) > 1:
-        columns = [[run.epochs for run in summaries], [run.minutes for run in summaries],
-                   [run.best_epoch_v_rand for run in summaries], [run.minutes_to_target for run in summaries],
-                   *([run.scores.get(key) for run in summaries] for key in SCORED_KEYS)]
-        digits = [1, 1, 4, 1, 4, 4, 4]
-        cells = []
-        for index, (values, places) in enumerate(zip(columns, digits)):
-            mean, sd = mean_and_sd(values)
-            never = sum(run.best_epoch_v_rand is not None and run.minutes_to_target is None for run in summaries)
-            if index == 3 and never:  # a mean over the runs that got there would flatter
-                cells.append(f"{len(summaries) - never} of {len(summaries)} runs")
-            else:
-                cells.append("-" if mean is None else f"{mean:.{places}f}" + ("" if sd is None else f" +- {sd:.{places}f}"))
-        rows.append([f"mean +- sd ({len(summaries)} runs)", *cells])
+        count = len(summaries)
+        rows.append([
+            f"mean +- sd ({count} runs)",
+            _mean_cell([run.epochs for run in summaries], 1),
+            _mean_cell([run.minutes for run in summaries], 1),
+            _mean_cell([run.best_epoch_v_rand for run in summaries], 4),
+            f"{count - sum(never)} of {count} runs" if any(never)
+            else _mean_cell([run.minutes_to_target for run in summaries], 1),
+            *(_mean_cell([run.scores.get(key) for run in summaries], 4) for key in SCORED_KEYS),
+        ])
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
                        for i, (cell, width) in enumerate(zip(row, widths))) for row in [headers, *rows]]
