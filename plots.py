@@ -92,8 +92,8 @@ def plot_runs_time_to_quality(histories: Mapping[str, Mapping[str, Sequence[floa
       histories: run name -> history dict with "minutes" and ``key`` (one value per epoch).
       key: "val_v_rand" or "val_v_info".
       target: draw a dashed horizontal line at this score.
-      ymin: lower end of the score axis (None: matplotlib's choice), to zoom past the
-        first epochs' low scores.
+      ymin: lower end of the score axis, whose top is then 1 (None: matplotlib's
+        choice), to zoom past the first epochs' low scores.
     Returns the matplotlib Figure.
     """
     figure, axis = plt.subplots(figsize=(8, 5))
@@ -105,7 +105,7 @@ def plot_runs_time_to_quality(histories: Mapping[str, Mapping[str, Sequence[floa
     axis.set_xlabel("Minutes of training", fontsize=13)
     axis.set_ylabel(f"Held-out {key.removeprefix('val_').replace('v_', 'V_')} (ISBI 2012 metric)", fontsize=13)
     if ymin is not None:
-        axis.set_ylim(bottom=ymin)
+        axis.set_ylim(ymin, 1.0)  # scores are at most 1
     axis.set_title("Time to quality, per run")
     axis.legend(loc="lower right")
     axis.grid(True)
