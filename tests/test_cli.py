@@ -113,6 +113,19 @@ def test_paper_options_train_with_weight_maps_and_elastic_deformation(tiny_datas
     assert len(history) == 3 and "val_loss" in history[0]
 
 
+def test_the_paper_recipe_runs_as_the_readme_gives_it(tiny_dataset, tmp_path, capsys):
+    from model import load_model
+    from train import RECIPES
+
+    assert RECIPES["paper"].aug_dict["elastic_sigma"] == 10.0 and RECIPES["paper"].weighted_loss
+    assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "paper",
+                      "--logs", str(tmp_path), "--recipe", "paper", *TINY]) == 0
+    assert "Training recipe 'paper'" in capsys.readouterr().out
+    network = load_model(tmp_path / "paper" / "unet_membrane.keras")
+    assert network.get_layer("head_conv").activation.__name__ == "elu"
+    assert len((tmp_path / "paper" / "history.csv").read_text().splitlines()) == 3
+
+
 def test_crossval_reports_mean_and_sd_over_folds(tiny_dataset, tmp_path):
     report = main.cmd_crossval(main.build_parser().parse_args(
         ["crossval", "--data", str(tiny_dataset), "--folds", "3", "--run", "cv", "--logs", str(tmp_path),
