@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", parents=[common], help="compare finished runs: held-out scores, time to quality, mean +- sd")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (logs/RUN) with a history.csv")
     compare.add_argument("--target", type=float, default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
-    compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG)")
+    compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG; an existing file is replaced)")
     compare.add_argument("--ymin", type=float, help="lower end of the plot's score axis")
     compare.add_argument("--json", help="write each run's figures to this JSON file")
     return parser
