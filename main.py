@@ -310,12 +310,12 @@ def cmd_compare(args) -> list:
     if len(set(names)) < len(names):  # e.g. crossval's fold1 of two experiments: use the paths
         for run, path in zip(summaries, args.runs):
             run.name = str(path)
+    if args.plot and not all(run.history.get("minutes") and run.history.get("val_v_rand") for run in summaries):
+        raise UserError("--plot needs per-epoch val_v_rand and minutes in every run's history.csv")
     print(comparison_table(summaries, target=args.target))
     if args.plot:
         from plots import plot_runs_time_to_quality
 
-        if not all(run.history.get("minutes") and run.history.get("val_v_rand") for run in summaries):
-            raise UserError("--plot needs per-epoch val_v_rand and minutes in every run's history.csv")
         plot_runs_time_to_quality({run.name: run.history for run in summaries}, args.plot,
                                   target=args.target, ymin=args.ymin)
         print(f"Wrote {args.plot}")
