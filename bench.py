@@ -70,16 +70,13 @@ from predict import (  # noqa: E402
     predict_whole,
     with_tta,
 )
+from recipes import RECIPES, Recipe, jit_compile_option, set_precision  # noqa: E402
 from train import (  # noqa: E402
     DEFAULT_WORKERS,
-    RECIPES,
-    Recipe,
     build_model,
     find_training_folders,
-    jit_compile_option,
     load_training_data,
     make_datasets,
-    set_precision,
 )
 
 CONFIGS = ("default", "baseline")

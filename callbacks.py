@@ -9,7 +9,6 @@ weights, validation and checkpoints of that average.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -17,45 +16,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from runs import read_history
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore whose weights and epoch record are each written to a temporary
-    file and renamed, so a kill during a save leaves the previous backup usable."""
-
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        partial_weights = self._weights_path.replace(".weights.h5", ".partial.weights.h5")
-        self.model.save_weights(partial_weights, overwrite=True)
-        partial_metadata = self._training_metadata_path + ".partial"
-        with open(partial_metadata, "w") as handle:
-            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
-        os.replace(partial_weights, self._weights_path)
-        os.replace(partial_metadata, self._training_metadata_path)
-
-
-def completed_epochs(run_dir: str | Path) -> int:
-    """Epochs that an interrupted run in run_dir completed, by its backup (0 if none).
-
-    Trims history.csv to that many epochs, so that a resumed run continues it without
-    repeating an epoch that was logged but not backed up.
-    """
-    run_dir = Path(run_dir)
-    metadata = run_dir / "backup" / "training_metadata.json"
-    epochs = json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
-    history = run_dir / "history.csv"
-    if history.is_file():
-        lines = history.read_text().splitlines(keepends=True)
-        history.write_text("".join(lines[: epochs + 1]))
-    return epochs
+from model import with_precision
+from resume import BACKUP_FOLDER, ResumableBackup
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
-    """Save the model when ``monitor`` improves, atomically (temp file, then rename).
+    """Save the model when ``monitor`` improves, atomically (temp file, then rename), in
+    float32 whatever the training precision (see model.with_precision).
 
-    ``mode`` "min" or "max"; ``best`` is the value to beat (None: none yet), e.g. the
-    best so far when resuming.
+    ``mode`` "min" or "max"; ``best`` is the value to beat (None: none yet).
     """
 
     def __init__(self, filepath: str | Path, monitor: str = "val_loss", mode: str = "min",
@@ -65,7 +34,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.sign = -1.0 if mode == "max" else 1.0
         self.verbose = verbose
-        self.best = best if best is not None and np.isfinite(best) else None
+        self.best = best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -78,11 +47,33 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best = float(value)
         self.filepath.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.filepath.with_name(f".{self.filepath.stem}.partial{self.filepath.suffix}")
-        self.model.save(str(temporary))
+        with_precision(self.model, "float32").save(str(temporary))
         os.replace(temporary, self.filepath)
 
+    def training_state(self) -> dict:
+        return {"best": self.best}
 
-class TimeLimit(keras.callbacks.Callback):
+    def restore_training_state(self, state: dict) -> None:
+        self.best = state["best"]
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Seconds of training so far, counting the time before an interruption too."""
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def training_state(self) -> dict:
+        return {"seconds": self.elapsed()}
+
+    def restore_training_state(self, state: dict) -> None:
+        self.start = time.monotonic() - state["seconds"]
+
+
+class TimeLimit(TrainingClock):
     """Stop training when the next epoch would end after ``minutes`` of training."""
 
     def __init__(self, minutes: float, verbose: int = 1):
@@ -91,7 +82,7 @@ class TimeLimit(keras.callbacks.Callback):
         self.verbose = verbose
 
     def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
+        super().on_train_begin(logs)
         self.epoch_start = self.start
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -129,9 +120,23 @@ class AveragedWeightsAtEpochEnd(keras.callbacks.SwapEMAWeights):
     def __init__(self, resuming: bool = False):
         super().__init__(swap_on_epoch=True)
         self.resuming = resuming
+        self.averaged = None
 
     def on_train_begin(self, logs=None):
         self._ema_weights_in_model = self.resuming
+        self.averaged = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.averaged = [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        """Leave the average in the model however training ended. Keras finalises it only
+        after the last scheduled epoch; after an early stop or a time limit its
+        ``finalize_variable_values`` puts the raw weights back."""
+        if self.averaged is not None:
+            for variable, value in zip(self.model.trainable_variables, self.averaged):
+                variable.assign(value)
 
     # Outside TensorFlow, Keras's swap lets a weight and its average share one array, and
     # JAX deletes an array that a step (a prediction too) consumed: copy through numpy.
@@ -165,6 +170,12 @@ class ConstantOutputStop(keras.callbacks.Callback):
         self.constant_epochs = 0
         self.collapsed_at = None
 
+    def training_state(self) -> dict:
+        return {"constant_epochs": self.constant_epochs}
+
+    def restore_training_state(self, state: dict) -> None:
+        self.constant_epochs = state["constant_epochs"]
+
     def on_epoch_end(self, epoch, logs=None):
         prediction = predict_one(self.model, self.image, self.copies)
         spread = float(np.max(np.ptp(prediction.reshape(-1, prediction.shape[-1]), axis=0)))
@@ -177,29 +188,25 @@ class ConstantOutputStop(keras.callbacks.Callback):
                       f"for {self.constant_epochs} epochs.")
 
 
-class ISBIScore(keras.callbacks.Callback):
+class ISBIScore(TrainingClock):
     """Score the validation slices with the ISBI 2012 metric after every epoch.
 
-    Adds ``val_v_rand``, ``val_v_info`` and ``minutes`` (of training so far) to the
-    epoch's logs, so CSVLogger records the time-to-quality curve and a checkpoint can
-    monitor ``val_v_rand``. Must come before the callbacks that read them.
+    Adds ``val_v_rand``, ``val_v_info`` and ``minutes`` (of training so far, an
+    interrupted run's included) to the epoch's logs, so CSVLogger records the
+    time-to-quality curve and a checkpoint can monitor ``val_v_rand``. Must come before
+    the callbacks that read them.
 
     Args:
       images, masks: validation slices (H, W, C) and masks (H, W, 1), 0-255 scale, H and
         W multiples of the network's 2**depth.
-      minutes_before: training minutes of an interrupted run that this one resumes.
       copies: data-parallel replicas (see ``predict_one``).
     """
 
-    def __init__(self, images, masks, minutes_before: float = 0.0, copies: int = 1):
+    def __init__(self, images, masks, copies: int = 1):
         super().__init__()
         self.copies = copies
         self.images = [np.asarray(image, np.float32) / 255.0 for image in images]
         self.labels = [np.asarray(mask)[..., 0] for mask in masks]
-        self.minutes_before = minutes_before
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic() - 60.0 * self.minutes_before
 
     def on_epoch_end(self, epoch, logs=None):
         from metrics import isbi_scores
@@ -210,7 +217,7 @@ class ISBIScore(keras.callbacks.Callback):
         scores = isbi_scores(probabilities, self.labels)
         logs["val_v_rand"] = scores["v_rand"]
         logs["val_v_info"] = scores["v_info"]
-        logs["minutes"] = (time.monotonic() - self.start) / 60.0
+        logs["minutes"] = self.elapsed() / 60.0
 
 
 class ValidationImages(keras.callbacks.Callback):
@@ -256,35 +263,32 @@ def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, va
                    resuming: bool = False, isbi_score: bool = True, replicas: int = 1) -> list:
     """The seed's callbacks, now able to fire (val_loss exists), plus logging helpers.
 
-    ``validation``: optional (images, masks) whose first two slices TensorBoard shows
-    beside their predictions each epoch, and (with ``isbi_score``, for binary masks) scores
-    with the ISBI metric each epoch; the first also watches for a constant output. With
-    ``recipe.ema_momentum`` the callbacks and validation see the weights' moving average. ``resuming``: continue the history.csv and the best
-    checkpoint value of an interrupted run in run_dir. ``replicas``: of data-parallel
-    training, for the callbacks' own predictions.
+    ``validation``: optional (images, masks) of the selection slices, whose first two
+    TensorBoard shows beside their predictions each epoch, and which (with
+    ``isbi_score``, for binary masks) are scored with the ISBI metric each epoch; the
+    first also watches for a constant output. With ``recipe.ema_momentum`` the callbacks
+    and validation see the weights' moving average. ``resuming``: continue the
+    history.csv of an interrupted run in run_dir (the other state comes back from its
+    backup, see resume.py). ``replicas``: of data-parallel training, for the callbacks'
+    own predictions.
     """
-    earlier = read_history(run_dir / "history.csv") if resuming else {}
     monitor = recipe.monitor
     mode = "max" if monitor.startswith("val_v_") else "min"
-    sign = -1.0 if mode == "max" else 1.0
-    best_so_far = min((sign * value for value in earlier.get(monitor, [])), default=np.inf)
-    minutes_before = earlier.get("minutes", [0.0])[-1]
     if monitor.startswith("val_v_") and (validation is None or not isbi_score):
         raise ValueError(f"monitor {monitor!r} needs the validation slices")
     callbacks = [AveragedWeightsAtEpochEnd(resuming)] if recipe.ema_momentum else []
     if validation is not None:
         callbacks.append(ConstantOutputStop(validation[0][0], copies=replicas, verbose=verbose))
         if isbi_score:
-            callbacks.append(ISBIScore(*validation, minutes_before, copies=replicas))
+            callbacks.append(ISBIScore(*validation, copies=replicas))
     callbacks += [
-        BestModelCheckpoint(model_path, monitor=monitor, mode=mode, verbose=verbose, best=sign * best_so_far),
+        BestModelCheckpoint(model_path, monitor=monitor, mode=mode, verbose=verbose),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
                                       verbose=verbose, mode="min"),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                           patience=recipe.reduce_lr_patience, verbose=verbose, mode="min"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         keras.callbacks.TerminateOnNaN(),
-        AtomicBackupAndRestore(str(run_dir / "backup")),
     ]
     if recipe.time_limit_minutes:
         callbacks.append(TimeLimit(recipe.time_limit_minutes, verbose=verbose))
@@ -296,6 +300,7 @@ def make_callbacks(run_dir: Path, model_path: Path, recipe, verbose: int = 1, va
             callbacks.append(ValidationImages(run_dir, *validation, copies=replicas))
     except ImportError:
         print("TensorFlow is not installed: no TensorBoard event files for this run.")
+    # Last: it restores the others' counters after their on_train_begin and saves them
+    # after they have acted on the epoch.
+    callbacks.append(ResumableBackup(run_dir / BACKUP_FOLDER, callbacks))
     return callbacks
-
-

@@ -4,8 +4,8 @@
     python main.py train   [--data data/membrane] [--recipe NAME] [--epochs N] ...
     python main.py predict --model FILE.keras [--input DIR] [--output DIR]
     python main.py evaluate --pred DIR --labels DIR [--json FILE]
-    python main.py all     (fetch, train, predict, evaluate with the machine's default)
-    python main.py crossval --folds 6 [training options]
+    python main.py all     (fetch, train, choose on the selection slices, score the test slices once)
+    python main.py crossval --folds 6 [training options]   (nested: train, select, test blocks)
     python main.py compare logs/RUN1 logs/RUN2 ... [--plot FILE]
 
 A mistake in the input ends with one line on stderr and exit status 2.
@@ -38,6 +38,11 @@ def id_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def id_list_or_none(text: str) -> list[str]:
+    """Like id_list; "none" is the empty list."""
+    return [] if text.strip().lower() == "none" else id_list(text)
+
+
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
     parser.add_argument("--recipe", default="auto", help="auto (blog on a GPU, cpu otherwise), blog, cpu or paper (default: %(default)s)")
@@ -56,7 +61,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jit-compile", choices=["auto", "on", "off"], help="XLA compilation of the training step (default: auto)")
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
-    parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
+    parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...",
+                        help="selection slices: they choose the checkpoint, early stopping, the LR plateau, TTA and "
+                             "thresholds (default: 20,21,22,23,24, else the last sixth of the non-test slices)")
+    parser.add_argument("--test-ids", type=id_list_or_none, default=None, metavar="A,B,...|none",
+                        help="test slices: never trained on, choose nothing, scored once at the end "
+                             "(default: 25,26,27,28,29 when they exist, else none)")
     parser.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1, softmax output")
     parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture)")
     parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
@@ -91,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
+    predict.add_argument("--precision", choices=["default", "float32", "bfloat16", "float16"], default="default",
+                         help="precision of the computation; models are saved in float32 (default: model.DEFAULT_INFERENCE_PRECISION)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
@@ -101,12 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     everything = commands.add_parser("all", parents=[common], help="fetch, train, predict the held-out and test slices, evaluate")
     add_training_options(everything)
     everything.add_argument("--source", help="data source for fetch (see fetch --help)")
-    everything.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="test-time augmentation (8 flips and rotations) when predicting (default: on)")
+    everything.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="test-time augmentation (8 flips and rotations) when predicting (default: on if it scores better on the selection slices)")
 
     crossval = commands.add_parser("crossval", parents=[common], help="k-fold cross-validation with the ISBI metric")
     add_training_options(crossval)
-    crossval.add_argument("--folds", type=positive_int, default=6, help="number of folds of consecutive slices (default: %(default)s)")
-    crossval.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="test-time augmentation when predicting (default: on)")
+    crossval.add_argument("--folds", type=positive_int, default=6, help="number of blocks of consecutive slices; fold k tests on block k and selects on block k+1 (default: %(default)s)")
+    crossval.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="test-time augmentation when predicting (default: on if it scores better on each fold's selection slices)")
     compare = commands.add_parser("compare", parents=[common], help="compare finished runs: held-out scores, time to quality, mean +- sd")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (logs/RUN) with a history.csv")
     compare.add_argument("--target", type=float, default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
@@ -119,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 def recipe_from_args(args):
     import dataclasses
 
-    from train import jit_compile_option, resolve_recipe
+    from recipes import jit_compile_option, resolve_recipe
 
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -156,29 +168,37 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-def cmd_train(args) -> dict:
-    from data import DEFAULT_VALIDATION_IDS
-    from train import DEFAULT_WORKERS, train
+def training_run(args, recipe) -> "TrainingRun":
+    from pipeline import TrainingRun
+    from train import DEFAULT_WORKERS
 
+    return TrainingRun(args.data, run_dir_for(args, recipe), select_ids=args.val_ids, test_ids=args.test_ids,
+                       seed=args.seed, workers=args.workers or DEFAULT_WORKERS, verbose=0 if args.quiet else 1,
+                       num_class=args.num_class, pretrained_weights=args.pretrained, distribute=args.distribute,
+                       model_path=getattr(args, "out", None))
+
+
+def prepare_training(args):
+    """(recipe, TrainingRun) of the training options, after splitting the CPU if asked."""
     if args.cpu_devices:
         from distribute import split_cpu
 
         split_cpu(args.cpu_devices)
     recipe = recipe_from_args(args)
-    run_dir = run_dir_for(args, recipe)
-    verbose = 0 if args.quiet else 1
-    print(f"Training recipe {recipe.name!r} ({describe(recipe)}); logs in {run_dir}")
-    result = train(args.data, recipe, run_dir, model_path=getattr(args, "out", None),
-                   validation_ids=args.val_ids or DEFAULT_VALIDATION_IDS,
-                   seed=args.seed, workers=args.workers or DEFAULT_WORKERS, verbose=verbose,
-                   num_class=args.num_class, pretrained_weights=args.pretrained,
-                   distribute=args.distribute)
-    best = min(result.history.get("val_loss", [float("nan")]))
-    print(f"Trained {len(result.history.get('loss', []))} epochs in {result.seconds / 60:.1f} min; "
-          f"best val_loss {best:.4f}; model: {result.model_path}")
-    return {"recipe": recipe.name, "run_dir": str(result.run_dir), "model": str(result.model_path),
-            "train_seconds": result.seconds, "epochs": len(result.history.get("loss", [])),
-            "best_val_loss": best, "validation_names": result.validation_names}
+    run = training_run(args, recipe)
+    print(f"Training recipe {recipe.name!r} ({describe(recipe)}); logs in {run.run_dir}")
+    return recipe, run
+
+
+def cmd_train(args) -> dict:
+    from pipeline import train_run
+
+    summary = train_run(*prepare_training(args))
+    best = summary["best_val_loss"]
+    print(f"Trained {summary['epochs']} epochs in {summary['train_seconds'] / 60:.1f} min; best val_loss "
+          f"{'none' if best is None else f'{best:.4f}'} on selection slices {','.join(summary['selection_names'])}; "
+          f"model: {summary['model']}")
+    return summary
 
 
 def describe(recipe) -> str:
@@ -194,7 +214,7 @@ def cmd_predict(args) -> list:
     from model import load_model
     from predict import predict_folder
 
-    network = load_model(args.model)
+    network = load_model(args.model, precision=None if args.precision == "default" else args.precision)
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
                              progress=not args.quiet)
     print(f"Wrote {len(written)} predictions to {args.output}")
@@ -217,83 +237,37 @@ def print_scores(scores: dict) -> None:
           f"({len(scores['per_slice'])} slices)")
 
 
-SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
-
-
-def train_and_score(args) -> tuple[dict, object]:
-    """Train as ``train`` does, then predict the held-out slices and score them.
-
-    Returns (summary, best model); the summary gains "validation" (ISBI scores).
-    """
-    from metrics import evaluate_folders
-    from model import load_model
-    from predict import predict_folder
-    from train import find_training_folders
-
-    summary = cmd_train(args)
-    run_dir = Path(summary["run_dir"])
-    network = load_model(summary["model"])
-    image_dir, label_dir = find_training_folders(args.data)
-    val_dir = run_dir / "val_predictions"
-    predict_folder(network, image_dir, val_dir, tta=args.tta, names=summary["validation_names"],
-                   progress=not args.quiet)
-    scores = evaluate_folders(val_dir, label_dir, names=summary["validation_names"],
-                              json_path=run_dir / "validation_scores.json", progress=not args.quiet)
-    print("Held-out slices " + ",".join(summary["validation_names"]) + ":")
-    print_scores(scores)
-    summary["validation"] = {key: scores[key] for key in SCORE_KEYS}
-    return summary, network
-
-
 def cmd_all(args) -> int:
-    """The main job: fetch, train with the machine's default, predict, evaluate."""
+    """The main job: fetch, train with the machine's default, choose on the selection
+    slices, score the test slices once, predict the challenge's test images."""
     from fetch import fetch_isbi
+    from pipeline import train_and_score
     from predict import predict_folder
 
     started = time.monotonic()
     fetch_isbi(args.source, args.data, verify=True, progress=not args.quiet)
-    summary, network = train_and_score(args)
+    summary, network = train_and_score(*prepare_training(args), tta=args.tta, progress=not args.quiet)
     run_dir = Path(summary["run_dir"])
     test_dir = run_dir / "test_predictions"
-    written = predict_folder(network, Path(args.data) / "test", test_dir, tta=args.tta, progress=not args.quiet)
+    written = predict_folder(network, Path(args.data) / "test", test_dir, tta=summary["selection"]["tta"],
+                             progress=not args.quiet)
     summary.update(total_seconds=time.monotonic() - started, test_predictions=str(test_dir))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"Wrote {len(written)} test predictions to {test_dir}; total {summary['total_seconds'] / 60:.1f} min; "
-          f"summary in {run_dir / 'summary.json'}")
+    print(f"Wrote {len(written)} predictions of the challenge's test images to {test_dir}; total "
+          f"{summary['total_seconds'] / 60:.1f} min; summary in {run_dir / 'summary.json'}")
     return 0
 
 
 def cmd_crossval(args) -> dict:
-    """k-fold cross-validation: train once per fold of consecutive slices, report mean +- sd."""
-    import copy
+    """Nested k-fold cross-validation (see pipeline.crossval)."""
+    from pipeline import crossval
 
-    import numpy as np
-
-    from data import list_images
-    from train import find_training_folders
-
-    image_dir, _ = find_training_folders(args.data)
-    names = [path.stem for path in list_images(image_dir)]
-    if not 2 <= args.folds <= len(names):
-        raise UserError(f"--folds must be between 2 and the number of training images ({len(names)})")
-    folds = [list(chunk) for chunk in np.array_split(names, args.folds)]
-    base = args.run or f"{time.strftime('%Y%m%d-%H%M%S')}-crossval"
-    results = []
-    for index, held_out in enumerate(folds):
-        fold_args = copy.copy(args)
-        fold_args.val_ids, fold_args.run = held_out, f"{base}/fold{index + 1}"
-        print(f"Fold {index + 1}/{len(folds)}: holding out {','.join(held_out)}")
-        summary, _ = train_and_score(fold_args)
-        results.append(summary)
-    report = {"folds": results}
-    for key in ("v_rand", "v_info", "pixel_error", "dice"):
-        values = np.array([fold["validation"][key] for fold in results])
-        report[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)), "values": values.tolist()}
-    path = Path(args.logs) / base / "crossval.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"{len(folds)}-fold cross-validation: V_rand {report['v_rand']['mean']:.4f} +- {report['v_rand']['sd']:.4f}, "
-          f"V_info {report['v_info']['mean']:.4f} +- {report['v_info']['sd']:.4f}; details in {path}")
-    return report
+    if args.val_ids or args.test_ids is not None:
+        raise UserError("crossval chooses the selection and test slices of each fold itself; drop --val-ids/--test-ids")
+    if not args.run:
+        args.run = f"{time.strftime('%Y%m%d-%H%M%S')}-crossval"
+    recipe, run = prepare_training(args)
+    return crossval(recipe, run, args.folds, tta=args.tta, progress=not args.quiet)
 
 
 def cmd_compare(args) -> list:

@@ -2,8 +2,9 @@
 
 A run folder (``logs/<run>/``) holds ``history.csv`` (per-epoch ``val_v_rand``,
 ``val_v_info`` and ``minutes`` of training) and, when it was scored after training
-(``main.py all`` or ``crossval``), ``validation_scores.json``: the ISBI scores of the saved
-model on the held-out slices. ``main.py compare`` prints one row per run and, for two or
+(``main.py all`` or ``crossval``), ``test_scores.json``: the ISBI scores of the saved model
+on the test slices, which chose nothing (``chosen``: read at the thresholds that the
+selection slices chose). ``main.py compare`` prints one row per run and, for two or
 more runs, their mean and standard deviation; ``plots.plot_runs_time_to_quality`` draws
 the curves together.
 """
@@ -37,10 +38,10 @@ class RunSummary:
     """One run's figures; None where the run's files do not say.
 
     epochs: completed epochs; minutes: of training (the last epoch's ``minutes``);
-    best_epoch_v_rand: the highest per-epoch held-out V_rand (the weights at that epoch's
+    best_epoch_v_rand: the highest per-epoch V_rand of the selection slices (the weights at that epoch's
     end, without test-time augmentation); minutes_to_target: training minutes until the
     per-epoch V_rand first reached ``target``; scores: ``SCORED_KEYS`` of the saved model
-    from validation_scores.json; history: the per-epoch columns of history.csv.
+    on the test slices (test_scores.json); history: the per-epoch columns of history.csv.
     """
 
     name: str
@@ -53,7 +54,7 @@ class RunSummary:
 
 
 def summarize_run(run_dir: str | Path, target: float = 0.98) -> RunSummary:
-    """Read a run folder's history.csv (and validation_scores.json when present).
+    """Read a run folder's history.csv (and test_scores.json when present).
 
     Raises UserError when the folder or its history.csv is missing or empty.
     """
@@ -66,10 +67,10 @@ def summarize_run(run_dir: str | Path, target: float = 0.98) -> RunSummary:
     v_rand = history.get("val_v_rand", [])
     minutes = history.get("minutes", [])
     reached = [m for v, m in zip(v_rand, minutes) if v >= target]
-    scores_path = run_dir / "validation_scores.json"
+    scores_path = run_dir / "test_scores.json"
     scores = {}
     if scores_path.is_file():
-        stored = json.loads(scores_path.read_text())
+        stored = json.loads(scores_path.read_text())["chosen"]
         scores = {key: float(stored[key]) for key in SCORED_KEYS if key in stored}
     return RunSummary(
         name=run_dir.name,

@@ -1,24 +1,28 @@
-"""Training recipes and the training loop shared by main.py and the notebook.
+"""The training loop shared by main.py, pipeline.py and the notebook.
 
 A run writes everything under ``logs/<run>/``: TensorBoard event files, ``history.csv``,
-``curves.png`` (the seed's plot_performance), a BackupAndRestore folder for resuming,
-and, unless told otherwise, the best model ``unet_membrane.keras`` (by val_loss).
+``curves.png`` (the seed's plot_performance), a ``backup/`` folder for resuming (see
+resume.py), and, unless told otherwise, the best model ``unet_membrane.keras`` (by the
+selection slices' val_loss), saved in float32.
+
+The training folder's slices have three disjoint roles (``Split``): training slices;
+selection slices, which choose everything that is chosen (checkpoint, early stopping,
+the learning-rate plateau, and later TTA and thresholds); and test slices, which training
+never reads and which are scored once at the end.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import keras
 import numpy as np
 
+from callbacks import ConstantOutputStop, make_callbacks
 from data import (
-    BLOG_AUG_DICT,
-    DEFAULT_VALIDATION_IDS,
     SegmentationDataset,
     SliceBatches,
     check_binary_mask,
@@ -26,12 +30,13 @@ from data import (
     load_pairs,
     resize_to,
 )
-from callbacks import ConstantOutputStop, completed_epochs, make_callbacks
 from distribute import distribution_scope
 from errors import UserError
 from losses import PixelBinaryCrossentropy, unet_weight_map
 from model import unet
 from plots import plot_performance, plot_time_to_quality
+from recipes import Recipe, set_precision
+from resume import BACKUP_FOLDER, committed_epochs, trim_history
 from runs import read_history
 
 # Threads that prepare training batches ahead of the step. The augmentation's warps release
@@ -39,126 +44,12 @@ from runs import read_history
 # overhead fell from a few % to within noise against 1 thread).
 DEFAULT_WORKERS = 2
 
-# Native-resolution recipe: flips, quarter turns and a mild affine, as the paper's
-# augmentation without its elastic part (which the "paper" recipe adds).
-NATIVE_AUG_DICT = dict(
-    rotation_range=10.0,
-    width_shift_range=0.05,
-    height_shift_range=0.05,
-    shear_range=5.0,
-    zoom_range=0.1,
-    horizontal_flip=True,
-    vertical_flip=True,
-    rot90=True,
-    fill_mode="reflect",
-)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that defines a training run but the data.
-
-    ``patch_size`` set: train on random crops of native-resolution slices and validate on
-    whole slices. ``target_size`` set instead: the seed's way, every slice resized.
-    ``time_limit_minutes`` stops training early when the next epoch would not fit.
-    ``weighted_loss`` trains with the paper's border-weighted cross-entropy.
-    ``monitor`` picks the best checkpoint: "val_loss" (the seed's choice) or the ISBI
-    "val_v_rand" / "val_v_info" of the held-out slices. ``jit_compile``: XLA (True),
-    none (False), or Keras's choice ("auto"). ``head_activation``: of the 2-filter
-    convolution before the sigmoid ("relu" in the seed; see model.unet).
-    ``ema_momentum``: validate, checkpoint and keep an exponential moving average of the
-    weights (None or 0: the raw weights, as the seed did).
-    """
-
-    name: str
-    epochs: int
-    steps_per_epoch: int
-    batch_size: int
-    width: int = 64
-    learning_rate: float = 1e-4
-    aug_dict: dict = field(default_factory=dict)
-    patch_size: tuple[int, int] | None = (256, 256)
-    target_size: tuple[int, int] | None = None
-    precision: str = "float32"
-    time_limit_minutes: float | None = None
-    early_stopping_patience: int = 5
-    reduce_lr_patience: int = 2
-    weighted_loss: bool = False
-    monitor: str = "val_loss"
-    jit_compile: bool | str = "auto"
-    head_activation: str = "relu"
-    ema_momentum: float | None = None
-
-    def replace(self, **changes) -> "Recipe":
-        """A copy with some fields changed (None values are ignored)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-JIT_CHOICES = {"on": True, "off": False, "auto": "auto"}
-
-
-def jit_compile_option(choice: str | None) -> bool | str | None:
-    """A ``--jit-compile`` choice (on, off, auto) as Recipe.jit_compile; None stays None."""
-    return None if choice is None else JIT_CHOICES[choice]
-
-
-RECIPES = {
-    # The blog, exactly: batch 2, 2000 steps, 20 epochs, its aug dict, resized to 256x256.
-    "blog": Recipe("blog", epochs=20, steps_per_epoch=2000, batch_size=2, width=64,
-                   learning_rate=1e-4, aug_dict=BLOG_AUG_DICT, patch_size=None,
-                   target_size=(256, 256)),
-    # Sized for a 2-core CPU: a narrower network in bfloat16 on native-resolution crops,
-    # stopped after 20 minutes of training.
-    "cpu": Recipe("cpu", epochs=40, steps_per_epoch=100, batch_size=4, width=16,
-                  learning_rate=1e-3, aug_dict=NATIVE_AUG_DICT, precision="mixed",
-                  weighted_loss=True, time_limit_minutes=20.0, early_stopping_patience=10,
-                  reduce_lr_patience=4, head_activation="elu", ema_momentum=0.99),
-    # The paper's training on top of the seed network: native-resolution crops, elastic
-    # deformation (3x3 grid, 10 px) and the border-weighted loss. Meant for a GPU.
-    "paper": Recipe("paper", epochs=40, steps_per_epoch=250, batch_size=4, width=64,
-                    learning_rate=1e-4, aug_dict=dict(NATIVE_AUG_DICT, elastic_sigma=10.0),
-                    weighted_loss=True, precision="mixed", early_stopping_patience=8,
-                    reduce_lr_patience=3, head_activation="elu", ema_momentum=0.99),
-}
-
-
-def has_gpu() -> bool:
-    """Whether the active Keras backend sees a GPU."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
-
-
-def resolve_recipe(name: str = "auto") -> Recipe:
-    """A recipe by name; "auto" is "blog" on a GPU and "cpu" otherwise."""
-    if name == "auto":
-        name = "blog" if has_gpu() else "cpu"
-    if name not in RECIPES:
-        raise UserError(f"unknown recipe {name!r}; choose one of auto, {', '.join(RECIPES)}")
-    return RECIPES[name]
-
-
-def set_precision(precision: str) -> str:
-    """Set Keras's global dtype policy: "float32", "bfloat16"/"float16" (mixed), or
-    "mixed" (float16 on a GPU, bfloat16 on a CPU). Returns the policy name."""
-    policies = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-    if precision == "mixed":
-        precision = "float16" if has_gpu() else "bfloat16"
-    if precision not in policies:
-        raise UserError(f"--precision must be float32, mixed, bfloat16 or float16, not {precision!r}")
-    keras.mixed_precision.set_global_policy(policies[precision])
-    return policies[precision]
+# The default split of the 30 ISBI training slices: 0-19 train, 20-24 select, 25-29 test.
+# Blocks of consecutive slices, because neighbouring slices of the stack are nearly alike
+# (a random split would put near-copies of the test slices into training); the test block
+# is the one that earlier figures held out.
+DEFAULT_SELECTION_IDS = ("20", "21", "22", "23", "24")
+DEFAULT_TEST_IDS = ("25", "26", "27", "28", "29")
 
 
 def find_training_folders(data_dir: str | Path) -> tuple[Path, Path]:
@@ -175,38 +66,76 @@ def find_training_folders(data_dir: str | Path) -> tuple[Path, Path]:
     raise UserError(f"{data_dir}: expected train/image and train/label folders (or image/ and label/)")
 
 
-def split_validation(names: Sequence[str], validation_ids: Sequence[str] | None) -> list[str]:
-    """The held-out names: validation_ids when all exist, else the last sixth (>= 1)."""
-    if validation_ids:
-        wanted = [str(i) for i in validation_ids]
-        missing = [name for name in wanted if name not in names]
-        if not missing:
-            return wanted
-        if tuple(wanted) != DEFAULT_VALIDATION_IDS:
-            raise UserError(f"validation id {missing[0]!r} is not an image name of the training folder")
-    if len(names) < 2:
-        raise UserError("need at least 2 training images: one to train on and one to validate")
-    return list(names[-max(1, len(names) // 6):])
+@dataclass(frozen=True)
+class Split:
+    """Names of the training folder's slices in their three disjoint roles."""
+
+    train: list[str]
+    select: list[str]
+    test: list[str]
+
+
+def _named(names: Sequence[str], wanted: Sequence[str], option: str) -> list[str]:
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise UserError(f"{option} {missing[0]!r} is not an image name of the training folder")
+    return list(wanted)
+
+
+def split_slices(names: Sequence[str], select_ids: Sequence[str] | None = None,
+                 test_ids: Sequence[str] | None = None) -> Split:
+    """Split slice names into training, selection and test slices.
+
+    ``select_ids`` / ``test_ids``: names that must exist; None takes the defaults (20-24
+    and 25-29) where all of them exist, else no test slices and the last sixth (>= 1) of
+    the rest for selection. An empty ``test_ids`` means no test slices.
+    """
+    names = [str(name) for name in names]
+    if test_ids is None:
+        test = list(DEFAULT_TEST_IDS) if set(DEFAULT_TEST_IDS) <= set(names) else []
+    else:
+        test = _named(names, [str(i) for i in test_ids], "--test-ids")
+    rest = [name for name in names if name not in test]
+    if select_ids:
+        select = _named(names, [str(i) for i in select_ids], "--val-ids")
+    elif set(DEFAULT_SELECTION_IDS) <= set(rest):
+        select = list(DEFAULT_SELECTION_IDS)
+    else:
+        select = rest[-max(1, len(rest) // 6):] if len(rest) >= 2 else []
+    if set(select) & set(test):
+        raise UserError(f"slice {sorted(set(select) & set(test))[0]!r} is both a selection (--val-ids) and a "
+                        "test slice (--test-ids); a slice has one role")
+    train = [name for name in rest if name not in select]
+    if not select or not train:
+        raise UserError(f"{len(names)} training images split into {len(train)} to train on, {len(select)} to "
+                        f"select with and {len(test)} to test: need at least one to train on and one to select "
+                        "with; change --val-ids / --test-ids")
+    return Split(train, select, test)
 
 
 @dataclass
 class TrainingData:
-    """Training and validation slices (H, W, C) and masks (H, W, 1), 0-255 floats."""
+    """Training and validation (= selection) slices (H, W, C) and masks (H, W, 1), 0-255
+    floats; the test slices are only named."""
 
     train_images: list
     train_masks: list
     val_images: list
     val_masks: list
-    val_names: list
+    split: Split
     train_weights: list | None = None
     val_weights: list | None = None
     num_class: int = 1
 
+    @property
+    def val_names(self) -> list[str]:
+        return self.split.select
 
-def load_training_data(data_dir: str | Path, recipe: Recipe,
-                       validation_ids: Sequence[str] | None = DEFAULT_VALIDATION_IDS,
-                       num_class: int = 1) -> TrainingData:
-    """Read the training folder and split off the validation slices.
+
+def load_training_data(data_dir: str | Path, recipe: Recipe, select_ids: Sequence[str] | None = None,
+                       test_ids: Sequence[str] | None = None, num_class: int = 1) -> TrainingData:
+    """Read the training folder and split it (see ``split_slices``); the test slices are
+    left out of training and validation.
 
     Masks are binary (0/255 or 0/1) when num_class is 1, else integer labels below
     num_class. In the seed's mode (recipe.target_size) every slice is resized to it.
@@ -222,12 +151,12 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
     else:
         check_mask = check_binary_mask
     names, images, masks = load_pairs(image_dir, mask_dir, as_gray=True, check_mask=check_mask)
-    held_out = set(split_validation(names, validation_ids))
+    roles = split_slices(names, select_ids, test_ids)
     if recipe.target_size:
         images = [resize_to(image, recipe.target_size, order=0) for image in images]
         masks = [resize_to(mask, recipe.target_size, order=0) for mask in masks]
-    train = [(i, m) for n, i, m in zip(names, images, masks) if n not in held_out]
-    val = [(n, i, m) for n, i, m in zip(names, images, masks) if n in held_out]
+    train = [(i, m) for n, i, m in zip(names, images, masks) if n in roles.train]
+    val = [(i, m) for n, i, m in zip(names, images, masks) if n in roles.select]
 
     def crop16(array: np.ndarray) -> np.ndarray:
         height, width = array.shape[0] // 16 * 16, array.shape[1] // 16 * 16
@@ -235,8 +164,8 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
 
     split = TrainingData(
         train_images=[i for i, _ in train], train_masks=[m for _, m in train],
-        val_images=[crop16(i) for _, i, _ in val], val_masks=[crop16(m) for _, _, m in val],
-        val_names=[n for n, _, _ in val], num_class=num_class,
+        val_images=[crop16(i) for i, _ in val], val_masks=[crop16(m) for _, m in val],
+        split=roles, num_class=num_class,
     )
     if recipe.weighted_loss:
         split.train_weights = [unet_weight_map(mask) for mask in split.train_masks]
@@ -278,7 +207,7 @@ class TrainResult:
     run_dir: Path
     history: dict
     seconds: float
-    validation_names: list
+    split: Split
 
 
 def train(
@@ -286,7 +215,8 @@ def train(
     recipe: Recipe,
     run_dir: str | Path,
     model_path: str | Path | None = None,
-    validation_ids: Sequence[str] | None = DEFAULT_VALIDATION_IDS,
+    select_ids: Sequence[str] | None = None,
+    test_ids: Sequence[str] | None = None,
     seed: int = 1,
     workers: int = DEFAULT_WORKERS,
     verbose: int = 1,
@@ -296,46 +226,35 @@ def train(
 ) -> TrainResult:
     """Train a U-Net with ``recipe`` on ``data_dir`` (train/image, train/label).
 
-    Writes the best model (by val_loss) to model_path (default run_dir/unet_membrane.keras),
-    and history.csv, curves.png and TensorBoard logs to run_dir. Re-running with the same
-    run_dir after an interruption resumes from the last completed epoch. ``distribute``:
-    "none", or data parallelism over several devices (see distribute.py); the recipe's
-    batch size is then the global batch, split evenly across the replicas.
+    Trains on the training slices, and chooses the checkpoint, early stopping and the
+    learning-rate plateau on the selection slices; the test slices are left alone (see
+    ``split_slices``). Writes the best model (float32) to model_path (default
+    run_dir/unet_membrane.keras), and history.csv, curves.png and TensorBoard logs to
+    run_dir. Re-running with the same run_dir after an interruption continues exactly
+    from the last completed epoch (resume.py). ``distribute``: "none", or data
+    parallelism over several devices (see distribute.py); the recipe's batch size is then
+    the global batch, split evenly across the replicas. The global dtype policy is back
+    to float32 when this returns or raises.
     """
     run_dir = Path(run_dir)
     for folder in (run_dir, *run_dir.parents):
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{folder}: is a file, not a folder for the run's logs; choose another --logs or --run")
     model_path = Path(model_path) if model_path else run_dir / "unet_membrane.keras"
-    if model_path.exists() and not (run_dir / "backup").exists():
+    unfinished = (run_dir / BACKUP_FOLDER).is_dir()
+    if model_path.exists() and not unfinished:
         raise UserError(f"{model_path}: already exists; choose another --out or remove it")
     if model_path.suffix != ".keras":
         raise UserError(f"{model_path}: the model is saved in the .keras format; use a .keras name")
-    keras.utils.set_random_seed(seed)
-    set_precision(recipe.precision)
-    data = load_training_data(data_dir, recipe, validation_ids, num_class=num_class)
+    data = load_training_data(data_dir, recipe, select_ids, test_ids, num_class=num_class)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    with distribution_scope(distribute) as replicas:
-        if recipe.batch_size % replicas:
-            raise UserError(f"the batch size {recipe.batch_size} does not split evenly across {replicas} replicas")
-        if replicas > 1:
-            print(f"Data-parallel training over {replicas} replicas, {recipe.batch_size // replicas} crops each per step")
-        train_batches, val_batches = make_datasets(data, recipe, seed=seed, workers=workers, replicas=replicas)
-        network = build_model(recipe, num_class, pretrained_weights)
-        resuming = (run_dir / "backup").is_dir()
-        if resuming:  # BackupAndRestore restores the weights; the augmentation follows the epoch
-            train_batches.epoch = completed_epochs(run_dir)
-            print(f"Resuming the interrupted run in {run_dir} after epoch {train_batches.epoch}")
-
-        callbacks = make_callbacks(run_dir, model_path, recipe, verbose,
-                                   validation=(data.val_images, data.val_masks), resuming=resuming,
-                                   isbi_score=num_class == 1, replicas=replicas)
-        start = time.monotonic()
-        history = network.fit(train_batches, epochs=recipe.epochs, validation_data=val_batches,
-                              callbacks=callbacks, verbose=verbose)
-    seconds = time.monotonic() - start
-    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(seed)
+    try:
+        set_precision(recipe.precision)
+        history, callbacks, seconds = _fit(data, recipe, run_dir, model_path, seed, workers, verbose,
+                                           pretrained_weights, distribute)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     full_history = read_history(run_dir / "history.csv") or dict(history.history)
     losses = history.history.get("loss", [])
     if losses and not np.isfinite(losses[-1]):
@@ -349,4 +268,28 @@ def train(
     plot_performance(full_history, run_dir / "curves.png")
     if full_history.get("val_v_rand"):
         plot_time_to_quality(full_history, run_dir / "time_to_quality.png")
-    return TrainResult(model_path, run_dir, full_history, seconds, data.val_names)
+    return TrainResult(model_path, run_dir, full_history, seconds, data.split)
+
+
+def _fit(data: TrainingData, recipe: Recipe, run_dir: Path, model_path: Path, seed: int, workers: int,
+         verbose: int, pretrained_weights, distribute: str):
+    """Build the model and fit it, continuing an interrupted run: (history, callbacks, seconds)."""
+    with distribution_scope(distribute) as replicas:
+        if recipe.batch_size % replicas:
+            raise UserError(f"the batch size {recipe.batch_size} does not split evenly across {replicas} replicas")
+        if replicas > 1:
+            print(f"Data-parallel training over {replicas} replicas, {recipe.batch_size // replicas} crops each per step")
+        train_batches, val_batches = make_datasets(data, recipe, seed=seed, workers=workers, replicas=replicas)
+        network = build_model(recipe, data.num_class, pretrained_weights)
+        done = committed_epochs(run_dir)
+        trim_history(run_dir, done)
+        if done:  # the backup restores the state; the augmentation follows the epoch
+            train_batches.epoch = done
+            print(f"Resuming the interrupted run in {run_dir} after epoch {done}")
+        callbacks = make_callbacks(run_dir, model_path, recipe, verbose,
+                                   validation=(data.val_images, data.val_masks), resuming=done > 0,
+                                   isbi_score=data.num_class == 1, replicas=replicas)
+        start = time.monotonic()
+        history = network.fit(train_batches, epochs=recipe.epochs, initial_epoch=done,
+                              validation_data=val_batches, callbacks=callbacks, verbose=verbose)
+    return history, callbacks, time.monotonic() - start

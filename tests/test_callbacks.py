@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 import main
-from callbacks import AtomicBackupAndRestore, AveragedWeightsAtEpochEnd, ConstantOutputStop, make_callbacks
+from callbacks import AveragedWeightsAtEpochEnd, ConstantOutputStop, make_callbacks
+from resume import ResumableBackup
 from model import unet
 from test_cli import TINY
-from train import RECIPES
+from recipes import RECIPES
 
 
 def tiny_model(ema_momentum=0.9, head_activation="relu"):
@@ -49,9 +50,10 @@ class FailAtEpoch(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-def fit(model, callbacks, epochs):
+def fit(model, callbacks, epochs, initial_epoch=0):
     images, masks = tiny_data()
-    model.fit(images, masks, batch_size=2, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
+    return model.fit(images, masks, batch_size=2, epochs=epochs, initial_epoch=initial_epoch, shuffle=False,
+                     verbose=0, callbacks=callbacks)
 
 
 def test_callbacks_after_the_averaging_one_see_the_moving_average():
@@ -73,14 +75,14 @@ def test_an_interrupted_averaged_run_resumes_exactly(tmp_path):
     """Backups come after the swap, as in make_callbacks, so they hold the averaged weights
     in the model; a resumed run must swap back."""
     uninterrupted = WeightsAtEpochEnd()
-    fit(tiny_model(), [AveragedWeightsAtEpochEnd(), uninterrupted, AtomicBackupAndRestore(str(tmp_path / "a"))], 3)
+    fit(tiny_model(), [AveragedWeightsAtEpochEnd(), uninterrupted, ResumableBackup(tmp_path / "a")], 3)
 
     with pytest.raises(RuntimeError):
         fit(tiny_model(), [AveragedWeightsAtEpochEnd(), FailAtEpoch(2),
-                           AtomicBackupAndRestore(str(tmp_path / "b"))], 3)
+                           ResumableBackup(tmp_path / "b")], 3)
     resumed = WeightsAtEpochEnd()
     fit(tiny_model(), [AveragedWeightsAtEpochEnd(resuming=True), resumed,
-                       AtomicBackupAndRestore(str(tmp_path / "b"))], 3)
+                       ResumableBackup(tmp_path / "b")], 3, initial_epoch=2)
     assert len(resumed.seen) == 1
     for expected, got in zip(uninterrupted.seen[-1], resumed.seen[-1]):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -88,10 +90,27 @@ def test_an_interrupted_averaged_run_resumes_exactly(tmp_path):
     # Without the swap back, training would go on from the average: a different result.
     with pytest.raises(RuntimeError):
         fit(tiny_model(), [AveragedWeightsAtEpochEnd(), FailAtEpoch(2),
-                           AtomicBackupAndRestore(str(tmp_path / "c"))], 3)
+                           ResumableBackup(tmp_path / "c")], 3)
     naive = WeightsAtEpochEnd()
-    fit(tiny_model(), [AveragedWeightsAtEpochEnd(), naive, AtomicBackupAndRestore(str(tmp_path / "c"))], 3)
+    fit(tiny_model(), [AveragedWeightsAtEpochEnd(), naive, ResumableBackup(tmp_path / "c")], 3, initial_epoch=2)
     assert max(np.abs(a - b).max() for a, b in zip(uninterrupted.seen[-1], naive.seen[-1])) > 1e-4
+
+
+def test_the_average_stays_in_the_model_after_an_early_stop():
+    """Keras puts the average into the model only after the last scheduled epoch; an
+    early stop must leave it there too."""
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    recorder = WeightsAtEpochEnd()
+    averaging = AveragedWeightsAtEpochEnd()
+    model = tiny_model(ema_momentum=0.9)
+    fit(model, [averaging, recorder, StopAfterFirstEpoch()], epochs=5)
+    assert len(recorder.seen) == 1
+    head = [variable.path for variable in model.weights].index(model.get_layer("head_conv").kernel.path)
+    np.testing.assert_array_equal(np.array(model.get_layer("head_conv").kernel), recorder.seen[0][head])
+    assert np.abs(recorder.seen[0][head] - recorder.head_after_step[-1]).max() > 1e-4  # not the raw weights
 
 
 def dead_head(model):
@@ -141,7 +160,8 @@ def test_cpu_recipe_validates_the_average_before_the_other_callbacks(tmp_path):
     callbacks = make_callbacks(tmp_path, tmp_path / "m.keras", recipe, verbose=0, validation=(images, images))
     kinds = [type(callback).__name__ for callback in callbacks]
     assert kinds[0] == "AveragedWeightsAtEpochEnd"
-    assert kinds.index("AtomicBackupAndRestore") > kinds.index("BestModelCheckpoint") > kinds.index("ISBIScore")
+    assert kinds[-1] == "ResumableBackup"
+    assert kinds.index("BestModelCheckpoint") > kinds.index("ISBIScore")
     seed_like = make_callbacks(tmp_path, tmp_path / "m.keras", RECIPES["blog"], verbose=0)
     assert not any(isinstance(callback, AveragedWeightsAtEpochEnd) for callback in seed_like)
 

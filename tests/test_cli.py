@@ -115,7 +115,7 @@ def test_paper_options_train_with_weight_maps_and_elastic_deformation(tiny_datas
 
 def test_the_paper_recipe_runs_as_the_readme_gives_it(tiny_dataset, tmp_path, capsys):
     from model import load_model
-    from train import RECIPES
+    from recipes import RECIPES
 
     assert RECIPES["paper"].aug_dict["elastic_sigma"] == 10.0 and RECIPES["paper"].weighted_loss
     assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "paper",

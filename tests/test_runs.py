@@ -11,13 +11,13 @@ from runs import comparison_table, mean_and_sd, summarize_run
 
 
 def write_run(folder, v_rand, minutes, scores=None):
-    """A run folder as training leaves it: history.csv and optionally validation_scores.json."""
+    """A run folder as training leaves it: history.csv and optionally test_scores.json."""
     folder.mkdir(parents=True)
     lines = ["epoch,loss,minutes,val_loss,val_v_info,val_v_rand"]
     lines += [f"{epoch},{1.0 / (epoch + 1)},{m},{0.5},{v},{v}" for epoch, (v, m) in enumerate(zip(v_rand, minutes))]
     (folder / "history.csv").write_text("\n".join(lines) + "\n")
     if scores is not None:
-        (folder / "validation_scores.json").write_text(json.dumps(dict(scores, per_slice=[])))
+        (folder / "test_scores.json").write_text(json.dumps({"chosen": scores, "per_slice": []}))
     return folder
 
 

@@ -1,0 +1,153 @@
+"""Exact resume of an interrupted training run.
+
+A run's ``backup/`` folder holds one ``epoch-NNNN/`` folder per completed epoch, written
+under a temporary name and committed by a single rename, so the weights and the record
+that goes with them appear together or not at all:
+
+- ``model.weights.h5``: the model's and the optimizer's variables (weights, Adam's moments
+  and step count, the learning rate, the moving average of the weights);
+- ``state.json``: the epoch, the states of the dropout layers' random generators, and
+  the counters of the callbacks that decide when to lower the rate, stop and save.
+
+Only committed folders are read: a kill at any moment, during a step or in the middle
+of writing a backup, leaves the last completed epoch to continue from, and the
+continued run repeats the uninterrupted one (same seed) epoch for epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+BACKUP_FOLDER = "backup"
+WEIGHTS_FILE = "model.weights.h5"
+STATE_FILE = "state.json"
+
+# The counters of Keras's own callbacks that a continued run needs (ours define
+# ``training_state`` / ``restore_training_state`` instead).
+KERAS_CALLBACK_STATE = {
+    "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
+    "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+}
+
+
+def _epoch_folders(backup_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, folder) of the committed backups, oldest first."""
+    if not backup_dir.is_dir():
+        return []
+    found = []
+    for path in backup_dir.iterdir():
+        number = path.name.removeprefix("epoch-")
+        if path.is_dir() and path.name.startswith("epoch-") and number.isdigit():
+            found.append((int(number), path))
+    return sorted(found)
+
+
+def committed_epochs(run_dir: str | Path) -> int:
+    """Epochs that the run in run_dir completed and backed up (0: none)."""
+    folders = _epoch_folders(Path(run_dir) / BACKUP_FOLDER)
+    return folders[-1][0] if folders else 0
+
+
+def trim_history(run_dir: str | Path, epochs: int) -> None:
+    """Keep the header and the first ``epochs`` rows of run_dir/history.csv, so that a
+    continued run does not repeat an epoch that was logged but not backed up."""
+    history = Path(run_dir) / "history.csv"
+    if history.is_file():
+        lines = history.read_text().splitlines(keepends=True)
+        history.write_text("".join(lines[: epochs + 1]) if epochs else "")
+
+
+def _json_value(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def callback_state(callback: keras.callbacks.Callback) -> dict | None:
+    """The state of a callback that a continued run must restore (None: stateless)."""
+    if hasattr(callback, "training_state"):
+        return callback.training_state()
+    names = KERAS_CALLBACK_STATE.get(type(callback).__name__)
+    return None if names is None else {name: _json_value(getattr(callback, name)) for name in names}
+
+
+def restore_callback_state(callback: keras.callbacks.Callback, state: dict) -> None:
+    if hasattr(callback, "restore_training_state"):
+        callback.restore_training_state(state)
+    else:
+        for name, value in state.items():
+            setattr(callback, name, value)
+
+
+def random_states(model: keras.Model) -> list:
+    """The random-generator states of the model (dropout): its variables that are not
+    weights, in a fixed order."""
+    weights = {id(variable) for variable in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
+
+
+class ResumableBackup(keras.callbacks.Callback):
+    """Back up everything a continued run needs at the end of each epoch; restore it at
+    the start of a run whose ``backup_dir`` holds a committed epoch.
+
+    Place it last in the callback list: it restores the other callbacks' counters after
+    their own ``on_train_begin`` has reset them, and saves them after they have acted on
+    the epoch. ``callbacks``: the run's callbacks whose state is saved (see
+    :func:`callback_state`). The folder is removed when training ends normally.
+    Start ``fit`` at ``initial_epoch=committed_epochs(run_dir)``.
+    """
+
+    def __init__(self, backup_dir: str | Path, callbacks: Sequence[keras.callbacks.Callback] = ()):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.stateful = list(callbacks)
+
+    def on_train_begin(self, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        folders = _epoch_folders(self.backup_dir)
+        if not folders:
+            return
+        folder = folders[-1][1]
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:  # built lazily by the first step otherwise
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(folder / WEIGHTS_FILE))
+        state = json.loads((folder / STATE_FILE).read_text())
+        for variable, value in zip(random_states(self.model), state["random_states"]):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        for callback, saved in zip(self.stateful, state["callbacks"]):
+            if saved is not None:
+                restore_callback_state(callback, saved)
+
+    def on_epoch_end(self, epoch, logs=None):
+        partial = self.backup_dir / f".epoch-{epoch + 1:04d}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        self.model.save_weights(str(partial / WEIGHTS_FILE))
+        state = {
+            "epoch": epoch + 1,
+            "random_states": [keras.ops.convert_to_numpy(v).tolist() for v in random_states(self.model)],
+            "callbacks": [callback_state(callback) for callback in self.stateful],
+        }
+        (partial / STATE_FILE).write_text(json.dumps(state))
+        self._commit(partial, epoch + 1)
+
+    def _commit(self, partial: Path, epoch: int) -> None:
+        """Make the written backup of ``epoch`` the one to resume from (one rename), then
+        drop the older ones."""
+        committed = self.backup_dir / f"epoch-{epoch:04d}"
+        shutil.rmtree(committed, ignore_errors=True)
+        os.replace(partial, committed)
+        for number, older in _epoch_folders(self.backup_dir):
+            if number < epoch:
+                shutil.rmtree(older, ignore_errors=True)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""A run interrupted at any moment continues to the same history as an uninterrupted one.
+
+The interruptions are raised inside the training process at pseudo-random moments: at the
+start, after a training step, in the middle of writing the best model or a backup. One
+more test kills a real process with SIGKILL at a random time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import resume
+import train as train_module
+from conftest import ROOT, write_dataset
+from recipes import NATIVE_AUG_DICT, Recipe
+from runs import read_history
+
+# Small enough to run 20 times; every piece of state is in play: dropout (random
+# generator), the weights' moving average, the border-weighted loss, a learning-rate
+# plateau and early stopping that can fire within 4 epochs.
+RECIPE = Recipe("tiny", epochs=4, steps_per_epoch=2, batch_size=2, width=2, learning_rate=3e-3,
+                aug_dict=NATIVE_AUG_DICT, patch_size=(32, 32), precision="float32",
+                early_stopping_patience=2, reduce_lr_patience=1, weighted_loss=True,
+                jit_compile=False, head_activation="elu", ema_momentum=0.9)
+SEED = 7
+
+
+class Interrupted(Exception):
+    """Stands for a kill: nothing after it runs in the interrupted process."""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data") / "membrane", count=5, size=(48, 48), test_count=0)
+
+
+def run_training(dataset, run_dir):
+    return train_module.train(dataset, RECIPE, run_dir, select_ids=["4"], test_ids=[], seed=SEED,
+                              workers=1, verbose=0)
+
+
+def comparable(history: dict) -> dict:
+    return {key: values for key, values in history.items() if key != "minutes"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    run_training(dataset, run_dir)
+    return comparable(read_history(run_dir / "history.csv")), keras.models.load_model(
+        run_dir / "unet_membrane.keras", compile=False).get_weights()
+
+
+class InterruptAfterBatch(keras.callbacks.Callback):
+    def __init__(self, count: int):
+        super().__init__()
+        self.remaining = count
+
+    def on_train_begin(self, logs=None):
+        if self.remaining == 0:
+            raise Interrupted
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.remaining -= 1
+        if self.remaining == 0:
+            raise Interrupted
+
+
+def fail_on_call(function, call: int):
+    """``function`` that raises Interrupted on its ``call``-th call (1-based), before or
+    after doing its work, alternately, so that half-written files are left behind too."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            if call % 2:
+                function(*args, **kwargs)
+            raise Interrupted
+        return function(*args, **kwargs)
+
+    return wrapped
+
+
+def interrupt(monkeypatch, moment: tuple[str, int]) -> None:
+    """Arrange for the next training run to be interrupted at ``moment``."""
+    kind, count = moment
+    if kind == "batch":  # 0: at the very start
+        make = train_module.make_callbacks
+        monkeypatch.setattr(train_module, "make_callbacks",
+                            lambda *a, **k: [InterruptAfterBatch(count), *make(*a, **k)])
+    elif kind == "backup weights":
+        monkeypatch.setattr(keras.Model, "save_weights", fail_on_call(keras.Model.save_weights, count))
+    elif kind == "backup commit":
+        monkeypatch.setattr(resume.ResumableBackup, "_commit", fail_on_call(resume.ResumableBackup._commit, count))
+    elif kind == "best model":
+        monkeypatch.setattr(keras.Model, "save", fail_on_call(keras.Model.save, count))
+
+
+MOMENTS = ([("batch", n) for n in range(9)] + [("backup weights", n) for n in range(1, 5)]
+           + [("backup commit", n) for n in range(1, 5)] + [("best model", n) for n in range(1, 4)])
+CHOSEN = [MOMENTS[0]] + [MOMENTS[i] for i in sorted(np.random.default_rng(2026).choice(
+    np.arange(1, len(MOMENTS)), size=19, replace=False))]
+
+
+@pytest.mark.parametrize("moment", CHOSEN, ids=[f"{kind}-{n}" for kind, n in CHOSEN])
+def test_an_interrupted_run_continues_to_the_uninterrupted_history(dataset, uninterrupted, tmp_path,
+                                                                   monkeypatch, moment):
+    expected_history, expected_weights = uninterrupted
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt(patch, moment)
+        with pytest.raises(Interrupted):
+            run_training(dataset, run_dir)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    run_training(dataset, run_dir)
+    history = comparable(read_history(run_dir / "history.csv"))
+    assert history.keys() == expected_history.keys()
+    for key, values in expected_history.items():
+        np.testing.assert_allclose(history[key], values, rtol=1e-5, atol=1e-7, err_msg=key)
+    weights = keras.models.load_model(run_dir / "unet_membrane.keras", compile=False).get_weights()
+    for got, expected in zip(weights, expected_weights):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not (run_dir / resume.BACKUP_FOLDER).exists()
+
+
+def test_the_random_generator_state_is_part_of_the_backup(dataset, tmp_path):
+    """Dropout draws from a generator whose state is no weight: without it a continued
+    run would draw other masks."""
+    network = train_module.build_model(RECIPE)
+    states = resume.random_states(network)
+    assert states, "the network's dropout layers should have random-generator states"
+    assert not {id(v) for v in states} & {id(v) for v in network.weights}
+
+
+def test_a_killed_process_continues_to_the_uninterrupted_history(dataset, uninterrupted, tmp_path):
+    """SIGKILL at a random time (any time is right: the result must not depend on it)."""
+    script = ("import sys; sys.path[:0] = [{root!r}, {tests!r}]; import test_resume as t; "
+              "from pathlib import Path; t.run_training(Path({data!r}), Path({run!r}))")
+    run_dir = tmp_path / "run"
+    code = script.format(root=str(ROOT), tests=str(ROOT / "tests"), data=str(dataset), run=str(run_dir))
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(float(np.random.default_rng().uniform(2.0, 12.0)))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    history = comparable(read_history(run_dir / "history.csv"))
+    for key, values in uninterrupted[0].items():
+        np.testing.assert_allclose(history[key], values, rtol=1e-5, atol=1e-7, err_msg=key)
