@@ -202,7 +202,7 @@ class ISBIScore(keras.callbacks.Callback):
         self.start = time.monotonic() - 60.0 * self.minutes_before
 
     def on_epoch_end(self, epoch, logs=None):
-        from metrics import isbi_scores
+        from isbi_metric import isbi_scores
 
         if logs is None:
             return
