@@ -93,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
-    evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
+    scored = evaluate.add_mutually_exclusive_group(required=True)
+    scored.add_argument("--pred", help="folder of N.png or N_predict.png probability maps (threshold sweep)")
+    scored.add_argument("--segmentation", metavar="DIR",
+                        help="folder of label images scored as they are: N_labels.tif (from segment) or N.png/N.tif, one integer id per cell, 0 = boundary")
     evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane)")
     evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
     evaluate.add_argument("--json", help="write the scores to this JSON file")
@@ -202,11 +205,18 @@ def cmd_predict(args) -> list:
 
 
 def cmd_evaluate(args) -> dict:
-    from metrics import evaluate_folders
+    from metrics import evaluate_folders, evaluate_segmentation_folders
 
-    scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
-                              progress=not args.quiet)
-    print_scores(scores)
+    if args.segmentation:
+        scores = evaluate_segmentation_folders(args.segmentation, args.labels, names=args.names,
+                                               json_path=args.json, progress=not args.quiet)
+        print(f"V_rand {scores['v_rand']:.4f}  V_info {scores['v_info']:.4f}  "
+              f"({len(scores['per_slice'])} slices, label images as they are)")
+    else:
+        scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
+                                  progress=not args.quiet)
+        print_scores(scores)
+    print_score_parts(scores)
     return scores
 
 
@@ -215,6 +225,17 @@ def print_scores(scores: dict) -> None:
           f"V_info {scores['v_info']:.4f} (threshold {scores['v_info_threshold']:.1f})  "
           f"pixel error {scores['pixel_error']:.4f}  Dice {scores['dice']:.4f}  "
           f"({len(scores['per_slice'])} slices)")
+
+
+def print_score_parts(scores: dict) -> None:
+    """The split and merge parts (isbi_metric.foreground_restricted_parts); lower score = more errors."""
+    def fmt(key: str) -> str:
+        return "nan" if scores[key] is None else f"{scores[key]:.4f}"
+
+    print(f"  splits: V_rand_split {fmt('v_rand_split')}  V_info_split {fmt('v_info_split')}  "
+          f"H(S|T) {fmt('h_seg_given_gt')} nats")
+    print(f"  merges: V_rand_merge {fmt('v_rand_merge')}  V_info_merge {fmt('v_info_merge')}  "
+          f"H(T|S) {fmt('h_gt_given_seg')} nats")
 
 
 SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
