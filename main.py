@@ -4,6 +4,7 @@
     python main.py train   [--data data/membrane] [--recipe NAME] [--epochs N] ...
     python main.py predict --model FILE.keras [--input DIR] [--output DIR]
     python main.py evaluate --pred DIR --labels DIR [--json FILE]
+    python main.py segment --pred DIR --output DIR [--method watershed] [--params FILE.json]
     python main.py all     (fetch, train, predict, evaluate with the machine's default)
     python main.py crossval --folds 6 [training options]
     python main.py compare logs/RUN1 logs/RUN2 ... [--plot FILE]
@@ -31,6 +32,20 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 100], not {text}")
     return value
 
 
@@ -91,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
+    predict.add_argument("--instances", metavar="METHOD", choices=["threshold", "watershed", "multicut", "gasp"],
+                         help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help)")
+    predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (from select_parameters)")
+
+    seg = commands.add_parser("segment", parents=[common], help="probability maps -> one label per cell (N_labels.tif, N_overlay.png, cells.csv)")
+    seg.add_argument("--pred", required=True, help="folder of N_predict.png probability maps (high = cell)")
+    seg.add_argument("--output", required=True, help="folder for N_labels.tif, N_overlay.png and cells.csv")
+    seg.add_argument("--images", help="folder of the input images N.png, for the overlays and mean intensities (default: the maps)")
+    seg.add_argument("--method", default="watershed", choices=["threshold", "watershed", "multicut", "gasp"],
+                     help="connected components of map > threshold, seeded watershed, or watershed superpixels merged by multicut or GASP (default: %(default)s)")
+    seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file from select_parameters); the options below override them")
+    seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5)")
+    seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")
+    seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
+    seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
+    seg.add_argument("--bias", type=unit_float, help="gasp: an edge merges while bias > its mean boundary probability (default 0.5)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     scored = evaluate.add_mutually_exclusive_group(required=True)
@@ -197,10 +228,51 @@ def cmd_predict(args) -> list:
     from model import load_model
     from predict import predict_folder
 
+    if args.params and not args.instances:
+        raise UserError("--params needs --instances METHOD")
+    params = instance_parameters(args.instances, args.params, {}) if args.instances else None
     network = load_model(args.model)
+    if args.instances and network.output_shape[-1] != 1:
+        raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
                              progress=not args.quiet)
     print(f"Wrote {len(written)} predictions to {args.output}")
+    if args.instances:
+        from instances import segment_folder
+
+        names = [Path(path).stem.removesuffix("_predict") for path in written]
+        labels = segment_folder(args.output, args.output, args.instances, params, images_dir=args.input,
+                                names=names, progress=not args.quiet)
+        print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {args.output}")
+    return written
+
+
+def instance_parameters(method: str, params_file: str | None, overrides: dict) -> dict:
+    """The method's parameters: defaults, then the JSON file, then the command-line options."""
+    import segment
+
+    params: dict = {}
+    if params_file:
+        try:
+            params = segment.load_parameters(params_file, method)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--params {params_file}: {exc}") from exc
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return segment.check_parameters(method, {**params, **given})
+    except ValueError as exc:
+        raise UserError(f"{exc}: see segment --help") from exc
+
+
+def cmd_segment(args) -> list:
+    from instances import segment_folder
+
+    overrides = {key: getattr(args, key) for key in ("threshold", "sigma", "min_distance", "beta", "bias")}
+    params = instance_parameters(args.method, args.params, overrides)
+    written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
+                             progress=not args.quiet)
+    print(f"Wrote {len(written)} label images ({args.method}, "
+          + ", ".join(f"{k}={v:g}" for k, v in params.items()) + f") and cells.csv to {args.output}")
     return written
 
 
@@ -348,7 +420,7 @@ def cmd_compare(args) -> list:
 
 
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
+            "evaluate": cmd_evaluate, "segment": cmd_segment, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
