@@ -60,9 +60,9 @@ METHODS: tuple[str, ...] = tuple(DEFAULT_PARAMETERS)
 
 DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
     "threshold": {"threshold": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
-    "watershed": {"threshold": [0.3, 0.5, 0.7], "sigma": [1.0, 2.0, 4.0], "min_distance": [3, 6, 10]},
-    "multicut": {"threshold": [0.5], "sigma": [1.0], "min_distance": [2], "beta": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]},
-    "gasp": {"threshold": [0.5], "sigma": [1.0], "min_distance": [2], "bias": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]},
+    "watershed": {"threshold": [0.2, 0.4, 0.6], "sigma": [2.0, 4.0, 8.0], "min_distance": [5, 10, 20]},
+    "multicut": {"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
+    "gasp": {"bias": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
 }
 
 # parameter -> (lowest, highest, integer?) allowed
