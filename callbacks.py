@@ -209,7 +209,7 @@ class ISBIScore(TrainingClock):
         self.labels = [np.asarray(mask)[..., 0] for mask in masks]
 
     def on_epoch_end(self, epoch, logs=None):
-        from metrics import isbi_scores
+        from isbi_metric import isbi_scores
 
         if logs is None:
             return

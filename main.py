@@ -4,6 +4,7 @@
     python main.py train   [--data data/membrane] [--recipe NAME] [--epochs N] ...
     python main.py predict --model FILE.keras [--input DIR] [--output DIR]
     python main.py evaluate --pred DIR --labels DIR [--json FILE]
+    python main.py segment --pred DIR --output DIR [--method watershed] [--params FILE.json]
     python main.py all     (fetch, train, choose on the selection slices, score the test slices once)
     python main.py crossval --folds 6 [training options]   (nested: train, select, test blocks)
     python main.py compare logs/RUN1 logs/RUN2 ... [--plot FILE]
@@ -31,6 +32,20 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 100], not {text}")
     return value
 
 
@@ -103,9 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
     predict.add_argument("--precision", choices=["default", "float32", "bfloat16", "float16"], default="default",
                          help="precision of the computation; models are saved in float32 (default: model.DEFAULT_INFERENCE_PRECISION)")
+    predict.add_argument("--instances", metavar="METHOD", choices=["threshold", "watershed", "multicut", "gasp"],
+                         help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help)")
+    predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (from select_parameters)")
+
+    seg = commands.add_parser("segment", parents=[common], help="probability maps -> one label per cell (N_labels.tif, N_overlay.png, cells.csv)")
+    seg.add_argument("--pred", required=True, help="folder of N_predict.png probability maps (high = cell)")
+    seg.add_argument("--output", required=True, help="folder for N_labels.tif, N_overlay.png and cells.csv")
+    seg.add_argument("--images", help="folder of the input images N.png, for the overlays and mean intensities (default: the maps)")
+    seg.add_argument("--method", default="watershed", choices=["threshold", "watershed", "multicut", "gasp"],
+                     help="connected components of map > threshold, seeded watershed, or watershed superpixels merged by multicut or GASP (default: %(default)s)")
+    seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file from select_parameters); the options below override them")
+    seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5)")
+    seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")
+    seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
+    seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
+    seg.add_argument("--bias", type=unit_float, help="gasp: an edge merges while bias > its mean boundary probability (default 0.5)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
-    evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
+    scored = evaluate.add_mutually_exclusive_group(required=True)
+    scored.add_argument("--pred", help="folder of N.png or N_predict.png probability maps (threshold sweep)")
+    scored.add_argument("--segmentation", metavar="DIR",
+                        help="folder of label images scored as they are: N_labels.tif (from segment) or N.png/N.tif, one integer id per cell, 0 = boundary")
     evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane)")
     evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
     evaluate.add_argument("--json", help="write the scores to this JSON file")
@@ -214,19 +248,67 @@ def cmd_predict(args) -> list:
     from model import load_model
     from predict import predict_folder
 
+    if args.params and not args.instances:
+        raise UserError("--params needs --instances METHOD")
+    params = instance_parameters(args.instances, args.params, {}) if args.instances else None
     network = load_model(args.model, precision=None if args.precision == "default" else args.precision)
+    if args.instances and network.output_shape[-1] != 1:
+        raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
                              progress=not args.quiet)
     print(f"Wrote {len(written)} predictions to {args.output}")
+    if args.instances:
+        from instances import segment_folder
+
+        names = [Path(path).stem.removesuffix("_predict") for path in written]
+        labels = segment_folder(args.output, args.output, args.instances, params, images_dir=args.input,
+                                names=names, progress=not args.quiet)
+        print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {args.output}")
+    return written
+
+
+def instance_parameters(method: str, params_file: str | None, overrides: dict) -> dict:
+    """The method's parameters: defaults, then the JSON file, then the command-line options."""
+    import segment
+
+    params: dict = {}
+    if params_file:
+        try:
+            params = segment.load_parameters(params_file, method)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--params {params_file}: {exc}") from exc
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return segment.check_parameters(method, {**params, **given})
+    except ValueError as exc:
+        raise UserError(f"{exc}: see segment --help") from exc
+
+
+def cmd_segment(args) -> list:
+    from instances import segment_folder
+
+    overrides = {key: getattr(args, key) for key in ("threshold", "sigma", "min_distance", "beta", "bias")}
+    params = instance_parameters(args.method, args.params, overrides)
+    written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
+                             progress=not args.quiet)
+    print(f"Wrote {len(written)} label images ({args.method}, "
+          + ", ".join(f"{k}={v:g}" for k, v in params.items()) + f") and cells.csv to {args.output}")
     return written
 
 
 def cmd_evaluate(args) -> dict:
-    from metrics import evaluate_folders
+    from metrics import evaluate_folders, evaluate_segmentation_folders
 
-    scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
-                              progress=not args.quiet)
-    print_scores(scores)
+    if args.segmentation:
+        scores = evaluate_segmentation_folders(args.segmentation, args.labels, names=args.names,
+                                               json_path=args.json, progress=not args.quiet)
+        print(f"V_rand {scores['v_rand']:.4f}  V_info {scores['v_info']:.4f}  "
+              f"({len(scores['per_slice'])} slices, label images as they are)")
+    else:
+        scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
+                                  progress=not args.quiet)
+        print_scores(scores)
+    print_score_parts(scores)
     return scores
 
 
@@ -235,6 +317,17 @@ def print_scores(scores: dict) -> None:
           f"V_info {scores['v_info']:.4f} (threshold {scores['v_info_threshold']:.1f})  "
           f"pixel error {scores['pixel_error']:.4f}  Dice {scores['dice']:.4f}  "
           f"({len(scores['per_slice'])} slices)")
+
+
+def print_score_parts(scores: dict) -> None:
+    """The split and merge parts (isbi_metric.foreground_restricted_parts); lower score = more errors."""
+    def fmt(key: str) -> str:
+        return "nan" if scores[key] is None else f"{scores[key]:.4f}"
+
+    print(f"  splits: V_rand_split {fmt('v_rand_split')}  V_info_split {fmt('v_info_split')}  "
+          f"H(S|T) {fmt('h_seg_given_gt')} nats")
+    print(f"  merges: V_rand_merge {fmt('v_rand_merge')}  V_info_merge {fmt('v_info_merge')}  "
+          f"H(T|S) {fmt('h_gt_given_seg')} nats")
 
 
 def cmd_all(args) -> int:
@@ -301,7 +394,7 @@ def cmd_compare(args) -> list:
 
 
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
+            "evaluate": cmd_evaluate, "segment": cmd_segment, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -225,7 +225,7 @@ def predict_folder(
 ) -> list[Path]:
     """Predict every image of input_dir; write ``{stem}_predict.png`` (8-bit) at native size.
 
-    Earlier ``*_predict.png`` files in input_dir are not inputs. ``names`` restricts to
+    Earlier ``*_predict.png`` (and ``*_labels``, ``*_overlay``) files in input_dir are not inputs. ``names`` restricts to
     those stems. In whole-image mode, consecutive images of one size are predicted
     ``batch_size`` at a time. Returns the written paths.
     """
@@ -233,7 +233,7 @@ def predict_folder(
 
     from model import downsampling_factor
 
-    inputs = list_images(input_dir)
+    inputs = list_images(input_dir, exclude_suffix=("_predict", "_labels", "_overlay"))  # not earlier outputs
     if names is not None:
         wanted = {str(name) for name in names}
         inputs = [path for path in inputs if path.stem in wanted]

@@ -1,4 +1,4 @@
-"""Tests for metrics.py: the ISBI 2012 official V_rand / V_info after border thinning."""
+"""Tests for isbi_metric.py (the ISBI 2012 official V_rand / V_info after border thinning) and isbi_metric.py (folders)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import isbi_metric  # noqa: E402
 import metrics  # noqa: E402
 from errors import UserError  # noqa: E402
 
@@ -29,12 +30,12 @@ def grid_label(shape=(48, 64), step_y=12, step_x=16, thickness=2) -> np.ndarray:
 
 
 def test_official_thresholds_are_accumulated_in_double_precision():
-    ths = metrics.OFFICIAL_THRESHOLDS
+    ths = isbi_metric.OFFICIAL_THRESHOLDS
     assert len(ths) == 11
     assert ths[0] == 0.0 and ths[1] == 0.1 and ths[2] == 0.2
     assert ths[3] == 0.30000000000000004
     assert ths[-1] == 0.9999999999999999
-    assert list(ths) == metrics.official_thresholds(0.0, 1.0, 0.1)
+    assert list(ths) == isbi_metric.official_thresholds(0.0, 1.0, 0.1)
 
 
 # ----------------------------------------------------------------------------- thinning
@@ -44,7 +45,7 @@ def test_thinning_puts_one_pixel_line_in_the_middle_of_a_gap():
     # seeds at x=0,1 and x=5,6; the 3-pixel gap is flooded from both sides:
     # x=2 takes basin 1, x=4 basin 2, and x=3 sees both and becomes the line (0).
     fg = np.array([[1, 1, 0, 0, 0, 1, 1]], bool)
-    assert metrics.thin_mask(fg).tolist() == [[1, 1, 1, 0, 2, 2, 2]]
+    assert isbi_metric.thin_mask(fg).tolist() == [[1, 1, 1, 0, 2, 2, 2]]
 
 
 def test_thinning_breaks_ties_in_fijis_queue_order():
@@ -52,22 +53,22 @@ def test_thinning_breaks_ties_in_fijis_queue_order():
     # them in column-major order (x, then y), so the first one joins its basin and
     # the second one sees two basins and becomes the watershed line.
     row = np.array([[1, 0, 0, 1]], bool)
-    assert metrics.thin_mask(row).tolist() == [[1, 1, 0, 2]]
-    assert metrics.thin_mask(row.T).T.tolist() == [[1, 1, 0, 2]]
+    assert isbi_metric.thin_mask(row).tolist() == [[1, 1, 0, 2]]
+    assert isbi_metric.thin_mask(row.T).T.tolist() == [[1, 1, 0, 2]]
 
 
 def test_thinning_empty_or_full_mask_is_one_segment():
-    assert (metrics.thin_mask(np.zeros((5, 6), bool)) == 1).all()
-    assert (metrics.thin_mask(np.ones((5, 6), bool)) == 1).all()
+    assert (isbi_metric.thin_mask(np.zeros((5, 6), bool)) == 1).all()
+    assert (isbi_metric.thin_mask(np.ones((5, 6), bool)) == 1).all()
 
 
 def test_thin_segmentation_lines_are_one_pixel_wide():
     label = grid_label()
-    seg = metrics.thin_segmentation(label.astype(np.float32) / 255, 0.5)
+    seg = isbi_metric.thin_segmentation(label.astype(np.float32) / 255, 0.5)
     # every cell keeps its own id and the 2-pixel membranes become 1-pixel lines
-    assert seg.max() == metrics.ground_truth_segments(label).max()
+    assert seg.max() == isbi_metric.ground_truth_segments(label).max()
     assert np.count_nonzero(seg == 0) < np.count_nonzero(label == 0) / 1.5
-    gt = metrics.ground_truth_segments(label)
+    gt = isbi_metric.ground_truth_segments(label)
     pairs = set(zip(gt[gt > 0].tolist(), seg[gt > 0].tolist()))
     assert len(pairs) == gt.max() and len({s for _, s in pairs}) == gt.max()  # one id per cell
     lines = seg == 0
@@ -85,11 +86,11 @@ def test_split_cell_matches_hand_calculation():
     # b = (2/8, 2/8, 4/8) -> sum b^2 = 1/16 + 1/16 + 1/4 = 3/8; p_ij = b_j -> sum p^2 = 3/8.
     # precision = 3/8 / 3/8 = 1, recall = 3/8 / 1/2 = 3/4 -> V_rand = 2*(3/4)/(7/4) = 6/7.
     # H(GT) = ln 2, H(S) = 1.5 ln 2, I = H(GT) (S determines GT) -> V_info = 2 ln2 / 2.5 ln2 = 0.8.
-    v_rand, v_info = metrics.foreground_restricted_scores(gt, seg)
+    v_rand, v_info = isbi_metric.foreground_restricted_scores(gt, seg)
     assert v_rand == pytest.approx(6 / 7, abs=1e-12)
     assert v_info == pytest.approx(0.8, abs=1e-12)
-    assert metrics.foreground_restricted_rand(gt, seg) == v_rand
-    assert metrics.foreground_restricted_info(gt, seg) == v_info
+    assert isbi_metric.foreground_restricted_rand(gt, seg) == v_rand
+    assert isbi_metric.foreground_restricted_info(gt, seg) == v_info
 
 
 def test_merged_cells_match_hand_calculation():
@@ -103,7 +104,7 @@ def test_merged_cells_match_hand_calculation():
     # H(GT) = ln 3, H(S) = -(2/3 ln 2/3 + 1/3 ln 1/3); I = H(S) (GT determines S)
     # -> V_info = 2 H(S) / (H(GT) + H(S)).
     hs = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
-    v_rand, v_info = metrics.foreground_restricted_scores(gt, seg)
+    v_rand, v_info = isbi_metric.foreground_restricted_scores(gt, seg)
     assert v_rand == pytest.approx(0.75, abs=1e-12)
     assert v_info == pytest.approx(2 * hs / (math.log(3) + hs), abs=1e-12)
 
@@ -116,22 +117,22 @@ def test_boundary_pixels_inside_cells_are_singletons():
     # n = 6, singletons: x=2 (in cell 1) and x=4 (in cell 2) -> sum p_i0 = 2/6.
     # sum a^2 = 1/2; sum b^2 = (2/6)^2 * 2 + (2/6)/6 = 2/9 + 1/18 = 5/18; sum p^2 = 5/18.
     # precision = 1, recall = (5/18)/(1/2) = 5/9 -> V_rand = 2*(5/9)/(14/9) = 5/7.
-    v_rand, _ = metrics.foreground_restricted_scores(gt, seg)
+    v_rand, _ = isbi_metric.foreground_restricted_scores(gt, seg)
     assert v_rand == pytest.approx(5 / 7, abs=1e-12)
 
 
 def test_renumbering_labels_changes_nothing():
     rng = np.random.default_rng(3)
-    gt = metrics.ground_truth_segments(grid_label())
-    seg = metrics.thin_segmentation(rng.random(gt.shape).astype(np.float32), 0.4)
-    base = metrics.foreground_restricted_scores(gt, seg)
+    gt = isbi_metric.ground_truth_segments(grid_label())
+    seg = isbi_metric.thin_segmentation(rng.random(gt.shape).astype(np.float32), 0.4)
+    base = isbi_metric.foreground_restricted_scores(gt, seg)
     gt_perm = np.concatenate([[0], rng.permutation(np.arange(1, gt.max() + 1)) * 7 + 3])
     seg_perm = np.concatenate([[0], rng.permutation(np.arange(1, seg.max() + 1)) + 1000])
-    again = metrics.foreground_restricted_scores(gt_perm[gt], seg_perm[seg])
+    again = isbi_metric.foreground_restricted_scores(gt_perm[gt], seg_perm[seg])
     assert again == pytest.approx(base, abs=1e-12)
     # a 0/1 label gives the same ground truth as a 0/255 label
     label = grid_label()
-    assert (metrics.ground_truth_segments(label) == metrics.ground_truth_segments(label // 255)).all()
+    assert (isbi_metric.ground_truth_segments(label) == isbi_metric.ground_truth_segments(label // 255)).all()
 
 
 # ----------------------------------------------------------------------------- isbi_scores
@@ -140,7 +141,7 @@ def test_renumbering_labels_changes_nothing():
 def test_perfect_map_scores_one():
     labels = [grid_label(), grid_label(step_y=10, step_x=13)]
     for probs in (labels, [lab.astype(np.float32) / 255 for lab in labels]):
-        result = metrics.isbi_scores(probs, labels)
+        result = isbi_metric.isbi_scores(probs, labels)
         assert result["v_rand"] == pytest.approx(1.0, abs=1e-12)
         assert result["v_info"] == pytest.approx(1.0, abs=1e-12)
         assert result["pixel_error"] == pytest.approx(0.0, abs=1e-12)
@@ -154,8 +155,8 @@ def test_uint8_maps_are_rescaled_and_the_sweep_does_not_collapse():
     label = grid_label()
     u8 = np.where(label > 0, 204, 77).astype(np.uint8)
     as_float = u8.astype(np.float32) / np.float32(255)
-    r8 = metrics.isbi_scores([u8], [label])
-    rf = metrics.isbi_scores([as_float], [label])
+    r8 = isbi_metric.isbi_scores([u8], [label])
+    rf = isbi_metric.isbi_scores([as_float], [label])
     for key in ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice"):
         assert r8[key] == rf[key]
     assert r8["v_rand"] == pytest.approx(1.0, abs=1e-12)
@@ -169,7 +170,7 @@ def test_official_number_is_max_of_mean_not_mean_of_maxima():
     # slice A separates the cells only at thresholds 0.1-0.2, slice B only at 0.9
     slice_a = np.where(label > 0, 0.25, 0.05).astype(np.float32)
     slice_b = np.where(label > 0, 0.95, 0.85).astype(np.float32)
-    result = metrics.isbi_scores([slice_a, slice_b], [label, label])
+    result = isbi_metric.isbi_scores([slice_a, slice_b], [label, label])
     best_each = [s["v_rand_best"] for s in result["per_slice"]]
     assert best_each == pytest.approx([1.0, 1.0], abs=1e-12)
     assert result["per_slice"][0]["v_rand_best_threshold"] == 0.1
@@ -183,7 +184,7 @@ def test_official_number_is_max_of_mean_not_mean_of_maxima():
 def test_result_is_plain_json():
     label = grid_label()
     rng = np.random.default_rng(0)
-    result = metrics.isbi_scores([rng.random(label.shape)], [label], thresholds=[0.3, 0.6])
+    result = isbi_metric.isbi_scores([rng.random(label.shape)], [label], thresholds=[0.3, 0.6])
     text = json.dumps(result, allow_nan=False)
     assert set(json.loads(text)) >= {
         "v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice",
@@ -196,10 +197,10 @@ def test_result_is_plain_json():
 
 def test_pixel_error_and_dice_building_blocks():
     label = grid_label()
-    assert metrics.pixel_error(label.astype(np.float32) / 255, label) == pytest.approx(0.0)
-    assert metrics.dice_score(label, label) == pytest.approx(1.0)
+    assert isbi_metric.pixel_error(label.astype(np.float32) / 255, label) == pytest.approx(0.0)
+    assert isbi_metric.dice_score(label, label) == pytest.approx(1.0)
     inverted = 1.0 - label.astype(np.float32) / 255
-    assert metrics.dice_score(inverted, label) == pytest.approx(0.0)
+    assert isbi_metric.dice_score(inverted, label) == pytest.approx(0.0)
 
 
 # ----------------------------------------------------------------------------- Fiji regression
@@ -256,7 +257,7 @@ FIJI_PIXEL_F_MAX = 0.9671179883945841
 
 def test_matches_fiji_regression_values():
     probs, labels = fiji_regression_case()
-    result = metrics.isbi_scores(probs, labels)
+    result = isbi_metric.isbi_scores(probs, labels)
     assert result["v_rand_curve"] == pytest.approx(FIJI_V_RAND_CURVE, abs=1e-9)
     assert result["v_info_curve"] == pytest.approx(FIJI_V_INFO_CURVE, abs=1e-9)
     assert result["v_rand"] == pytest.approx(FIJI_V_RAND_MAX, abs=1e-9)
@@ -308,7 +309,7 @@ def test_evaluate_folders_end_to_end(folders, tmp_path, capsys):
 
     only = metrics.evaluate_folders(pred_dir, label_dir, names=["25", "27"], progress=False)
     assert [s["name"] for s in only["per_slice"]] == ["25", "27"]
-    direct = metrics.isbi_scores([labels["25"], labels["27"]], [labels["25"], labels["27"]])
+    direct = isbi_metric.isbi_scores([labels["25"], labels["27"]], [labels["25"], labels["27"]])
     assert only["v_rand"] == direct["v_rand"] and only["v_info"] == direct["v_info"]
 
 

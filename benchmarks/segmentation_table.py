@@ -1,0 +1,129 @@
+"""Instance segmentation methods side by side on one fold: select on some slices, score on others.
+
+    python benchmarks/segmentation_table.py --maps DIR --labels DIR --select 20,21,22,23,24 \\
+        --test 25,26,27,28,29 [--methods threshold,watershed,multicut,gasp] [--out DIR] [--repeats 3]
+
+``--maps`` holds the probability maps ``N_predict.png`` (8-bit, high = cell) of a model
+that saw neither the selection nor the test slices in training; ``--labels`` the
+ground truth ``N.png``. Each method's parameters are chosen by V_rand on the
+``--select`` slices only (``segment.select_parameters`` over ``segment.DEFAULT_GRIDS``,
+saved to ``OUT/params_METHOD.json``); the ``--test`` slices are then scored once
+(V_rand, V_info and their split / merge parts) and timed (median seconds per slice of
+the segmentation alone, over ``--repeats`` runs of every test slice). One more row
+gives the official ISBI number of the maps themselves, the maximum over the 11
+thresholds, which is chosen on the test slices and so is not a held-out figure.
+Writes ``OUT/segmentation_table.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import segment  # noqa: E402
+from isbi_metric import SCORE_PARTS, as_probability, isbi_scores, segmentation_scores  # noqa: E402
+
+
+def read_fold(maps_dir: Path, labels_dir: Path, names: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Probability maps (H, W) float32 in [0, 1] and labels (H, W) of ``names``."""
+    from skimage import io
+
+    maps = [as_probability(io.imread(maps_dir / f"{name}_predict.png")) for name in names]
+    labels = [io.imread(labels_dir / f"{name}.png") for name in names]
+    return maps, labels
+
+
+def time_method(method: str, params: Mapping[str, Any], maps: Sequence[np.ndarray], repeats: int) -> tuple[list[np.ndarray], float]:
+    """(label images of ``maps``, median seconds per map over ``repeats`` runs of each)."""
+    seconds, labels = [], []
+    for prob in maps:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = segment.segment(prob, method, params)
+            seconds.append(time.perf_counter() - start)
+        labels.append(out)
+    return labels, statistics.median(seconds)
+
+
+def segmentation_table(
+    maps_dir: Path, labels_dir: Path, select: Sequence[str], test: Sequence[str],
+    methods: Sequence[str] = segment.METHODS, out_dir: Path | None = None, repeats: int = 3,
+    grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per method (and one for the official threshold sweep); see the module docstring."""
+    if set(select) & set(test):
+        raise ValueError(f"selection and test slices overlap: {sorted(set(select) & set(test))}")
+    sel_maps, sel_labels = read_fold(maps_dir, labels_dir, select)
+    test_maps, test_labels = read_fold(maps_dir, labels_dir, test)
+    rows = []
+    for method in methods:
+        start = time.perf_counter()
+        chosen = segment.select_parameters(method, sel_maps, sel_labels, grid=(grids or {}).get(method))
+        select_seconds = time.perf_counter() - start
+        if out_dir is not None:
+            segment.save_parameters(chosen, out_dir / f"params_{method}.json")
+        labels, seconds = time_method(method, chosen["parameters"], test_maps, repeats)
+        scores = segmentation_scores(labels, test_labels, names=list(test))
+        rows.append({"method": method, "parameters": chosen["parameters"], "selection_v_rand": chosen["v_rand"],
+                     "selection_seconds": select_seconds, "seconds_per_slice": seconds,
+                     **{key: scores[key] for key in ("v_rand", "v_info") + SCORE_PARTS},
+                     "per_slice": scores["per_slice"]})
+        print(f"{method}: {chosen['parameters']} -> test V_rand {scores['v_rand']:.4f}", flush=True)
+    official = isbi_scores(test_maps, test_labels, names=list(test))
+    rows.append({"method": "threshold chosen on the test slices (official ISBI number)",
+                 "parameters": {"v_rand_threshold": official["v_rand_threshold"],
+                                "v_info_threshold": official["v_info_threshold"]},
+                 **{key: official[key] for key in ("v_rand", "v_info") + SCORE_PARTS},
+                 "seconds_per_slice": None})
+    return rows
+
+
+def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table: method, V_rand, V_info, split and merge parts, seconds per slice."""
+    def num(value: Any, digits: int = 4) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| method | parameters | V_rand | V_info | V_rand split | V_rand merge | V_info split | V_info merge | s / slice |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        params = ", ".join(f"{k}={v:g}" for k, v in row["parameters"].items())
+        lines.append(f"| {row['method']} | {params} | {num(row['v_rand'])} | {num(row['v_info'])} | "
+                     f"{num(row['v_rand_split'])} | {num(row['v_rand_merge'])} | {num(row['v_info_split'])} | "
+                     f"{num(row['v_info_merge'])} | {num(row['seconds_per_slice'], 3)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--maps", required=True, type=Path, help="folder of N_predict.png probability maps")
+    parser.add_argument("--labels", required=True, type=Path, help="folder of N.png ground-truth labels")
+    parser.add_argument("--select", required=True, help="slices that choose the parameters, e.g. 20,21,22,23,24")
+    parser.add_argument("--test", required=True, help="slices that are scored, e.g. 25,26,27,28,29")
+    parser.add_argument("--methods", default=",".join(segment.METHODS), help="comma-separated (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("logs/segmentation_table"), help="where the JSON files go")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per test slice (default: 3)")
+    args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in segment.METHODS]
+    if unknown or args.repeats < 1:
+        parser.error(f"unknown methods {unknown}" if unknown else "--repeats must be at least 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = segmentation_table(args.maps, args.labels, args.select.split(","), args.test.split(","),
+                              methods, args.out, args.repeats)
+    (args.out / "segmentation_table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

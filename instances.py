@@ -1,0 +1,181 @@
+"""Instance segmentation of a folder of probability maps: label images, overlays and a cell table.
+
+For each map ``N_predict.png`` (or ``N.png``/``N.tif`` in a folder without
+``*_predict`` files) :func:`segment_folder` writes ``N_labels.tif`` (one id per cell,
+0 on boundaries; uint16 when the ids fit, else uint32), ``N_overlay.png`` (cells
+coloured over the image, or over the map without ``images_dir``) and, per folder,
+``cells.csv`` with one row per cell (scikit-image ``regionprops_table``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from errors import UserError
+
+__all__ = ["CELL_COLUMNS", "label_image_dtype", "overlay", "cell_rows", "segment_folder"]
+
+CELL_COLUMNS = ("image", "label", "area", "centroid_row", "centroid_col", "bbox_min_row", "bbox_min_col",
+                "bbox_max_row", "bbox_max_col", "perimeter", "eccentricity", "mean_intensity")
+_MAP_SUFFIX = "_predict"
+_OUTPUT_SUFFIXES = ("_labels", "_overlay")
+
+
+def label_image_dtype(labels: np.ndarray) -> np.dtype:
+    """uint16 when every id of ``labels`` fits in 16 bits, else uint32."""
+    return np.dtype(np.uint16) if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
+
+
+def overlay(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Cells of ``labels`` (H, W) coloured over the grey ``image`` (H, W, 0-255):
+    uint8 (H, W, 3); boundaries (0) show the image."""
+    from skimage.color import label2rgb
+
+    grey = np.clip(np.asarray(image, np.float64) / 255.0, 0.0, 1.0)
+    rgb = label2rgb(labels, image=grey, bg_label=0, alpha=0.35, image_alpha=1.0, kind="overlay")
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def cell_rows(labels: np.ndarray, image: np.ndarray, name: str) -> Iterator[dict[str, Any]]:
+    """One dict per cell of ``labels`` (H, W): the :data:`CELL_COLUMNS`, in pixels;
+    ``mean_intensity`` is the mean of ``image`` (H, W, 0-255) over the cell."""
+    from skimage.measure import regionprops_table
+
+    props = regionprops_table(
+        labels.astype(np.int64), intensity_image=np.asarray(image, np.float64),
+        properties=("label", "area", "centroid", "bbox", "perimeter", "eccentricity", "intensity_mean"))
+    columns = {"label": "label", "area": "area", "centroid_row": "centroid-0", "centroid_col": "centroid-1",
+               "bbox_min_row": "bbox-0", "bbox_min_col": "bbox-1", "bbox_max_row": "bbox-2",
+               "bbox_max_col": "bbox-3", "perimeter": "perimeter", "eccentricity": "eccentricity",
+               "mean_intensity": "intensity_mean"}
+    for index in range(len(props["label"])):
+        row: dict[str, Any] = {"image": name}
+        for column, key in columns.items():
+            value = props[key][index]
+            row[column] = int(value) if column in ("label", "area") or column.startswith("bbox") else round(float(value), 4)
+        yield row
+
+
+def _map_files(pred_root: Path, names: Sequence[str] | None) -> dict[str, Path]:
+    """{name: map file} in natural order: ``N_predict.*`` files, or every image when none."""
+    from data import list_images
+
+    files = [p for p in list_images(pred_root, exclude_suffix=_OUTPUT_SUFFIXES[0])
+             if not p.stem.endswith(_OUTPUT_SUFFIXES)]
+    maps = [p for p in files if p.stem.endswith(_MAP_SUFFIX)] or files
+    found: dict[str, Path] = {}
+    for path in maps:
+        name = path.stem[: -len(_MAP_SUFFIX)] if path.stem.endswith(_MAP_SUFFIX) else path.stem
+        if name in found:
+            raise UserError(f"two probability maps for {name!r} in {pred_root}: {found[name].name} and {path.name}; keep one")
+        found[name] = path
+    if names is not None:
+        missing = [str(n) for n in names if str(n) not in found]
+        if missing:
+            raise UserError(f"no probability map for {', '.join(missing[:5])} in {pred_root}: check the names")
+        found = {str(n): found[str(n)] for n in names}
+    if not found:
+        raise UserError(f"{pred_root}: no probability maps (N_predict.png) in this folder")
+    return found
+
+
+def _image_for(name: str, images_root: Path) -> Path:
+    matches = [p for p in sorted(images_root.glob(f"{name}.*")) if p.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg")]
+    if not matches:
+        raise UserError(f"no image {name}.png/.tif in {images_root} for the map of {name}: pass the folder of the input images")
+    return matches[0]
+
+
+def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=target.suffix, dir=str(target.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _progress(total: int, enabled: bool) -> Callable[[int], None]:
+    if not enabled:
+        return lambda done: None
+    from keras.utils import Progbar
+
+    bar = Progbar(total, unit_name="image")
+    return bar.update
+
+
+def segment_folder(
+    pred_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    method: str = "watershed",
+    parameters: Mapping[str, Any] | None = None,
+    images_dir: str | os.PathLike | None = None,
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Segment every probability map of ``pred_dir`` with ``segment.segment`` and write the
+    label images, overlays and ``cells.csv`` (see the module docstring) to ``output_dir``.
+
+    ``images_dir`` holds the input images ``N.<ext>`` for the overlays and the cells'
+    mean intensity (default: the maps themselves, 0-255). ``names`` restricts the maps.
+    Every input is read and checked before anything is written; raises UserError for
+    a missing folder or image, an unreadable file, a size mismatch or bad parameters.
+    Returns the written label image paths.
+    """
+    import tifffile
+    from skimage import io
+
+    import segment
+    from data import read_image
+
+    try:
+        params = segment.check_parameters(method, parameters)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    pred_root, out_root = Path(pred_dir), Path(output_dir)
+    if out_root.exists() and not out_root.is_dir():
+        raise UserError(f"{out_root}: exists and is not a folder; choose another --output")
+    maps = _map_files(pred_root, names)
+    images_root = Path(images_dir) if images_dir is not None else None
+    if images_root is not None and not images_root.is_dir():
+        raise UserError(f"{images_root}: images folder not found")
+    inputs = []
+    for name, path in maps.items():
+        grey = read_image(path)[..., 0]
+        image = grey if images_root is None else read_image(_image_for(name, images_root))[..., 0]
+        if image.shape != grey.shape:
+            raise UserError(f"image of {name} is {image.shape[1]}x{image.shape[0]} but its map {path} is "
+                            f"{grey.shape[1]}x{grey.shape[0]}: pass the images the maps were predicted from")
+        inputs.append((name, grey / np.float32(255.0), image))
+    out_root.mkdir(parents=True, exist_ok=True)
+    update = _progress(len(inputs), progress)
+    written, rows = [], []
+    for done, (name, prob, image) in enumerate(inputs, start=1):
+        labels = segment.segment(prob, method, params)
+        target = out_root / f"{name}_labels.tif"
+        _atomic_write(target, lambda tmp: tifffile.imwrite(tmp, labels.astype(label_image_dtype(labels))))
+        coloured = overlay(labels, image)
+        _atomic_write(out_root / f"{name}_overlay.png",
+                      lambda tmp: io.imsave(tmp, coloured, check_contrast=False))
+        rows.extend(cell_rows(labels, image, name))
+        written.append(target)
+        update(done)
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CELL_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    _atomic_write(out_root / "cells.csv", write_csv)
+    return written
