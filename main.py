@@ -57,6 +57,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
     parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
+    parser.add_argument("--target", choices=["membrane", "affinities"], default="membrane",
+                        help="what the network predicts: membrane (one sigmoid, the seed's) or affinities "
+                             "(short- and long-range, for `segment-mws`; no weighted loss) (default: %(default)s)")
     parser.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1, softmax output")
     parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture)")
     parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
@@ -140,6 +143,10 @@ def recipe_from_args(args):
         recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
     if args.num_class > 1 and not args.weighted_loss:  # the weight map is for binary masks
         recipe = dataclasses.replace(recipe, weighted_loss=False)
+    if args.target == "affinities":
+        if args.weighted_loss or args.num_class > 1 or (args.monitor or "").startswith("val_v_"):
+            raise UserError("--target affinities takes binary masks, the unweighted loss and --monitor val_loss")
+        recipe = dataclasses.replace(recipe, target="affinities", weighted_loss=False)
     if args.time_limit is not None:  # 0 lifts the recipe's limit
         recipe = dataclasses.replace(recipe, time_limit_minutes=args.time_limit or None)
     return recipe
@@ -187,7 +194,7 @@ def describe(recipe) -> str:
     ema = f", weight average {recipe.ema_momentum:g}" if recipe.ema_momentum else ""
     return (f"width {recipe.width}, batch {recipe.batch_size}, {recipe.steps_per_epoch} steps x "
             f"{recipe.epochs} epochs, {size}, lr {recipe.learning_rate:g}, {recipe.precision}, "
-            f"{recipe.head_activation} head{ema}{limit}")
+            f"{recipe.head_activation} head{ema}{limit}, target {recipe.target}")
 
 
 def cmd_predict(args) -> list:
