@@ -34,6 +34,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def id_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -94,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
+    predict.add_argument("--mws-short-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the 1-px affinities before the mutex watershed (default: %(default)s)")
+    predict.add_argument("--mws-long-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the long-range affinities (default: %(default)s)")
+    predict.add_argument("--mws-stride", type=positive_int, default=1, metavar="N", help="affinity models: long-range edges every N px (default: %(default)s)")
+    predict.add_argument("--mws-min-size", type=non_negative_int, default=0, metavar="PX", help="affinity models: segments smaller than this become boundary (default: %(default)s)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
@@ -202,8 +220,10 @@ def cmd_predict(args) -> list:
     from predict import predict_folder
 
     network = load_model(args.model)
+    mws = dict(short_bias=args.mws_short_bias, long_bias=args.mws_long_bias,
+               long_stride=args.mws_stride, min_size=args.mws_min_size)
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
-                             progress=not args.quiet)
+                             progress=not args.quiet, mws=mws)
     print(f"Wrote {len(written)} predictions to {args.output}")
     return written
 
