@@ -32,7 +32,6 @@ from errors import UserError
 DEFAULT_OFFSETS: tuple[tuple[int, int], ...] = (
     (-1, 0), (0, -1), (-3, 0), (0, -3), (-9, 0), (0, -9), (-27, 0), (0, -27),
 )
-TARGETS = ("membrane", "affinities")
 OUTPUT_LAYER = "affinities"  # name of the output layer of an affinity model
 
 
@@ -231,9 +230,3 @@ def mws_segmentation(
         segments[small[segments]] = 0
     return relabel_sequential(segments)[0].astype(np.uint32)
 
-
-def check_target(target: str) -> str:
-    """A ``--target`` value, or UserError."""
-    if target not in TARGETS:
-        raise UserError(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
-    return target
