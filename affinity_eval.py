@@ -6,7 +6,9 @@
 The affinity model predicts every named slice of DIR (train/image, train/label); each
 grid point of (short bias, long bias, min size) is scored with the official
 foreground-restricted V_rand on the selection slices only; the best one segments the
-test slices, which are scored once. With ``--membrane-maps DIR`` a membrane model's
+test slices, which are scored once. The same network's 1-px affinities, thresholded the
+official way (threshold chosen on the selection slices, Fiji's thinning), are scored
+beside it as "threshold". With ``--membrane-maps DIR`` a membrane model's
 ``N_predict.png`` maps are scored the same way (threshold chosen on the selection
 slices, Fiji's thinning) for comparison.
 """
@@ -66,6 +68,7 @@ def read_slices(folder: Path, names: Sequence[str]) -> list[np.ndarray]:
 def evaluate_affinity_model(model_path: str, data_dir: str, select: list[str], test: list[str],
                             tta: bool = False) -> dict:
     from affinities import mws_segmentation
+    from metrics import thin_segmentation
     from model import load_model
     from predict import affinity_offsets, predict_image
     from train import find_training_folders
@@ -85,11 +88,16 @@ def evaluate_affinity_model(model_path: str, data_dir: str, select: list[str], t
         return mws_segmentation(affinities, offsets, short_bias=short_bias, long_bias=long_bias,
                                 min_size=min_size)
 
+    select_labels, test_labels = read_slices(label_dir, select), read_slices(label_dir, test)
     grid = list(itertools.product(SHORT_BIASES, LONG_BIASES, MIN_SIZES))
-    result = choose_and_test([maps[n] for n in select], [maps[n] for n in test],
-                             read_slices(label_dir, select), read_slices(label_dir, test), segment, grid)
+    result = choose_and_test([maps[n] for n in select], [maps[n] for n in test], select_labels, test_labels,
+                             segment, grid)
+    short = [k for k, offset in enumerate(offsets) if max(abs(v) for v in offset) <= 1]
+    cell_maps = {name: affinities[..., short].min(axis=-1) for name, affinities in maps.items()}
+    threshold = choose_and_test([cell_maps[n] for n in select], [cell_maps[n] for n in test], select_labels,
+                                test_labels, thin_segmentation, list(THRESHOLDS))
     return {"model": model_path, "tta": tta, "select": select, "test": test,
-            "predict_seconds_per_slice": predict_seconds, **result}
+            "predict_seconds_per_slice": predict_seconds, **result, "threshold": threshold}
 
 
 def evaluate_membrane_maps(maps_dir: str, data_dir: str, select: list[str], test: list[str]) -> dict:
@@ -101,8 +109,7 @@ def evaluate_membrane_maps(maps_dir: str, data_dir: str, select: list[str], test
     maps = {name: read_slices(folder, [f"{name}_predict"])[0] / 255.0 for name in select + test}
     result = choose_and_test([maps[n] for n in select], [maps[n] for n in test],
                              read_slices(label_dir, select), read_slices(label_dir, test),
-                             lambda probability, threshold: thin_segmentation(probability, threshold),
-                             list(THRESHOLDS))
+                             thin_segmentation, list(THRESHOLDS))
     return {"maps": maps_dir, "select": select, "test": test, **result}
 
 
@@ -126,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             report["affinities"] = evaluate_affinity_model(args.model, args.data, select, test, args.tta)
         if args.membrane_maps:
             report["membrane"] = evaluate_membrane_maps(args.membrane_maps, args.data, select, test)
-        for kind, result in report.items():
+        shown = dict(report)
+        if "affinities" in report:
+            shown["1-px affinities thresholded"] = report["affinities"]["threshold"]
+        for kind, result in shown.items():
             print(f"{kind}: chosen {result['chosen']['parameters']} (select V_rand "
                   f"{result['chosen']['select_v_rand']:.4f}); test V_rand {result['test_v_rand']:.4f}, "
                   f"V_info {result['test_v_info']:.4f}; {result['seconds_per_test_slice']:.2f} s/slice")
