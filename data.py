@@ -256,6 +256,8 @@ class SegmentationDataset(keras.utils.PyDataset):
       weight_maps: optional per-slice (H, W, 1) loss weights, transformed with the mask
         and yielded as the third element of each batch.
       seed: base seed of the augmentation and the slice order.
+      target_fn: optional map of the augmented binary masks (B, h, w, 1) to the training
+        targets (B, h, w, K'), e.g. affinities.affinity_batch_targets.
     """
 
     def __init__(
@@ -270,6 +272,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         num_class: int = 2,
         weight_maps: Sequence[np.ndarray] | None = None,
         seed: int = 1,
+        target_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         **py_dataset_kwargs,
     ):
         super().__init__(**py_dataset_kwargs)
@@ -291,6 +294,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.flag_multi_class = flag_multi_class
         self.num_class = num_class
         self.seed = int(seed)
+        self.target_fn = target_fn
         self.epoch = 0
         if self.patch_size:
             smallest = min(min(planes.shape[1:]) for planes in self.planes)
@@ -325,6 +329,8 @@ class SegmentationDataset(keras.utils.PyDataset):
         x = np.moveaxis(crops[:channels], (0, 3), (3, 0))
         y = np.moveaxis(crops[channels:channels + 1], (0, 3), (3, 0))
         x, y = adjustData(x, y, self.flag_multi_class, self.num_class)
+        if self.target_fn is not None:
+            y = self.target_fn(y)
         if self.has_weights:
             return x, y, np.ascontiguousarray(np.moveaxis(crops[channels + 1:], (0, 3), (3, 0)))
         return x, y
@@ -339,14 +345,16 @@ class SliceBatches(keras.utils.PyDataset):
     Slices of one batch must share a size; ``batch_size`` 1 accepts any mix. ``copies``:
     each batch repeated this many times along its first axis, so that every data-parallel
     replica gets a full share; the mean loss and metrics stay those of the slices.
+    ``target_fn``: as in SegmentationDataset.
     """
 
     def __init__(self, images, masks, batch_size: int = 1, flag_multi_class: bool = False,
-                 num_class: int = 2, weight_maps=None, copies: int = 1, **py_dataset_kwargs):
+                 num_class: int = 2, weight_maps=None, copies: int = 1, target_fn=None, **py_dataset_kwargs):
         super().__init__(**py_dataset_kwargs)
         self.images, self.masks, self.weight_maps = list(images), list(masks), weight_maps
         self.batch_size = batch_size
         self.copies = copies
+        self.target_fn = target_fn
         self.flag_multi_class, self.num_class = flag_multi_class, num_class
 
     def __len__(self) -> int:
@@ -356,6 +364,8 @@ class SliceBatches(keras.utils.PyDataset):
         chunk = slice(index * self.batch_size, (index + 1) * self.batch_size)
         x, y = adjustData(np.stack(self.images[chunk]), np.stack(self.masks[chunk]),
                           self.flag_multi_class, self.num_class)
+        if self.target_fn is not None:
+            y = self.target_fn(y)
         batch = (x, y) if self.weight_maps is None else (x, y, np.stack(self.weight_maps[chunk]))
         return tuple(np.repeat(array, self.copies, axis=0) for array in batch)
 

@@ -49,6 +49,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def id_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -82,6 +89,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-ids", type=id_list_or_none, default=None, metavar="A,B,...|none",
                         help="test slices: never trained on, choose nothing, scored once at the end "
                              "(default: 25,26,27,28,29 when they exist, else none)")
+    parser.add_argument("--target", choices=["membrane", "affinities"], default="membrane",
+                        help="what the network predicts: membrane (one sigmoid, the seed's) or affinities "
+                             "(short- and long-range, for `segment-mws`; no weighted loss) (default: %(default)s)")
     parser.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1, softmax output")
     parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture)")
     parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
@@ -134,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
     seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
     seg.add_argument("--bias", type=unit_float, help="gasp: an edge merges while bias > its mean boundary probability (default 0.5)")
+    predict.add_argument("--mws-short-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the 1-px affinities before the mutex watershed (default: %(default)s)")
+    predict.add_argument("--mws-long-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the long-range affinities (default: %(default)s)")
+    predict.add_argument("--mws-stride", type=positive_int, default=1, metavar="N", help="affinity models: long-range edges every N px (default: %(default)s)")
+    predict.add_argument("--mws-min-size", type=non_negative_int, default=0, metavar="PX", help="affinity models: segments smaller than this become boundary (default: %(default)s)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     scored = evaluate.add_mutually_exclusive_group(required=True)
@@ -186,6 +200,10 @@ def recipe_from_args(args):
         recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
     if args.num_class > 1 and not args.weighted_loss:  # the weight map is for binary masks
         recipe = dataclasses.replace(recipe, weighted_loss=False)
+    if args.target == "affinities":
+        if args.weighted_loss or args.num_class > 1 or (args.monitor or "").startswith("val_v_"):
+            raise UserError("--target affinities takes binary masks, the unweighted loss and --monitor val_loss")
+        recipe = dataclasses.replace(recipe, target="affinities", weighted_loss=False)
     if args.time_limit is not None:  # 0 lifts the recipe's limit
         recipe = dataclasses.replace(recipe, time_limit_minutes=args.time_limit or None)
     return recipe
@@ -241,7 +259,7 @@ def describe(recipe) -> str:
     ema = f", weight average {recipe.ema_momentum:g}" if recipe.ema_momentum else ""
     return (f"width {recipe.width}, batch {recipe.batch_size}, {recipe.steps_per_epoch} steps x "
             f"{recipe.epochs} epochs, {size}, lr {recipe.learning_rate:g}, {recipe.precision}, "
-            f"{recipe.head_activation} head{ema}{limit}")
+            f"{recipe.head_activation} head{ema}{limit}, target {recipe.target}")
 
 
 def cmd_predict(args) -> list:
@@ -254,8 +272,10 @@ def cmd_predict(args) -> list:
     network = load_model(args.model, precision=None if args.precision == "default" else args.precision)
     if args.instances and network.output_shape[-1] != 1:
         raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
+    mws = dict(short_bias=args.mws_short_bias, long_bias=args.mws_long_bias,
+               long_stride=args.mws_stride, min_size=args.mws_min_size)
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
-                             progress=not args.quiet)
+                             progress=not args.quiet, mws=mws)
     print(f"Wrote {len(written)} predictions to {args.output}")
     if args.instances:
         from instances import segment_folder

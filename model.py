@@ -69,6 +69,7 @@ def unet(
     jit_compile: bool | str = "auto",
     head_activation: str = "relu",
     ema_momentum: float | None = None,
+    sigmoid_outputs: int = 1,
 ) -> keras.Model:
     """Build (and by default compile) the seed's U-Net.
 
@@ -92,14 +93,20 @@ def unet(
         and passes a gradient for negative inputs too.
       ema_momentum: keep an exponential moving average of the weights in the optimizer
         (Adam(use_ema=True)); ``callbacks.make_callbacks`` then validates and saves it.
+      sigmoid_outputs: with num_class 1, K > 1 independent sigmoid channels (e.g. one
+        affinity per offset, see affinities.py) after a head of 2K filters; output
+        layer "affinities", (B, H, W, K). Pass a loss for them (accuracy is not tracked).
 
     Returns:
-      A keras.Model mapping (B, H, W, C) floats in [0, 1] to (B, H, W, num_class).
+      A keras.Model mapping (B, H, W, C) floats in [0, 1] to (B, H, W, num_class),
+      or (B, H, W, sigmoid_outputs).
     """
     if len(input_size) != 3:
         raise ValueError(f"input_size must be (H, W, C), got {tuple(input_size)}")
-    if width < 1 or num_class < 1 or depth < 1:
-        raise ValueError("width, num_class and depth must be positive")
+    if width < 1 or num_class < 1 or depth < 1 or sigmoid_outputs < 1:
+        raise ValueError("width, num_class, depth and sigmoid_outputs must be positive")
+    if num_class > 1 and sigmoid_outputs > 1:
+        raise ValueError("sigmoid_outputs > 1 needs num_class 1")
     step = 2**depth
     for side in input_size[:2]:
         if side is not None and side % step:
@@ -125,9 +132,10 @@ def unet(
         x = up_block(x, skips[level], width * 2**level, name=f"up{level + 1}")
 
     if num_class == 1:
-        x = layers.Conv2D(2, 3, activation=head_activation, padding="same",
+        x = layers.Conv2D(2 * sigmoid_outputs, 3, activation=head_activation, padding="same",
                           kernel_initializer="he_normal", name="head_conv")(x)
-        outputs = layers.Conv2D(1, 1, activation="sigmoid", name="probability", dtype="float32")(x)
+        outputs = layers.Conv2D(sigmoid_outputs, 1, activation="sigmoid", dtype="float32",
+                                name="probability" if sigmoid_outputs == 1 else "affinities")(x)
     else:
         outputs = layers.Conv2D(num_class, 1, activation="softmax", name="probability", dtype="float32")(x)
 
@@ -138,7 +146,7 @@ def unet(
             optimizer=keras.optimizers.Adam(learning_rate=learning_rate, use_ema=ema_momentum is not None,
                                             ema_momentum=ema_momentum or 0.99),
             loss=loss or default_loss,
-            metrics=["accuracy"],
+            metrics=["accuracy"] if sigmoid_outputs == 1 else [],
             jit_compile=jit_compile,
         )
     if pretrained_weights:

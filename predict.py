@@ -115,8 +115,13 @@ def predict_resized(image: np.ndarray, predict_fn: PredictFn, target_size: Seque
     return resize_to(prediction, image.shape[:2], order=1)
 
 
-def with_tta(predict_fn: PredictFn) -> PredictFn:
-    """Wrap predict_fn to average over the 8 flips and quarter turns (square inputs)."""
+def with_tta(predict_fn: PredictFn, offsets: Sequence[Sequence[int]] | None = None) -> PredictFn:
+    """Wrap predict_fn to average over the 8 flips and quarter turns (square inputs).
+
+    ``offsets``: the outputs are affinities of these (dy, dx) offsets (affinities.py);
+    a flip or turn changes an offset's direction, so each view's channels are mapped
+    back to the offsets they stand for (``affinities.restore_view``) before averaging.
+    """
 
     def averaged(batch: np.ndarray) -> np.ndarray:
         views = []
@@ -128,6 +133,14 @@ def with_tta(predict_fn: PredictFn) -> PredictFn:
             outputs = np.split(predict_fn(np.concatenate(views)), 8)
         else:
             outputs = [predict_fn(np.ascontiguousarray(view)) for view in views]
+        if offsets is not None:
+            from affinities import restore_view
+
+            total, count = 0.0, 0.0
+            for index, output in enumerate(outputs):
+                restored, known = restore_view(output, offsets, *divmod(index, 4))
+                total, count = total + restored * known, count + known
+            return total / np.maximum(count, 1.0)
         total = 0.0
         for index, output in enumerate(outputs):
             flip, k = divmod(index, 4)
@@ -151,6 +164,18 @@ def model_predict_fn(model: keras.Model, max_batch: int = 8) -> PredictFn:
         return np.concatenate(chunks)
 
     return predict_fn
+
+
+def affinity_offsets(model: keras.Model) -> tuple | None:
+    """The (dy, dx) offsets of an affinity model's channels (affinities.py), None for others."""
+    from affinities import DEFAULT_OFFSETS, OUTPUT_LAYER
+
+    if model.layers[-1].name != OUTPUT_LAYER:
+        return None
+    if model.output_shape[-1] != len(DEFAULT_OFFSETS):
+        raise UserError(f"this affinity model has {model.output_shape[-1]} channels, but "
+                        f"{len(DEFAULT_OFFSETS)} offsets are known (affinities.DEFAULT_OFFSETS)")
+    return DEFAULT_OFFSETS
 
 
 def fixed_input_size(model: keras.Model) -> tuple[int, int] | None:
@@ -184,7 +209,7 @@ def predict_image(
         raise UserError(f"this model only accepts {fixed[0]}x{fixed[1]} inputs; use --mode resize")
     predict_fn = model_predict_fn(model)
     if tta:
-        predict_fn = with_tta(predict_fn)
+        predict_fn = with_tta(predict_fn, affinity_offsets(model))
     factor = downsampling_factor(model)
     if mode == "resize":
         return predict_resized(image, predict_fn, fixed or (256, 256))
@@ -222,12 +247,16 @@ def predict_folder(
     names: Sequence[str] | None = None,
     progress: bool = True,
     batch_size: int = 4,
+    mws: dict | None = None,
 ) -> list[Path]:
     """Predict every image of input_dir; write ``{stem}_predict.png`` (8-bit) at native size.
 
     Earlier ``*_predict.png`` (and ``*_labels``, ``*_overlay``) files in input_dir are not inputs. ``names`` restricts to
     those stems. In whole-image mode, consecutive images of one size are predicted
-    ``batch_size`` at a time. Returns the written paths.
+    ``batch_size`` at a time. For an affinity model the PNG is its mutex-watershed
+    segmentation as a mask, 255 in segments and 0 on their boundaries
+    (``affinities.mws_segmentation`` with the keyword arguments ``mws``). Returns the
+    written paths.
     """
     from skimage import io
 
@@ -247,6 +276,7 @@ def predict_folder(
     output_dir.mkdir(parents=True, exist_ok=True)
     bar = keras.utils.Progbar(len(inputs), unit_name="image") if progress else None
     whole = mode in ("auto", "whole") and fixed_input_size(model) is None
+    offsets = affinity_offsets(model)
     written = []
     start = 0
     while start < len(inputs):
@@ -256,13 +286,19 @@ def predict_folder(
         if whole:
             predict_fn = model_predict_fn(model)
             predictions = predict_whole_batch(np.stack(images[start:stop]) / 255.0,
-                                              with_tta(predict_fn) if tta else predict_fn,
+                                              with_tta(predict_fn, offsets) if tta else predict_fn,
                                               downsampling_factor(model))
         else:
             predictions = [predict_image(model, images[start] / 255.0, mode=mode, tta=tta)]
         for path, prediction in zip(inputs[start:stop], predictions):
             target = output_dir / f"{path.stem}_predict.png"
-            io.imsave(target, prediction_to_png(prediction), check_contrast=False)
+            if offsets is not None:
+                from affinities import mws_segmentation
+
+                picture = np.where(mws_segmentation(prediction, offsets, **(mws or {})) > 0, 255, 0).astype(np.uint8)
+            else:
+                picture = prediction_to_png(prediction)
+            io.imsave(target, picture, check_contrast=False)
             written.append(target)
         if bar is not None:
             bar.add(stop - start)

@@ -42,7 +42,9 @@ class Recipe:
     none (False), or Keras's choice ("auto"). ``head_activation``: of the 2-filter
     convolution before the sigmoid ("relu" in the seed; see model.unet).
     ``ema_momentum``: validate, checkpoint and keep an exponential moving average of the
-    weights (None or 0: the raw weights, as the seed did).
+    weights (None or 0: the raw weights, as the seed did). ``target``: "membrane" (the
+    seed's single sigmoid) or "affinities" (one sigmoid per offset of
+    affinities.DEFAULT_OFFSETS, computed from each augmented crop; see affinities.py).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Recipe:
     jit_compile: bool | str = "auto"
     head_activation: str = "relu"
     ema_momentum: float | None = None
+    target: str = "membrane"
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (None values are ignored)."""

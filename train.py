@@ -144,6 +144,8 @@ def load_training_data(data_dir: str | Path, recipe: Recipe, select_ids: Sequenc
     """
     if num_class > 1 and recipe.weighted_loss:
         raise UserError("the weighted loss is for binary masks; drop --weighted-loss or --num-class")
+    if recipe.target == "affinities" and (recipe.weighted_loss or num_class > 1):
+        raise UserError("--target affinities is for binary masks, without --weighted-loss or --num-class")
     image_dir, mask_dir = find_training_folders(data_dir)
     if num_class > 1:
         def check_mask(mask, path):
@@ -181,6 +183,10 @@ def make_datasets(data: TrainingData, recipe: Recipe, seed: int = 1, workers: in
     per replica (see SliceBatches).
     """
     multi = dict(flag_multi_class=data.num_class > 1, num_class=max(2, data.num_class))
+    if recipe.target == "affinities":
+        from affinities import affinity_batch_targets
+
+        multi["target_fn"] = affinity_batch_targets
     train_batches = SegmentationDataset(
         data.train_images, data.train_masks, batch_size=recipe.batch_size,
         steps_per_epoch=recipe.steps_per_epoch, aug_dict=recipe.aug_dict,
@@ -195,6 +201,13 @@ def make_datasets(data: TrainingData, recipe: Recipe, seed: int = 1, workers: in
 def build_model(recipe: Recipe, num_class: int = 1, pretrained_weights: str | Path | None = None) -> keras.Model:
     """The compiled U-Net of a recipe: fixed input in the seed's resize mode, any size otherwise."""
     input_size = (*recipe.target_size, 1) if recipe.target_size else (None, None, 1)
+    if recipe.target == "affinities":
+        from affinities import DEFAULT_OFFSETS, MaskedAffinityCrossentropy
+
+        return unet(pretrained_weights, input_size=input_size, width=recipe.width,
+                    learning_rate=recipe.learning_rate, jit_compile=recipe.jit_compile,
+                    head_activation=recipe.head_activation, ema_momentum=recipe.ema_momentum or None,
+                    sigmoid_outputs=len(DEFAULT_OFFSETS), loss=MaskedAffinityCrossentropy())
     return unet(pretrained_weights, input_size=input_size, width=recipe.width, num_class=num_class,
                 learning_rate=recipe.learning_rate, jit_compile=recipe.jit_compile,
                 head_activation=recipe.head_activation, ema_momentum=recipe.ema_momentum or None,
@@ -288,7 +301,8 @@ def _fit(data: TrainingData, recipe: Recipe, run_dir: Path, model_path: Path, se
             print(f"Resuming the interrupted run in {run_dir} after epoch {done}")
         callbacks = make_callbacks(run_dir, model_path, recipe, verbose,
                                    validation=(data.val_images, data.val_masks), resuming=done > 0,
-                                   isbi_score=data.num_class == 1, replicas=replicas)
+                                   isbi_score=data.num_class == 1 and recipe.target == "membrane",
+                                   replicas=replicas)
         start = time.monotonic()
         history = network.fit(train_batches, epochs=recipe.epochs, initial_epoch=done,
                               validation_data=val_batches, callbacks=callbacks, verbose=verbose)

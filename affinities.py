@@ -1,0 +1,232 @@
+"""Short- and long-range affinities: training targets, their loss, TTA, mutex watershed.
+
+An affinity of offset (dy, dx) at pixel (y, x) is 1 when (y, x) and (y + dy, x + dx)
+lie in the same cell, 0 otherwise. The network predicts one sigmoid channel per offset;
+the mutex watershed (Wolf et al. 2020, the ``mwatershed`` package) turns them into
+segments: short-range channels pull neighbouring pixels together, long-range channels
+keep pixels of different cells apart even where the 1-pixel boundary is faint, which is
+where thresholding a membrane map cuts a thin neurite in two or merges two cells.
+
+Arrays are channels-last: affinities (H, W, K) or (B, H, W, K), float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+from skimage.measure import label as label_components
+from skimage.segmentation import relabel_sequential
+
+from errors import UserError
+
+# Offsets (dy, dx) in pixels, all pointing up or left (the opposite direction is the same
+# edge seen from the other pixel). 1 px: the attractive, nearest-neighbour edges. 3, 9 and
+# 27 px (a factor 3 apart): repulsive edges that span an ISBI membrane (3-10 px thick at
+# 4 nm/px) from the cell on one side to the cell on the other, up to 27 px, about the
+# narrowest neurite cross-sections, so that a gap in one faint boundary is bridged by the
+# longer edges around it. Axis-aligned offsets map onto each other under flips and
+# quarter turns, which test-time augmentation needs (see ``tta_channel_sources``).
+DEFAULT_OFFSETS: tuple[tuple[int, int], ...] = (
+    (-1, 0), (0, -1), (-3, 0), (0, -3), (-9, 0), (0, -9), (-27, 0), (0, -27),
+)
+OUTPUT_LAYER = "affinities"  # name of the output layer of an affinity model
+
+
+def cell_instances(mask: np.ndarray) -> np.ndarray:
+    """Cells of a binary mask (H, W) (nonzero = cell): 4-connected components, int32, 0 = membrane."""
+    return label_components(np.asarray(mask) > 0, connectivity=1).astype(np.int32)
+
+
+def _shifted_views(shape: tuple[int, int], offset: Sequence[int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(source, partner) index pairs: source pixels p whose p + offset is inside (H, W)."""
+    source, partner = [], []
+    for size, step in zip(shape, offset):
+        step = int(step)
+        if abs(step) >= size:
+            return (slice(0, 0), slice(0, 0)), (slice(0, 0), slice(0, 0))
+        source.append(slice(max(0, -step), size - max(0, step)))
+        partner.append(slice(max(0, step), size - max(0, -step)))
+    return tuple(source), tuple(partner)
+
+
+def affinities_from_labels(cells: np.ndarray, offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Affinity targets and their validity mask of an instance label image.
+
+    Args:
+      cells: (H, W) integer instance labels, 0 = membrane.
+      offsets: K offsets (dy, dx) in pixels.
+    Returns:
+      (targets, valid), both (H, W, K) float32: targets[y, x, k] = 1 when pixel (y, x)
+      and pixel (y, x) + offsets[k] carry the same nonzero label, else 0. A membrane pixel
+      has affinity 0 to every pixel, membrane included: the affinities say "same cell",
+      so the membrane is where short-range affinities are low. valid is 0 where
+      (y, x) + offsets[k] falls outside the image, 1 elsewhere.
+    """
+    cells = np.asarray(cells)
+    if cells.ndim != 2:
+        raise ValueError(f"expected (H, W) labels, got shape {cells.shape}")
+    shape = cells.shape
+    targets = np.zeros(shape + (len(offsets),), np.float32)
+    valid = np.zeros_like(targets)
+    for channel, offset in enumerate(offsets):
+        source, partner = _shifted_views(shape, offset)
+        here, there = cells[source], cells[partner]
+        targets[source + (channel,)] = (here == there) & (here != 0)
+        valid[source + (channel,)] = 1.0
+    return targets, valid
+
+
+def affinity_batch_targets(masks: np.ndarray, offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS) -> np.ndarray:
+    """Binary masks (B, H, W, 1) (1 = cell) -> (B, H, W, 2K) float32: targets, then validity.
+
+    The cells of each mask are its 4-connected components; this runs on the crop after
+    augmentation, so flips and rotations of the image and of its targets agree. (A cell
+    that leaves the crop and comes back counts as two cells.)
+    """
+    packed = [np.concatenate(affinities_from_labels(cell_instances(mask[..., 0]), offsets), axis=-1)
+              for mask in np.asarray(masks)]
+    return np.stack(packed).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="unet")
+class MaskedAffinityCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy of K affinity channels where the validity mask is 1.
+
+    y_true: (B, H, W, 2K), the targets then the mask (``affinity_batch_targets``);
+    y_pred: (B, H, W, K) sigmoid outputs. Returns (B, H, W) float32: the masked sum over
+    the channels divided by K, so an offset that leaves the image adds nothing.
+    """
+
+    def __init__(self, epsilon: float = 1e-7, name: str = "masked_affinity_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.epsilon = epsilon
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.clip(ops.cast(y_pred, "float32"), self.epsilon, 1.0 - self.epsilon)
+        channels = ops.shape(y_pred)[-1]
+        targets, valid = y_true[..., :channels], y_true[..., channels:]
+        loss = -(targets * ops.log(y_pred) + (1.0 - targets) * ops.log(1.0 - y_pred))
+        return ops.mean(loss * valid, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+# ------------------------------------------------------------- test-time augmentation
+
+def _view_vector(offset: Sequence[int], flip: bool, quarter_turns: int) -> tuple[int, int]:
+    """Where a displacement (dy, dx) points after ``rot90(flip_x(image), quarter_turns)``
+    (numpy's flip of axis 1, then rot90 over the (row, column) axes)."""
+    dy, dx = int(offset[0]), int(offset[1])
+    if flip:
+        dx = -dx
+    for _ in range(quarter_turns % 4):  # rot90: (y, x) -> (W - 1 - x, y)
+        dy, dx = -dx, dy
+    return dy, dx
+
+
+def tta_channel_sources(offsets: Sequence[Sequence[int]], flip: bool, quarter_turns: int) -> list[tuple[int, bool]]:
+    """For each channel k, (channel of the transformed view, shifted) that holds its edge.
+
+    The edge p -> p + o becomes T(p) -> T(p) + R o in the view. When R o is an offset
+    of the model, that channel at T(p) holds it (shifted False); when -R o is, the same
+    edge is stored at T(p + o), seen from the other pixel (shifted True: read the
+    back-transformed channel at p + o). Raises UserError when neither is an offset.
+    """
+    index = {tuple(int(v) for v in o): k for k, o in enumerate(offsets)}
+    sources = []
+    for offset in offsets:
+        vector = _view_vector(offset, flip, quarter_turns)
+        if vector in index:
+            sources.append((index[vector], False))
+        elif (-vector[0], -vector[1]) in index:
+            sources.append((index[(-vector[0], -vector[1])], True))
+        else:
+            raise UserError(f"test-time augmentation needs the offsets to map onto each other under flips and "
+                            f"quarter turns; offset {tuple(offset)} does not: predict without --tta")
+    return sources
+
+
+def restore_view(output: np.ndarray, offsets: Sequence[Sequence[int]], flip: bool, quarter_turns: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Affinities predicted on a transformed view, in the original frame and channel order.
+
+    output: (B, h, w, K) predictions for ``rot90(flip_x(batch), quarter_turns)``.
+    Returns (affinities, weights), both (B, H, W, K) float32: weights is 0 where the
+    edge's value had to be read at p + o outside the image (nothing known there).
+    """
+    back = np.rot90(output, -quarter_turns, axes=(1, 2))
+    if flip:
+        back = back[:, :, ::-1]
+    restored = np.zeros(back.shape, np.float32)
+    weights = np.zeros(back.shape, np.float32)
+    for channel, (source, shifted) in enumerate(tta_channel_sources(offsets, flip, quarter_turns)):
+        if not shifted:
+            restored[..., channel] = back[..., source]
+            weights[..., channel] = 1.0
+            continue
+        here, there = _shifted_views(back.shape[1:3], offsets[channel])
+        restored[(slice(None),) + here + (channel,)] = back[(slice(None),) + there + (source,)]
+        weights[(slice(None),) + here + (channel,)] = 1.0
+    return restored, weights
+
+
+# ------------------------------------------------------------------- mutex watershed
+
+def mws_segmentation(
+    affinities: np.ndarray,
+    offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS,
+    short_bias: float = 0.5,
+    long_bias: float = 0.5,
+    long_stride: int = 1,
+    min_size: int = 0,
+    boundaries: bool = True,
+) -> np.ndarray:
+    """Mutex-watershed segmentation of predicted affinities: (H, W, K) -> (H, W) uint32.
+
+    Each edge's weight is its affinity minus a bias: ``short_bias`` for the 1-pixel
+    offsets, ``long_bias`` for the others. ``mwatershed.agglom`` takes edges in order of
+    decreasing |weight|: a positive edge merges its two pixels unless they are already
+    kept apart, a negative one keeps them apart. short_bias 0 and long_bias 1 give
+    Wolf et al.'s original split (short always attractive, long always repulsive).
+    ``long_stride``: use long-range edges only every long_stride pixels in y and x.
+
+    Returns segment ids 1..N, and 0 for: the pixels that no edge merged (membrane,
+    where every affinity is low); with ``boundaries``, the upper/left pixel of every
+    4-neighbour pair in two different segments (a 1-pixel line, so that segments stay
+    4-disconnected and the map reads as a membrane mask); segments of fewer than
+    ``min_size`` pixels.
+    """
+    import mwatershed
+
+    affinities = np.asarray(affinities, np.float64)
+    if affinities.ndim != 3 or affinities.shape[-1] != len(offsets):
+        raise ValueError(f"expected (H, W, {len(offsets)}) affinities, got shape {affinities.shape}")
+    if long_stride < 1:
+        raise ValueError(f"long_stride must be >= 1, not {long_stride}")
+    short = np.array([max(abs(int(v)) for v in o) <= 1 for o in offsets])
+    weights = affinities - np.where(short, short_bias, long_bias)
+    strides = [[1, 1] if is_short else [long_stride, long_stride] for is_short in short]
+    raw = mwatershed.agglom(np.ascontiguousarray(np.moveaxis(weights, -1, 0)),
+                            [[int(v) for v in o] for o in offsets], strides=strides)
+    segments = raw.astype(np.int64)  # agglom labels the pixels it never merged 0
+    if boundaries:
+        def touching(a, b):
+            return (a != b) & (a != 0) & (b != 0)
+
+        edge = np.zeros(segments.shape, bool)
+        edge[:-1] |= touching(segments[:-1], segments[1:])
+        edge[:, :-1] |= touching(segments[:, :-1], segments[:, 1:])
+        segments[edge] = 0
+    if min_size > 1:
+        sizes = np.bincount(segments.ravel())
+        small = sizes < min_size
+        small[0] = True
+        segments[small[segments]] = 0
+    return relabel_sequential(segments)[0].astype(np.uint32)
+
