@@ -7,6 +7,7 @@
     python main.py all     (fetch, train, predict, evaluate with the machine's default)
     python main.py crossval --folds 6 [training options]
     python main.py compare logs/RUN1 logs/RUN2 ... [--plot FILE]
+    python main.py export  --model FILE.keras --out DIR   (ONNX, SavedModel, bioimage.io)
 
 A mistake in the input ends with one line on stderr and exit status 2.
 """
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
+    predict.add_argument("--engine", choices=["keras", "onnx"], default="keras",
+                         help="keras: the model as saved (its precision); onnx: ONNX Runtime on a float32 "
+                              "export, cached next to the model as MODEL.onnx (needs requirements-export.txt) "
+                              "(default: %(default)s)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
@@ -113,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG; an existing file is replaced)")
     compare.add_argument("--ymin", type=float, help="lower end of the plot's score axis")
     compare.add_argument("--json", help="write each run's figures to this JSON file")
+
+    export = commands.add_parser("export", parents=[common], help="export a model for other tools: ONNX, TF SavedModel, bioimage.io package")
+    export.add_argument("--model", required=True, help="a .keras model written by train")
+    export.add_argument("--out", required=True, help="new folder to write into (must not exist)")
+    export.add_argument("--formats", type=id_list, default=["onnx", "saved_model", "bioimageio"], metavar="A,B,...",
+                        help="any of onnx, saved_model, bioimageio (default: all three)")
+    export.add_argument("--sample", metavar="IMAGE",
+                        help="image for the bioimage.io test tensors, sides multiples of 16 (default: "
+                             "data/membrane/test/0.png or ../shared/data/isbi2012/test/0.png, else a synthetic one)")
     return parser
 
 
@@ -195,8 +209,13 @@ def cmd_predict(args) -> list:
     from predict import predict_folder
 
     network = load_model(args.model)
+    predict_fn = None
+    if args.engine == "onnx":
+        from export import cached_onnx, onnx_predict_fn
+
+        predict_fn = onnx_predict_fn(cached_onnx(args.model, network))
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
-                             progress=not args.quiet)
+                             progress=not args.quiet, predict_fn=predict_fn)
     print(f"Wrote {len(written)} predictions to {args.output}")
     return written
 
@@ -326,8 +345,27 @@ def cmd_compare(args) -> list:
     return summaries
 
 
+def cmd_export(args) -> dict:
+    """Write the model as ONNX, TF SavedModel and a bioimage.io package into a new folder."""
+    from export import export_model
+
+    sample, source = None, ""
+    if args.sample:
+        import numpy as np
+
+        from data import read_image
+
+        sample, source = read_image(args.sample).round().astype(np.uint8), Path(args.sample).name
+    written = export_model(args.model, args.out, formats=args.formats, sample=sample,
+                           sample_source=source, progress=not args.quiet)
+    for fmt, path in written.items():
+        print(f"{fmt}: {path}")
+    return written
+
+
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
+            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
