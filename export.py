@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -76,7 +77,9 @@ def export_onnx(model: keras.Model, path: str | Path, factor: int) -> Path:
     onnx = require("onnx")
     require("tf2onnx")
     path = Path(path)
-    model.export(str(path), format="onnx", verbose=False)
+    with warnings.catch_warnings():  # Keras's tf2onnx patch probes np.object
+        warnings.simplefilter("ignore", FutureWarning)
+        model.export(str(path), format="onnx", verbose=False)
     proto = onnx.load(str(path))
     graph = proto.graph
     old_output = graph.output[0].name
