@@ -131,6 +131,25 @@ def onnx_predict_fn(path: str | Path, threads: int | None = None):
     return predict_fn
 
 
+def onnx_available() -> bool:
+    """Whether the packages for an on-the-fly ONNX export and ONNX Runtime are installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) for name in ("onnx", "tf2onnx", "onnxruntime"))
+
+
+def resolve_engine(engine: str) -> str:
+    """"keras" or "onnx" for a ``--engine`` choice: "auto" is ONNX Runtime on a CPU with
+    the TensorFlow backend when its packages are installed (faster with test-time
+    augmentation, see benchmarks/engines.py), else Keras."""
+    if engine != "auto":
+        return engine
+    from train import has_gpu
+
+    cpu_tensorflow = keras.backend.backend() == "tensorflow" and not has_gpu()
+    return "onnx" if cpu_tensorflow and onnx_available() else "keras"
+
+
 def cached_onnx(model_path: str | Path, model: keras.Model | None = None) -> Path:
     """The ONNX export of a ``.keras`` file, kept next to it as ``<stem>.onnx``.
 

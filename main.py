@@ -92,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
-    predict.add_argument("--engine", choices=["keras", "onnx"], default="keras",
+    predict.add_argument("--engine", choices=["auto", "keras", "onnx"], default="auto",
                          help="keras: the model as saved (its precision); onnx: ONNX Runtime on a float32 "
-                              "export, cached next to the model as MODEL.onnx (needs requirements-export.txt) "
-                              "(default: %(default)s)")
+                              "export, cached next to the model as MODEL.onnx (needs requirements-export.txt); "
+                              "auto: onnx on a CPU when those packages are installed, else keras (default: %(default)s)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
@@ -205,15 +205,18 @@ def describe(recipe) -> str:
 
 
 def cmd_predict(args) -> list:
+    from export import cached_onnx, onnx_predict_fn, resolve_engine
     from model import load_model
     from predict import predict_folder
 
     network = load_model(args.model)
     predict_fn = None
-    if args.engine == "onnx":
-        from export import cached_onnx, onnx_predict_fn
-
-        predict_fn = onnx_predict_fn(cached_onnx(args.model, network))
+    if resolve_engine(args.engine) == "onnx":
+        try:
+            predict_fn = onnx_predict_fn(cached_onnx(args.model, network))
+        except UserError:
+            if args.engine == "onnx":
+                raise  # auto: Keras when the ONNX file cannot be written beside the model
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
                              progress=not args.quiet, predict_fn=predict_fn)
     print(f"Wrote {len(written)} predictions to {args.output}")

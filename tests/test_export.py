@@ -177,3 +177,12 @@ def test_export_refuses_an_existing_folder_and_unknown_formats(bf16_model_path, 
     assert "tflite" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
     assert os.listdir(tmp_path) == ["out"]
+
+
+def test_auto_engine_is_onnx_runtime_on_a_tensorflow_cpu(monkeypatch):
+    import export
+
+    assert export.resolve_engine("keras") == "keras" and export.resolve_engine("onnx") == "onnx"
+    assert export.resolve_engine("auto") == "onnx"  # this suite runs TensorFlow on a CPU
+    monkeypatch.setattr(export, "onnx_available", lambda: False)
+    assert export.resolve_engine("auto") == "keras"
