@@ -8,6 +8,7 @@
     python main.py all     (fetch, train, choose on the selection slices, score the test slices once)
     python main.py crossval --folds 6 [training options]   (nested: train, select, test blocks)
     python main.py compare logs/RUN1 logs/RUN2 ... [--plot FILE]
+    python main.py export  --model FILE.keras --out DIR   (ONNX, SavedModel, bioimage.io)
 
 A mistake in the input ends with one line on stderr and exit status 2.
 """
@@ -131,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--instances", metavar="METHOD", choices=["threshold", "watershed", "multicut", "gasp"],
                          help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help)")
     predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (from select_parameters)")
+    predict.add_argument("--mws-short-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the 1-px affinities before the mutex watershed (default: %(default)s)")
+    predict.add_argument("--mws-long-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the long-range affinities (default: %(default)s)")
+    predict.add_argument("--mws-stride", type=positive_int, default=1, metavar="N", help="affinity models: long-range edges every N px (default: %(default)s)")
+    predict.add_argument("--mws-min-size", type=non_negative_int, default=0, metavar="PX", help="affinity models: segments smaller than this become boundary (default: %(default)s)")
+    predict.add_argument("--engine", choices=["auto", "keras", "onnx"], default="auto",
+                         help="keras: the model as saved (its precision); onnx: ONNX Runtime on a float32 "
+                              "export, cached next to the model as MODEL.onnx (needs requirements-export.txt); "
+                              "auto: onnx on a CPU when those packages are installed, else keras (default: %(default)s)")
 
     seg = commands.add_parser("segment", parents=[common], help="probability maps -> one label per cell (N_labels.tif, N_overlay.png, cells.csv)")
     seg.add_argument("--pred", required=True, help="folder of N_predict.png probability maps (high = cell)")
@@ -144,10 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
     seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
     seg.add_argument("--bias", type=unit_float, help="gasp: an edge merges while bias > its mean boundary probability (default 0.5)")
-    predict.add_argument("--mws-short-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the 1-px affinities before the mutex watershed (default: %(default)s)")
-    predict.add_argument("--mws-long-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the long-range affinities (default: %(default)s)")
-    predict.add_argument("--mws-stride", type=positive_int, default=1, metavar="N", help="affinity models: long-range edges every N px (default: %(default)s)")
-    predict.add_argument("--mws-min-size", type=non_negative_int, default=0, metavar="PX", help="affinity models: segments smaller than this become boundary (default: %(default)s)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     scored = evaluate.add_mutually_exclusive_group(required=True)
@@ -173,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG; an existing file is replaced)")
     compare.add_argument("--ymin", type=float, help="lower end of the plot's score axis")
     compare.add_argument("--json", help="write each run's figures to this JSON file")
+
+    export = commands.add_parser("export", parents=[common], help="export a model for other tools: ONNX, TF SavedModel, bioimage.io package")
+    export.add_argument("--model", required=True, help="a .keras model written by train")
+    export.add_argument("--out", required=True, help="new folder to write into (must not exist)")
+    export.add_argument("--formats", type=id_list, default=["onnx", "saved_model", "bioimageio"], metavar="A,B,...",
+                        help="any of onnx, saved_model, bioimageio (default: all three)")
+    export.add_argument("--sample", metavar="IMAGE",
+                        help="image for the bioimage.io test tensors, sides multiples of 16 (default: "
+                             "data/membrane/test/0.png or ../shared/data/isbi2012/test/0.png, else a synthetic one)")
     return parser
 
 
@@ -263,6 +277,7 @@ def describe(recipe) -> str:
 
 
 def cmd_predict(args) -> list:
+    from export import cached_onnx, onnx_predict_fn, resolve_engine
     from model import load_model
     from predict import predict_folder
 
@@ -274,8 +289,15 @@ def cmd_predict(args) -> list:
         raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
     mws = dict(short_bias=args.mws_short_bias, long_bias=args.mws_long_bias,
                long_stride=args.mws_stride, min_size=args.mws_min_size)
+    predict_fn = None
+    if resolve_engine(args.engine) == "onnx":
+        try:
+            predict_fn = onnx_predict_fn(cached_onnx(args.model, network))
+        except UserError:
+            if args.engine == "onnx":
+                raise  # auto: Keras when the ONNX file cannot be written beside the model
     written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
-                             progress=not args.quiet, mws=mws)
+                             progress=not args.quiet, mws=mws, predict_fn=predict_fn)
     print(f"Wrote {len(written)} predictions to {args.output}")
     if args.instances:
         from instances import segment_folder
@@ -413,8 +435,27 @@ def cmd_compare(args) -> list:
     return summaries
 
 
+def cmd_export(args) -> dict:
+    """Write the model as ONNX, TF SavedModel and a bioimage.io package into a new folder."""
+    from export import export_model
+
+    sample, source = None, ""
+    if args.sample:
+        import numpy as np
+
+        from data import read_image
+
+        sample, source = read_image(args.sample).round().astype(np.uint8), Path(args.sample).name
+    written = export_model(args.model, args.out, formats=args.formats, sample=sample,
+                           sample_source=source, progress=not args.quiet)
+    for fmt, path in written.items():
+        print(f"{fmt}: {path}")
+    return written
+
+
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "segment": cmd_segment, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
+            "evaluate": cmd_evaluate, "segment": cmd_segment, "all": cmd_all, "crossval": cmd_crossval,
+            "compare": cmd_compare, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,12 +191,15 @@ def predict_image(
     tta: bool = False,
     tile_size: int | None = None,
     margin: int | None = None,
+    predict_fn: PredictFn | None = None,
 ) -> np.ndarray:
     """Predict one (H, W, C) image in [0, 1] at its native size: returns (H, W, K).
 
     mode: "whole" (mirror-pad to a multiple of 2**depth), "tile" (overlap-tile),
     "resize" (the seed's: to the model's fixed input size and back), or "auto": resize
-    for a fixed-size model, else whole.
+    for a fixed-size model, else whole. predict_fn: runs the network instead of
+    ``model_predict_fn(model)`` (e.g. ``export.onnx_predict_fn``); model still gives the
+    sizes.
     """
     from model import downsampling_factor
 
@@ -207,7 +210,7 @@ def predict_image(
         mode = "resize" if fixed else "whole"
     if fixed and mode != "resize" and image.shape[:2] != fixed:
         raise UserError(f"this model only accepts {fixed[0]}x{fixed[1]} inputs; use --mode resize")
-    predict_fn = model_predict_fn(model)
+    predict_fn = predict_fn or model_predict_fn(model)
     if tta:
         predict_fn = with_tta(predict_fn, affinity_offsets(model))
     factor = downsampling_factor(model)
@@ -248,15 +251,16 @@ def predict_folder(
     progress: bool = True,
     batch_size: int = 4,
     mws: dict | None = None,
+    predict_fn: PredictFn | None = None,
 ) -> list[Path]:
     """Predict every image of input_dir; write ``{stem}_predict.png`` (8-bit) at native size.
 
     Earlier ``*_predict.png`` (and ``*_labels``, ``*_overlay``) files in input_dir are not inputs. ``names`` restricts to
     those stems. In whole-image mode, consecutive images of one size are predicted
-    ``batch_size`` at a time. For an affinity model the PNG is its mutex-watershed
-    segmentation as a mask, 255 in segments and 0 on their boundaries
-    (``affinities.mws_segmentation`` with the keyword arguments ``mws``). Returns the
-    written paths.
+    ``batch_size`` at a time. predict_fn: as for ``predict_image``. For an affinity
+    model the PNG is its mutex-watershed segmentation as a mask, 255 in segments and 0
+    on their boundaries (``affinities.mws_segmentation`` with the keyword arguments
+    ``mws``). Returns the written paths.
     """
     from skimage import io
 
@@ -284,12 +288,12 @@ def predict_folder(
         while whole and stop < len(inputs) and stop - start < batch_size and images[stop].shape == images[start].shape:
             stop += 1
         if whole:
-            predict_fn = model_predict_fn(model)
+            network_fn = predict_fn or model_predict_fn(model)
             predictions = predict_whole_batch(np.stack(images[start:stop]) / 255.0,
-                                              with_tta(predict_fn, offsets) if tta else predict_fn,
+                                              with_tta(network_fn, offsets) if tta else network_fn,
                                               downsampling_factor(model))
         else:
-            predictions = [predict_image(model, images[start] / 255.0, mode=mode, tta=tta)]
+            predictions = [predict_image(model, images[start] / 255.0, mode=mode, tta=tta, predict_fn=predict_fn)]
         for path, prediction in zip(inputs[start:stop], predictions):
             target = output_dir / f"{path.stem}_predict.png"
             if offsets is not None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one entry point. It creates .venv and installs requirements.txt on first use.
+# The one entry point. It creates .venv and installs requirements.txt and
+# requirements-export.txt (ONNX, bioimage.io) on first use.
 #   ./run.sh [OPTIONS]      the main job: fetch, train (default sized to the machine),
 #                           predict, evaluate; OPTIONS as for `python main.py all --help`
 #   ./run.sh test [ARGS]    the test suite (pytest ARGS)
@@ -14,11 +15,12 @@ if [ -z "$python" ]; then
 fi
 [ -n "$python" ] || { echo "error: Python 3.11 not found (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
 
-if [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ]; then
+if [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ] \
+   || [ requirements-export.txt -nt .venv/.installed ]; then
   echo "Setting up .venv with $("$python" --version) (first run only) ..."
   "$python" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.txt
+  .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-export.txt
   touch .venv/.installed
 fi
 
