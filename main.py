@@ -4,6 +4,7 @@
     python main.py train   [--data data/membrane] [--recipe NAME] [--epochs N] ...
     python main.py predict --model FILE.keras [--input DIR] [--output DIR]
     python main.py evaluate --pred DIR --labels DIR [--json FILE]
+    python main.py check   [--data data/membrane]   (the training data's problems, before training)
     python main.py all     (fetch, train, predict, evaluate with the machine's default)
     python main.py crossval --folds 6 [training options]
     python main.py compare logs/RUN1 logs/RUN2 ... [--plot FILE]
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
     evaluate.add_argument("--json", help="write the scores to this JSON file")
 
+    check = commands.add_parser("check", parents=[common], help="check a training folder: pairs, formats, mask values, balance, duplicates")
+    check.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
+    check.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1")
+
     everything = commands.add_parser("all", parents=[common], help="fetch, train, predict the held-out and test slices, evaluate")
     add_training_options(everything)
     everything.add_argument("--source", help="data source for fetch (see fetch --help)")
@@ -157,6 +162,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_train(args) -> dict:
+    from check import require_clean
     from data import DEFAULT_VALIDATION_IDS
     from train import DEFAULT_WORKERS, train
 
@@ -165,6 +171,7 @@ def cmd_train(args) -> dict:
 
         split_cpu(args.cpu_devices)
     recipe = recipe_from_args(args)
+    require_clean(args.data, num_class=args.num_class)
     run_dir = run_dir_for(args, recipe)
     verbose = 0 if args.quiet else 1
     print(f"Training recipe {recipe.name!r} ({describe(recipe)}); logs in {run_dir}")
@@ -208,6 +215,16 @@ def cmd_evaluate(args) -> dict:
                               progress=not args.quiet)
     print_scores(scores)
     return scores
+
+
+def cmd_check(args) -> object:
+    from check import check_dataset
+
+    report = check_dataset(args.data, num_class=args.num_class, progress=not args.quiet)
+    print(report.summary())
+    if report.problems:
+        raise UserError(f"{args.data}: {len(report.problems)} problem(s) listed above; fix them before training")
+    return report
 
 
 def print_scores(scores: dict) -> None:
@@ -327,7 +344,7 @@ def cmd_compare(args) -> list:
 
 
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
+            "evaluate": cmd_evaluate, "check": cmd_check, "all": cmd_all, "crossval": cmd_crossval, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
