@@ -88,14 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", parents=[common], help="predict masks at each image's native size")
     predict.add_argument("--model", required=True, help="a .keras model written by train")
-    predict.add_argument("--input", default=f"{DEFAULT_DATA}/test", help="folder of images (default: %(default)s)")
-    predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
+    predict.add_argument("--input", default=f"{DEFAULT_DATA}/test", help="folder of images, or a multi-page TIFF stack (default: %(default)s)")
+    predict.add_argument("--output", help=f"folder for N_predict.png, or FILE.tif: one float32 stack in the input's page order "
+                                          f"(default: {DEFAULT_DATA}/test; for a TIFF input: INPUT_predict.tif)")
+    predict.add_argument("--isbi-submission", metavar="FILE.tif", help="instead of --output: the ISBI 2012 challenge's format, "
+                         "a float32 stack of 30 slices of 512x512, 0 = membrane, 1 = non-membrane")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
-    evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps")
-    evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane)")
+    evaluate.add_argument("--pred", required=True, help="folder of N.png or N_predict.png probability maps, or a TIFF stack")
+    evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane), or a TIFF stack (slices named 0, 1, ...)")
     evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
     evaluate.add_argument("--json", help="write the scores to this JSON file")
 
@@ -200,19 +203,44 @@ def describe(recipe) -> str:
 def cmd_predict(args) -> list:
     from model import load_model
     from predict import predict_folder
+    from stacks import is_tiff_file
 
+    if args.isbi_submission and args.output:
+        raise UserError("give either --output or --isbi-submission, not both")
+    if args.isbi_submission and not is_tiff_file(args.isbi_submission):
+        raise UserError(f"--isbi-submission {args.isbi_submission}: give a .tif file name")
+    stack_output = args.isbi_submission or (args.output if args.output and is_tiff_file(args.output) else None)
+    if is_tiff_file(args.input) and not stack_output:
+        if args.output:
+            raise UserError(f"--output {args.output}: the predictions of a TIFF stack go to a stack; give a .tif file name")
+        stack_output = str(Path(args.input).with_name(Path(args.input).stem + "_predict.tif"))
     network = load_model(args.model)
-    written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
+    if stack_output:
+        from streaming import predict_to_stack
+
+        predict_to_stack(network, args.input, stack_output, mode=args.mode, tta=args.tta,
+                         progress=not args.quiet, isbi_submission=bool(args.isbi_submission))
+        print(f"Wrote the prediction stack {stack_output}")
+        return [Path(stack_output)]
+    output = args.output or f"{DEFAULT_DATA}/test"
+    written = predict_folder(network, args.input, output, mode=args.mode, tta=args.tta,
                              progress=not args.quiet)
-    print(f"Wrote {len(written)} predictions to {args.output}")
+    print(f"Wrote {len(written)} predictions to {output}")
     return written
 
 
 def cmd_evaluate(args) -> dict:
     from metrics import evaluate_folders
+    from stacks import is_tiff_file
 
-    scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
-                              progress=not args.quiet)
+    if is_tiff_file(args.pred) or is_tiff_file(args.labels):
+        from stacks import evaluate_stacks
+
+        scores = evaluate_stacks(args.pred, args.labels, names=args.names, json_path=args.json,
+                                 progress=not args.quiet)
+    else:
+        scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
+                                  progress=not args.quiet)
     print_scores(scores)
     return scores
 
