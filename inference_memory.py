@@ -8,6 +8,7 @@ images only when their activations fit comfortably in the memory available now.
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
 
@@ -17,6 +18,9 @@ import numpy as np
 # Whole-image prediction is chosen when its activations' bound is at most this share of
 # the memory available (the rest: the framework, the image, its output, other programs).
 WHOLE_IMAGE_MEMORY_SHARE = 0.5
+# Bound (see whole_image_bytes) on the activations of the tiles predicted at once when
+# streaming overlap tiles: larger tiles waste less of each tile on its margins.
+TILE_MEMORY_BYTES = 2**30
 _VALUES_PER_PIXEL: "weakref.WeakKeyDictionary[keras.Model, float]" = weakref.WeakKeyDictionary()
 
 
@@ -63,3 +67,18 @@ def choose_mode(model: keras.Model, height: int, width: int, batch: int = 1,
     available = available_memory_bytes() if available is None else available
     fits = whole_image_bytes(model, height, width, batch) <= WHOLE_IMAGE_MEMORY_SHARE * available
     return "whole" if fits else "tile"
+
+
+def choose_tile_size(model: keras.Model, height: int, width: int, margin: int, views: int = 1,
+                     budget: int = TILE_MEMORY_BYTES) -> int:
+    """Side of square overlap tiles for an (H, W) image: the largest multiple of 2**depth
+    whose activations' bound for ``views`` tiles at once (8 with test-time augmentation)
+    stays within ``budget`` bytes, no larger than the image needs, and at least
+    4 * margin (predict.default_tiling's size)."""
+    from model import downsampling_factor
+
+    step = downsampling_factor(model)
+    per_pixel = whole_image_bytes(model, 1, 1) or 1
+    side = int(math.sqrt(budget / (per_pixel * views))) // step * step
+    needed = math.ceil(max(height, width) / step) * step + 2 * margin
+    return max(4 * margin, min(side, needed))

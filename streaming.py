@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from errors import UserError
-from inference_memory import choose_mode
+from inference_memory import TILE_MEMORY_BYTES, choose_mode, choose_tile_size, whole_image_bytes
 from predict import (MODES, default_tiling, fixed_input_size, model_predict_fn, predict_image,
                      predict_overlap_tile, predict_whole_batch, with_tta)
 from stacks import StackWriter, check_isbi_submission, is_tiff_file, open_stack
@@ -114,13 +114,16 @@ def predict_to_stack(
     progress: bool = True,
     isbi_submission: bool = False,
     batch_size: int = 4,
+    tile_size: int | None = None,
 ) -> Path:
     """Predict every page of ``input_path`` (TIFF stack or folder) into one float32 TIFF
     stack (N, H, W) (or (N, H, W, K) for K classes) at ``output_path``, same page order.
 
     mode: as predict.predict_image; "auto" resizes for a fixed-size model, else picks
     whole-image or overlap-tile prediction by page size and free memory
-    (inference_memory.choose_mode). With ``isbi_submission`` the stack must be the
+    (inference_memory.choose_mode). Overlap tiles are ``tile_size`` pixels square
+    (default: inference_memory.choose_tile_size), as many at once as the same memory
+    bound allows, at most ``batch_size``. With ``isbi_submission`` the stack must be the
     challenge's 30 slices of 512x512 and the model binary. The output file appears only
     when complete (written beside it, then renamed). Returns output_path.
     """
@@ -143,6 +146,11 @@ def predict_to_stack(
         mode = "resize" if fixed_input_size(model) else choose_mode(model, height, width, batch=batch_size)
     predict_fn = with_tta(model_predict_fn(model)) if tta else model_predict_fn(model)
     tile, margin = default_tiling(int(math.log2(factor)))
+    views = 8 if tta else 1
+    if mode == "tile":
+        tile = tile_size or choose_tile_size(model, height, width, margin, views=views)
+        tiles_at_once = TILE_MEMORY_BYTES // max(1, whole_image_bytes(model, tile, tile, views))
+        batch_size = int(min(batch_size, max(1, tiles_at_once)))
     per_page = math.ceil(height / (tile - 2 * margin)) * math.ceil(width / (tile - 2 * margin)) if mode == "tile" else 1
     bar = keras.utils.Progbar(len(source.names) * per_page, unit_name="tile" if mode == "tile" else "page") if progress else None
     writer = StackWriter(output_path, len(source.names), height, width, classes)
@@ -152,8 +160,9 @@ def predict_to_stack(
             indices = range(start, min(start + group, len(source.names)))
             if mode == "tile":
                 page = writer.page(start)
-                predict_overlap_tile(source.read(start), predict_fn, tile, margin, out=page.reshape(height, width, classes),
-                                     prepare=source.prepare, progress=bar.add if bar else None)
+                predict_overlap_tile(source.read(start), predict_fn, tile, margin, batch_size,
+                                     out=page.reshape(height, width, classes), prepare=source.prepare,
+                                     progress=bar.add if bar else None)
                 page.flush()
                 del page
                 continue

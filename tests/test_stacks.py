@@ -40,11 +40,11 @@ def test_streamed_tile_prediction_of_a_stack_equals_in_memory_prediction(tiny_mo
     network = model.load_model(tiny_model_file)
     pages = slices(3, (70, 150))
     tifffile.imwrite(tmp_path / "in.tif", pages, compression=compression, photometric="minisblack")
-    out = predict_to_stack(network, tmp_path / "in.tif", tmp_path / "out.tif", mode="tile", progress=False)
+    out = predict_to_stack(network, tmp_path / "in.tif", tmp_path / "out.tif", mode="tile", progress=False, tile_size=64)
     written = tifffile.imread(out)
     assert written.dtype == np.float32 and written.shape == (3, 70, 150)
     for page, prediction in zip(pages, written):  # same page order, same values as predicting in memory
-        expected = predict.predict_image(network, page[..., None].astype(np.float32) / 255.0, mode="tile")
+        expected = predict.predict_image(network, page[..., None].astype(np.float32) / 255.0, mode="tile", tile_size=64)
         np.testing.assert_array_equal(prediction, expected[..., 0])
     assert not list(tmp_path.glob("*.partial"))
 
