@@ -129,10 +129,9 @@ def check_pair(image_path: Path, mask_path: Path, report: DataReport, num_class:
     value_problem = mask_value_problem(mask, mask_path, num_class)
     if value_problem and mask_path.suffix.lower() not in LOSSY_SUFFIXES:
         report.problems.append(value_problem)
-    if num_class > 1:
-        report.conventions[f"labels 0..{num_class - 1}"] += 1
-    elif not value_problem and mask_convention(values):
-        report.conventions[mask_convention(values)] += 1
+    convention = f"labels 0..{num_class - 1}" if num_class > 1 else mask_convention(values)
+    if convention and not value_problem:
+        report.conventions[convention] += 1
     if len(values) == 1:
         what = "all zero" if values[0] == 0 else f"all {values[0]:g}"
         report.problems.append(f"{mask_path}: mask is {what}: one class only teaches nothing; fix or remove the pair")

@@ -142,8 +142,11 @@ def predict_to_stack(
     if isbi_submission:
         check_isbi_submission(len(source.names), height, width, classes)
     factor = downsampling_factor(model)
+    fixed = fixed_input_size(model)
     if mode == "auto":
-        mode = "resize" if fixed_input_size(model) else choose_mode(model, height, width, batch=batch_size)
+        mode = "resize" if fixed else choose_mode(model, height, width, batch=batch_size)
+    if fixed and mode != "resize" and (height, width) != fixed:
+        raise UserError(f"this model only accepts {fixed[0]}x{fixed[1]} inputs; use --mode resize")
     predict_fn = with_tta(model_predict_fn(model)) if tta else model_predict_fn(model)
     tile, margin = default_tiling(int(math.log2(factor)))
     views = 8 if tta else 1
