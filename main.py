@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           f"(default: {DEFAULT_DATA}/test; for a TIFF input: INPUT_predict.tif)")
     predict.add_argument("--isbi-submission", metavar="FILE.tif", help="instead of --output: the ISBI 2012 challenge's format, "
                          "a float32 stack of 30 slices of 512x512, 0 = membrane, 1 = non-membrane")
-    predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
+    predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize; auto: resize for a fixed-size model, else whole images that fit in memory, tiles otherwise (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
