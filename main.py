@@ -4,6 +4,7 @@
     python main.py train   [--data data/membrane] [--recipe NAME] [--epochs N] ...
     python main.py predict --model FILE.keras [--input DIR] [--output DIR]
     python main.py evaluate --pred DIR --labels DIR [--json FILE]
+    python main.py check   [--data data/membrane]   (the training data's problems, before training)
     python main.py segment --pred DIR --output DIR [--method watershed] [--params FILE.json]
     python main.py all     (fetch, train, choose on the selection slices, score the test slices once)
     python main.py crossval --folds 6 [training options]   (nested: train, select, test blocks)
@@ -123,9 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", parents=[common], help="predict masks at each image's native size")
     predict.add_argument("--model", required=True, help="a .keras model written by train")
-    predict.add_argument("--input", default=f"{DEFAULT_DATA}/test", help="folder of images (default: %(default)s)")
-    predict.add_argument("--output", default=f"{DEFAULT_DATA}/test", help="folder for N_predict.png (default: %(default)s)")
-    predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize (default: auto)")
+    predict.add_argument("--input", default=f"{DEFAULT_DATA}/test", help="folder of images, or a multi-page TIFF stack (default: %(default)s)")
+    predict.add_argument("--output", help=f"folder for N_predict.png, or FILE.tif: one float32 stack in the input's page order "
+                                          f"(default: {DEFAULT_DATA}/test; for a TIFF input: INPUT_predict.tif)")
+    predict.add_argument("--isbi-submission", metavar="FILE.tif", help="instead of --output: the ISBI 2012 challenge's format, "
+                         "a float32 stack of 30 slices of 512x512, 0 = membrane, 1 = non-membrane")
+    predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize; auto: resize for a fixed-size model, else whole images that fit in memory, tiles otherwise (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
     predict.add_argument("--precision", choices=["default", "float32", "bfloat16", "float16"], default="default",
                          help="precision of the computation; models are saved in float32 (default: model.DEFAULT_INFERENCE_PRECISION)")
@@ -156,12 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     scored = evaluate.add_mutually_exclusive_group(required=True)
-    scored.add_argument("--pred", help="folder of N.png or N_predict.png probability maps (threshold sweep)")
+    scored.add_argument("--pred", help="folder of N.png or N_predict.png probability maps (threshold sweep), or a TIFF stack")
     scored.add_argument("--segmentation", metavar="DIR",
                         help="folder of label images scored as they are: N_labels.tif (from segment) or N.png/N.tif, one integer id per cell, 0 = boundary")
-    evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane)")
+    evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane), or a TIFF stack (slices named 0, 1, ...)")
     evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
     evaluate.add_argument("--json", help="write the scores to this JSON file")
+
+    check = commands.add_parser("check", parents=[common], help="check a training folder: pairs, formats, mask values, balance, duplicates")
+    check.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
+    check.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1")
 
     everything = commands.add_parser("all", parents=[common], help="fetch, train, predict the held-out and test slices, evaluate")
     add_training_options(everything)
@@ -245,7 +253,11 @@ def training_run(args, recipe) -> "TrainingRun":
 
 
 def prepare_training(args):
-    """(recipe, TrainingRun) of the training options, after splitting the CPU if asked."""
+    """(recipe, TrainingRun) of the training options, after checking the training folder
+    (check.py) and splitting the CPU if asked."""
+    from check import require_clean
+
+    require_clean(args.data, num_class=args.num_class)
     if args.cpu_devices:
         from distribute import split_cpu
 
@@ -280,15 +292,25 @@ def cmd_predict(args) -> list:
     from export import cached_onnx, onnx_predict_fn, resolve_engine
     from model import load_model
     from predict import predict_folder
+    from stacks import is_tiff_file
 
     if args.params and not args.instances:
         raise UserError("--params needs --instances METHOD")
+    if args.isbi_submission and args.output:
+        raise UserError("give either --output or --isbi-submission, not both")
+    if args.isbi_submission and not is_tiff_file(args.isbi_submission):
+        raise UserError(f"--isbi-submission {args.isbi_submission}: give a .tif file name")
+    stack_output = args.isbi_submission or (args.output if args.output and is_tiff_file(args.output) else None)
+    if is_tiff_file(args.input) and not stack_output:
+        if args.output:
+            raise UserError(f"--output {args.output}: the predictions of a TIFF stack go to a stack; give a .tif file name")
+        stack_output = str(Path(args.input).with_name(Path(args.input).stem + "_predict.tif"))
+    if stack_output and args.instances:
+        raise UserError("--instances writes label images per file; predict a folder of images, not a TIFF stack")
     params = instance_parameters(args.instances, args.params, {}) if args.instances else None
     network = load_model(args.model, precision=None if args.precision == "default" else args.precision)
     if args.instances and network.output_shape[-1] != 1:
         raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
-    mws = dict(short_bias=args.mws_short_bias, long_bias=args.mws_long_bias,
-               long_stride=args.mws_stride, min_size=args.mws_min_size)
     predict_fn = None
     if resolve_engine(args.engine) == "onnx":
         try:
@@ -296,16 +318,26 @@ def cmd_predict(args) -> list:
         except UserError:
             if args.engine == "onnx":
                 raise  # auto: Keras when the ONNX file cannot be written beside the model
-    written = predict_folder(network, args.input, args.output, mode=args.mode, tta=args.tta,
+    if stack_output:
+        from streaming import predict_to_stack
+
+        predict_to_stack(network, args.input, stack_output, mode=args.mode, tta=args.tta,
+                         progress=not args.quiet, isbi_submission=bool(args.isbi_submission))
+        print(f"Wrote the prediction stack {stack_output}")
+        return [Path(stack_output)]
+    output = args.output or f"{DEFAULT_DATA}/test"
+    mws = dict(short_bias=args.mws_short_bias, long_bias=args.mws_long_bias,
+               long_stride=args.mws_stride, min_size=args.mws_min_size)
+    written = predict_folder(network, args.input, output, mode=args.mode, tta=args.tta,
                              progress=not args.quiet, mws=mws, predict_fn=predict_fn)
-    print(f"Wrote {len(written)} predictions to {args.output}")
+    print(f"Wrote {len(written)} predictions to {output}")
     if args.instances:
         from instances import segment_folder
 
         names = [Path(path).stem.removesuffix("_predict") for path in written]
-        labels = segment_folder(args.output, args.output, args.instances, params, images_dir=args.input,
+        labels = segment_folder(output, output, args.instances, params, images_dir=args.input,
                                 names=names, progress=not args.quiet)
-        print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {args.output}")
+        print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {output}")
     return written
 
 
@@ -340,18 +372,35 @@ def cmd_segment(args) -> list:
 
 def cmd_evaluate(args) -> dict:
     from metrics import evaluate_folders, evaluate_segmentation_folders
+    from stacks import is_tiff_file
 
     if args.segmentation:
         scores = evaluate_segmentation_folders(args.segmentation, args.labels, names=args.names,
                                                json_path=args.json, progress=not args.quiet)
         print(f"V_rand {scores['v_rand']:.4f}  V_info {scores['v_info']:.4f}  "
               f"({len(scores['per_slice'])} slices, label images as they are)")
+    elif is_tiff_file(args.pred) or is_tiff_file(args.labels):
+        from stacks import evaluate_stacks
+
+        scores = evaluate_stacks(args.pred, args.labels, names=args.names, json_path=args.json,
+                                 progress=not args.quiet)
+        print_scores(scores)
     else:
         scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
                                   progress=not args.quiet)
         print_scores(scores)
     print_score_parts(scores)
     return scores
+
+
+def cmd_check(args) -> object:
+    from check import check_dataset
+
+    report = check_dataset(args.data, num_class=args.num_class, progress=not args.quiet)
+    print(report.summary())
+    if report.problems:
+        raise UserError(f"{args.data}: {len(report.problems)} problem(s) listed above; fix them before training")
+    return report
 
 
 def print_scores(scores: dict) -> None:
@@ -454,8 +503,8 @@ def cmd_export(args) -> dict:
 
 
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "segment": cmd_segment, "all": cmd_all, "crossval": cmd_crossval,
-            "compare": cmd_compare, "export": cmd_export}
+            "evaluate": cmd_evaluate, "segment": cmd_segment, "check": cmd_check, "all": cmd_all,
+            "crossval": cmd_crossval, "compare": cmd_compare, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

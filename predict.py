@@ -70,42 +70,62 @@ def predict_whole_batch(images: np.ndarray, predict_fn: PredictFn, multiple: int
     return predict_fn(padded)[:, :height, :width]
 
 
+def mirrored_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices into 0..size-1 of positions start..stop-1 of a line extended by mirroring,
+    as numpy.pad mode "symmetric" extends it (... 1 0 | 0 1 ... size-1 | size-1 ...)."""
+    positions = np.arange(start, stop) % (2 * size)
+    return np.where(positions < size, positions, 2 * size - 1 - positions)
+
+
+def mirrored_window(image: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """The (height, width, C) window at (top, left) of (H, W, C) ``image`` mirror-extended
+    beyond its borders; reads only the window's pixels (``image`` may be a memory map)."""
+    rows = mirrored_indices(top, top + height, image.shape[0])
+    cols = mirrored_indices(left, left + width, image.shape[1])
+    if 0 <= top and top + height <= image.shape[0] and 0 <= left and left + width <= image.shape[1]:
+        return np.asarray(image[top:top + height, left:left + width])
+    return np.asarray(image[np.ix_(rows, cols)])
+
+
 def predict_overlap_tile(
     image: np.ndarray,
     predict_fn: PredictFn,
     tile_size: int = 448,
     margin: int = 112,
     batch_size: int = 4,
+    out: np.ndarray | None = None,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """The paper's overlap-tile strategy for an image of any size.
 
-    The image (H, W, C) is mirror-padded by ``margin`` (more at the bottom/right to fit
-    whole tiles). Tiles of ``tile_size`` x ``tile_size`` are taken with stride
-    ``core = tile_size - 2 * margin``; of each tile's prediction only the central core is
-    kept, so every kept pixel saw ``margin`` pixels of real or mirrored context on each
-    side. Returns (H, W, K).
+    The image (H, W, C) is seen mirror-extended by ``margin`` (more at the bottom/right to
+    fit whole tiles), as numpy.pad mode "symmetric" would pad it, but only one batch of
+    tiles is ever cut out, so ``image`` may be a memory map larger than memory. Tiles of
+    ``tile_size`` x ``tile_size`` are taken with stride ``core = tile_size - 2 * margin``;
+    of each tile's prediction only the central core is kept, so every kept pixel saw
+    ``margin`` pixels of real or mirrored context on each side. ``prepare`` maps a raw
+    tile to the network's input (default: as it is); ``out`` (H, W, K) receives the
+    prediction (default: a new float32 array); ``progress(n)`` is called after each batch
+    of n tiles. Returns ``out``, (H, W, K).
     """
     core = tile_size - 2 * margin
     if core <= 0:
         raise ValueError(f"tile_size {tile_size} must exceed 2 * margin ({2 * margin})")
     height, width = image.shape[:2]
-    rows, cols = math.ceil(height / core), math.ceil(width / core)
-    padded = np.pad(
-        image,
-        ((margin, margin + rows * core - height), (margin, margin + cols * core - width), (0, 0)),
-        mode="symmetric",
-    )
-    origins = [(r * core, c * core) for r in range(rows) for c in range(cols)]
-    output = None
+    origins = [(r, c) for r in range(0, height, core) for c in range(0, width, core)]
     for start in range(0, len(origins), batch_size):
         chunk = origins[start:start + batch_size]
-        tiles = np.stack([padded[r:r + tile_size, c:c + tile_size] for r, c in chunk])
-        predictions = predict_fn(tiles)
-        if output is None:
-            output = np.zeros((rows * core, cols * core, predictions.shape[-1]), np.float32)
+        tiles = [mirrored_window(image, r - margin, c - margin, tile_size, tile_size) for r, c in chunk]
+        predictions = predict_fn(np.stack([prepare(tile) for tile in tiles] if prepare else tiles))
+        if out is None:
+            out = np.zeros((height, width, predictions.shape[-1]), np.float32)
         for (r, c), prediction in zip(chunk, predictions):
-            output[r:r + core, c:c + core] = prediction[margin:margin + core, margin:margin + core]
-    return output[:height, :width]
+            rows, cols = min(core, height - r), min(core, width - c)
+            out[r:r + rows, c:c + cols] = prediction[margin:margin + rows, margin:margin + cols]
+        if progress is not None:
+            progress(len(chunk))
+    return out
 
 
 def predict_resized(image: np.ndarray, predict_fn: PredictFn, target_size: Sequence[int]) -> np.ndarray:
@@ -197,17 +217,19 @@ def predict_image(
 
     mode: "whole" (mirror-pad to a multiple of 2**depth), "tile" (overlap-tile),
     "resize" (the seed's: to the model's fixed input size and back), or "auto": resize
-    for a fixed-size model, else whole. predict_fn: runs the network instead of
+    for a fixed-size model, else whole or tile by image size and free memory
+    (inference_memory.choose_mode). predict_fn: runs the network instead of
     ``model_predict_fn(model)`` (e.g. ``export.onnx_predict_fn``); model still gives the
     sizes.
     """
+    from inference_memory import choose_mode
     from model import downsampling_factor
 
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     fixed = fixed_input_size(model)
     if mode == "auto":
-        mode = "resize" if fixed else "whole"
+        mode = "resize" if fixed else choose_mode(model, *image.shape[:2])
     if fixed and mode != "resize" and image.shape[:2] != fixed:
         raise UserError(f"this model only accepts {fixed[0]}x{fixed[1]} inputs; use --mode resize")
     predict_fn = predict_fn or model_predict_fn(model)
@@ -257,13 +279,15 @@ def predict_folder(
 
     Earlier ``*_predict.png`` (and ``*_labels``, ``*_overlay``) files in input_dir are not inputs. ``names`` restricts to
     those stems. In whole-image mode, consecutive images of one size are predicted
-    ``batch_size`` at a time. predict_fn: as for ``predict_image``. For an affinity
-    model the PNG is its mutex-watershed segmentation as a mask, 255 in segments and 0
-    on their boundaries (``affinities.mws_segmentation`` with the keyword arguments
-    ``mws``). Returns the written paths.
+    ``batch_size`` at a time; "auto" predicts whole images when they fit in memory
+    (inference_memory.choose_mode), else tiles. predict_fn: as for ``predict_image``. For
+    an affinity model the PNG is its mutex-watershed segmentation as a mask, 255 in
+    segments and 0 on their boundaries (``affinities.mws_segmentation`` with the keyword
+    arguments ``mws``). Returns the written paths.
     """
     from skimage import io
 
+    from inference_memory import choose_mode
     from model import downsampling_factor
 
     inputs = list_images(input_dir, exclude_suffix=("_predict", "_labels", "_overlay"))  # not earlier outputs
@@ -279,11 +303,12 @@ def predict_folder(
             raise UserError(f"{path}: has {image.shape[-1]} channels but the model expects {channels}")
     output_dir.mkdir(parents=True, exist_ok=True)
     bar = keras.utils.Progbar(len(inputs), unit_name="image") if progress else None
-    whole = mode in ("auto", "whole") and fixed_input_size(model) is None
     offsets = affinity_offsets(model)
     written = []
     start = 0
     while start < len(inputs):
+        whole = fixed_input_size(model) is None and (mode == "whole" or (
+            mode == "auto" and choose_mode(model, *images[start].shape[:2], batch=batch_size) == "whole"))
         stop = start + 1
         while whole and stop < len(inputs) and stop - start < batch_size and images[stop].shape == images[start].shape:
             stop += 1

@@ -85,7 +85,7 @@ def test_user_errors_are_one_line_with_exit_code_2(args, message):
 
 
 def test_every_subcommand_has_help():
-    for command in ("fetch", "train", "predict", "evaluate", "all"):
+    for command in ("fetch", "train", "predict", "evaluate", "check", "all"):
         with pytest.raises(SystemExit) as exit_info:
             main.main([command, "--help"])
         assert exit_info.value.code == 0

@@ -1,27 +1,33 @@
-"""trainUnet.ipynb runs headless with tiny parameters (nbclient)."""
+"""trainUnet.ipynb runs headless under papermill's command line with tiny parameters."""
 
-import json
+import subprocess
+import sys
 
 import nbformat
 import pytest
 
 from conftest import ROOT
 
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("papermill")
 
 
-def test_notebook_executes_with_tiny_parameters(tiny_dataset, tmp_path):
-    notebook = nbformat.read(ROOT / "trainUnet.ipynb", as_version=4)
-    notebook.cells = [cell for cell in notebook.cells if "injected-parameters" not in cell.metadata.get("tags", [])]
-    tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
+def test_notebook_runs_under_papermill_with_tiny_parameters(tiny_dataset, tmp_path):
+    source = nbformat.read(ROOT / "trainUnet.ipynb", as_version=4)
+    tagged = [cell for cell in source.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
-    overrides = dict(DATA_DIR=str(tiny_dataset), FETCH=False, EPOCHS=1, STEPS_PER_EPOCH=2, BATCH_SIZE=2,
-                     WIDTH=4, PATCH_SIZE=64, VALIDATION_IDS=["4", "5"], RUN_NAME=str(tmp_path / "run"), SHOW=1)
-    source = "\n".join(f"{key} = {json.dumps(value) if not isinstance(value, bool) else value}"
-                       for key, value in overrides.items())
-    notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    (tmp_path / "tiny.yaml").write_text(
+        f"DATA_DIR: {tiny_dataset}\nFETCH: false\nEPOCHS: 1\nSTEPS_PER_EPOCH: 2\nBATCH_SIZE: 2\nWIDTH: 4\n"
+        f"PATCH_SIZE: 64\nVALIDATION_IDS: ['4', '5']\nRUN_NAME: {tmp_path / 'run'}\nSHOW: 1\n")
+    out = tmp_path / "out.ipynb"
+    # the convention the parameters cell promises: papermill IN OUT -p NAME VALUE
+    done = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "trainUnet.ipynb"), str(out),
+                           "-f", str(tmp_path / "tiny.yaml"), "-p", "TIME_LIMIT_MINUTES", "1",
+                           "--cwd", str(ROOT), "--no-progress-bar"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    notebook = nbformat.read(out, as_version=4)
+    injected = [cell for cell in notebook.cells if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1 and "TIME_LIMIT_MINUTES = 1" in injected[0].source
     assert (tmp_path / "run" / "unet_membrane.keras").is_file()
     assert len(list((tmp_path / "run" / "test_predictions").iterdir())) == 2
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
