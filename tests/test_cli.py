@@ -92,18 +92,27 @@ def test_every_subcommand_has_help():
 
 
 def test_main_job_on_the_isbi_data_with_tiny_settings(shared_isbi, tmp_path):
-    """`all`: fetch (from ../shared), train, predict held-out and test slices, evaluate."""
+    """`all`: fetch (from ../shared), train on 0-19, choose on 20-24, score 25-29 once, predict the test images."""
     data_dir = tmp_path / "membrane"
     code = main.main(["all", "--source", str(shared_isbi), "--data", str(data_dir), "--run", "job",
                       "--logs", str(tmp_path / "logs"), *TINY])
     assert code == 0
     run_dir = tmp_path / "logs" / "job"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["validation_names"] == ["25", "26", "27", "28", "29"]
-    assert 0 <= summary["validation"]["v_rand"] <= 1
+    assert summary["train_names"] == [str(i) for i in range(20)]
+    assert summary["selection_names"] == ["20", "21", "22", "23", "24"]
+    assert summary["test_names"] == ["25", "26", "27", "28", "29"]
+    test, selection = summary["test"], summary["selection"]
+    assert 0 <= test["v_rand"] <= test["v_rand_official"] <= 1  # the maximum over thresholds is never lower
+    assert test["v_rand_threshold"] == selection["v_rand_threshold"] and test["tta"] == selection["tta"]
+    scores = json.loads((run_dir / "test_scores.json").read_text())
+    assert [entry["name"] for entry in scores["per_slice"]] == summary["test_names"]
+    chosen = scores["thresholds"].index(selection["v_rand_threshold"])
+    assert test["v_rand"] == scores["v_rand_curve"][chosen]
     tests = sorted((run_dir / "test_predictions").iterdir())
     assert len(tests) == 30 and io.imread(tests[0]).shape == (512, 512)
-    assert len(list((run_dir / "val_predictions").iterdir())) == 5
+    assert len(list((run_dir / "selection_predictions").iterdir())) == 5
+    assert len(list((run_dir / "test_slice_predictions").iterdir())) == 5
 
 
 def test_paper_options_train_with_weight_maps_and_elastic_deformation(tiny_dataset, tmp_path):
@@ -131,7 +140,11 @@ def test_crossval_reports_mean_and_sd_over_folds(tiny_dataset, tmp_path):
         ["crossval", "--data", str(tiny_dataset), "--folds", "3", "--run", "cv", "--logs", str(tmp_path),
          "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--width", "4", "--patch-size", "64",
          "--precision", "float32", "--quiet"]))
-    assert [fold["validation_names"] for fold in report["folds"]] == [["0", "1"], ["2", "3"], ["4", "5"]]
+    assert [fold["test_names"] for fold in report["folds"]] == [["0", "1"], ["2", "3"], ["4", "5"]]
+    assert [fold["selection_names"] for fold in report["folds"]] == [["2", "3"], ["4", "5"], ["0", "1"]]
+    for fold in report["folds"]:  # nested: the three roles are disjoint in every fold
+        roles = [set(fold["train_names"]), set(fold["selection_names"]), set(fold["test_names"])]
+        assert sum(map(len, roles)) == len(set.union(*roles)) == 6
     assert len(report["v_rand"]["values"]) == 3 and report["v_rand"]["sd"] >= 0
     assert (tmp_path / "cv" / "crossval.json").is_file()
 

@@ -1,0 +1,86 @@
+"""The train/select/test split, and the precision of saved and loaded models."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import train as train_module
+from errors import UserError
+from model import compute_policy, load_model, unet, with_precision
+from recipes import RECIPES
+from train import split_slices
+
+ISBI_NAMES = [str(i) for i in range(30)]
+
+
+def test_default_split_of_the_isbi_slices_is_three_disjoint_blocks():
+    split = split_slices(ISBI_NAMES)
+    assert split.train == [str(i) for i in range(20)]
+    assert split.select == ["20", "21", "22", "23", "24"]
+    assert split.test == ["25", "26", "27", "28", "29"]
+
+
+@pytest.mark.parametrize("select, test, expected", [
+    (["0", "1"], None, (ISBI_NAMES[2:25], ["0", "1"], ISBI_NAMES[25:])),
+    (None, [], (ISBI_NAMES[:20] + ISBI_NAMES[25:], ISBI_NAMES[20:25], [])),
+    (None, ["3"], ([n for n in ISBI_NAMES[:20] if n != "3"] + ISBI_NAMES[25:], ISBI_NAMES[20:25], ["3"])),
+])
+def test_split_options(select, test, expected):
+    split = split_slices(ISBI_NAMES, select, test)
+    assert (split.train, split.select, split.test) == expected
+
+
+def test_other_names_get_no_test_slices_and_the_last_sixth_to_select():
+    split = split_slices([f"a{i}" for i in range(12)])
+    assert split.test == [] and split.select == ["a10", "a11"] and len(split.train) == 10
+
+
+@pytest.mark.parametrize("select, test, message", [
+    (["20"], ["20"], "one role"),
+    (["x"], None, "--val-ids 'x'"),
+    (None, ["y"], "--test-ids 'y'"),
+    (ISBI_NAMES[:25], None, "at least one to train on"),
+])
+def test_impossible_splits_are_user_errors(select, test, message):
+    with pytest.raises(UserError, match=message):
+        split_slices(ISBI_NAMES, select, test)
+
+
+def test_a_model_trained_in_bfloat16_is_saved_in_float32(tiny_dataset, tmp_path):
+    recipe = RECIPES["cpu"].replace(epochs=1, steps_per_epoch=1, batch_size=2, width=4, patch_size=(64, 64),
+                                    precision="bfloat16", time_limit_minutes=None)
+    result = train_module.train(tiny_dataset, recipe, tmp_path / "run", select_ids=["5"], test_ids=[], verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    raw = keras.models.load_model(result.model_path, compile=False)
+    assert {layer.dtype_policy.name for layer in raw.layers if layer.weights} == {"float32"}
+    image = np.random.default_rng(0).random((1, 64, 64, 1)).astype(np.float32)
+    float32 = load_model(result.model_path, precision="float32")
+    bfloat16 = load_model(result.model_path, precision="bfloat16")
+    assert compute_policy(bfloat16) == "mixed_bfloat16"
+    difference = np.abs(float32.predict(image, verbose=0) - bfloat16.predict(image, verbose=0))
+    assert 0 < difference.max() < 0.1  # bfloat16 computes differently, but close
+
+
+def test_with_precision_keeps_the_weights_and_the_float32_output():
+    model = unet(input_size=(None, None, 1), width=2, depth=2, compile=False)
+    copy = with_precision(model, "mixed_bfloat16")
+    assert copy is not model and with_precision(model, "float32") is model
+    for a, b in zip(model.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert copy.get_layer("probability").dtype_policy.name == "float32"
+    assert copy.get_layer("head_conv").dtype_policy.name == "mixed_bfloat16"
+
+
+def test_a_failed_training_leaves_the_global_policy_at_float32(tiny_dataset, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(train_module, "build_model", fail)
+    recipe = RECIPES["cpu"].replace(epochs=1, steps_per_epoch=1, batch_size=2, width=4, patch_size=(64, 64),
+                                    precision="bfloat16")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train_module.train(tiny_dataset, recipe, tmp_path / "run", select_ids=["5"], test_ids=[], verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"
