@@ -14,8 +14,9 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from data import COLOR_DICT, labelVisualize, list_images, read_image, resize_to, to_uint8
+from data import COLOR_DICT, labelVisualize, resize_image, resize_to, to_uint8
 from errors import UserError
+from images import list_images, read_image, write_image
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 MODES = ("auto", "whole", "tile", "resize")
@@ -109,8 +110,11 @@ def predict_overlap_tile(
 
 
 def predict_resized(image: np.ndarray, predict_fn: PredictFn, target_size: Sequence[int]) -> np.ndarray:
-    """The seed's way: resize (H, W, C) to target_size, predict, resize back to (H, W, K)."""
-    small = resize_to(image, target_size, order=1)
+    """The seed's way: resize (H, W, C) to target_size, predict, resize back to (H, W, K).
+
+    The image is resized with ``data.resize_image``, as training's resize mode does.
+    """
+    small = resize_image(image, target_size)
     prediction = predict_fn(small[None])[0]
     return resize_to(prediction, image.shape[:2], order=1)
 
@@ -229,8 +233,6 @@ def predict_folder(
     those stems. In whole-image mode, consecutive images of one size are predicted
     ``batch_size`` at a time. Returns the written paths.
     """
-    from skimage import io
-
     from model import downsampling_factor
 
     inputs = list_images(input_dir)
@@ -261,9 +263,7 @@ def predict_folder(
         else:
             predictions = [predict_image(model, images[start] / 255.0, mode=mode, tta=tta)]
         for path, prediction in zip(inputs[start:stop], predictions):
-            target = output_dir / f"{path.stem}_predict.png"
-            io.imsave(target, prediction_to_png(prediction), check_contrast=False)
-            written.append(target)
+            written.append(write_image(output_dir / f"{path.stem}_predict.png", prediction_to_png(prediction)))
         if bar is not None:
             bar.add(stop - start)
         start = stop

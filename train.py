@@ -24,6 +24,7 @@ from data import (
     check_binary_mask,
     check_label_mask,
     load_pairs,
+    resize_image,
     resize_to,
 )
 from callbacks import ConstantOutputStop, completed_epochs, make_callbacks
@@ -224,7 +225,7 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
     names, images, masks = load_pairs(image_dir, mask_dir, as_gray=True, check_mask=check_mask)
     held_out = set(split_validation(names, validation_ids))
     if recipe.target_size:
-        images = [resize_to(image, recipe.target_size, order=0) for image in images]
+        images = [resize_image(image, recipe.target_size) for image in images]
         masks = [resize_to(mask, recipe.target_size, order=0) for mask in masks]
     train = [(i, m) for n, i, m in zip(names, images, masks) if n not in held_out]
     val = [(n, i, m) for n, i, m in zip(names, images, masks) if n in held_out]

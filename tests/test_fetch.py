@@ -263,7 +263,9 @@ def test_bad_sources(tmp_path):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
-    assert fetch.main(["--source", str(tmp_path / "nowhere"), "--dest", str(tmp_path / "d"), "--quiet"]) == 2
+    import main
+
+    assert main.main(["fetch", "--source", str(tmp_path / "nowhere"), "--dest", str(tmp_path / "d"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "nowhere" in err
 
