@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -27,15 +28,59 @@ from errors import UserError, exit_status  # noqa: E402
 DEFAULT_DATA = "data/membrane"
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
+MAX_CLASSES = 12  # colours of data.COLOR_DICT, which draws multi-class predictions
+MAX_SEED = 2**32 - 1  # numpy's seeds
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line ``error:`` message (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def in_range(kind: type = float, low: float | None = None, high: float | None = None,
+             low_open: bool = False, high_open: bool = False, multiple_of: int | None = None):
+    """An argparse ``type`` parsing an int or a finite float within [low, high].
+
+    ``low_open``/``high_open`` exclude the bound itself; ``multiple_of`` also asks for a
+    multiple of it. The message of a refused value says the allowed range.
+    """
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            left = "" if low is None else f"{'>' if low_open else '>='} {kind(low)}"
+            right = "" if high is None else f"{'<' if high_open else '<='} {kind(high)}"
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(filter(None, (left, right)))}, not {text}")
+        if multiple_of and value % multiple_of:
+            raise argparse.ArgumentTypeError(f"must be a multiple of {multiple_of}, not {text}")
+        return value
+
+    return parse
+
+
+positive_int = in_range(int, 1)
+side_16 = in_range(int, 16, multiple_of=16)  # the U-Net's 4 poolings need multiples of 16
 
 
 def id_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    """Comma-separated names, e.g. "25,26": at least one, none twice."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no image; give names such as 25,26")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{repeated[0]!r} is named twice")
+    return names
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -45,21 +90,21 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=positive_int, help="override the recipe's steps per epoch")
     parser.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
     parser.add_argument("--width", type=positive_int, help="filters of the first level (the seed: 64)")
-    parser.add_argument("--patch-size", type=positive_int, metavar="N", help="side of the random training crops (default: 256)")
-    parser.add_argument("--resize", type=positive_int, metavar="N", help="the seed's way instead of crops: resize every slice to NxN (predictions are resized back)")
-    parser.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
+    parser.add_argument("--patch-size", type=side_16, metavar="N", help="side of the random training crops, a multiple of 16 (default: 256)")
+    parser.add_argument("--resize", type=side_16, metavar="N", help="the seed's way instead of crops: resize every slice to NxN, N a multiple of 16 (predictions are resized back)")
+    parser.add_argument("--lr", type=in_range(float, 0, 1, low_open=True), help="override the recipe's Adam learning rate, in (0, 1]")
     parser.add_argument("--weighted-loss", action=argparse.BooleanOptionalAction, default=None, help="the paper's border-weighted loss, w0=10, sigma=5 px (default: the recipe's; on for cpu and paper)")
-    parser.add_argument("--elastic", type=float, metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
+    parser.add_argument("--elastic", type=in_range(float, 0), metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
     parser.add_argument("--monitor", choices=["val_loss", "val_v_rand", "val_v_info"], help="what picks the best checkpoint (default: the recipe's, val_loss)")
     parser.add_argument("--head", choices=["relu", "elu"], help="activation of the 2-filter layer before the sigmoid (the seed: relu; default: the recipe's, elu for cpu and paper)")
-    parser.add_argument("--ema", type=float, metavar="MOMENTUM", help="validate and save a moving average of the weights with this momentum (default: the recipe's, 0.99 for cpu and paper; 0: off)")
+    parser.add_argument("--ema", type=in_range(float, 0, 1, high_open=True), metavar="MOMENTUM", help="validate and save a moving average of the weights with this momentum (default: the recipe's, 0.99 for cpu and paper; 0: off)")
     parser.add_argument("--jit-compile", choices=["auto", "on", "off"], help="XLA compilation of the training step (default: auto)")
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
-    parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
+    parser.add_argument("--time-limit", type=in_range(float, 0), metavar="MIN", help="stop training after this many minutes (0: no limit)")
     parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...", help="held-out image names (default: 25,26,27,28,29)")
-    parser.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1, softmax output")
+    parser.add_argument("--num-class", type=in_range(int, 1, MAX_CLASSES), default=1, metavar="N", help=f"1: binary masks (0/255 or 0/1); N > 1 (at most {MAX_CLASSES}): integer label masks 0..N-1, softmax output")
     parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
+    parser.add_argument("--seed", type=in_range(int, 0, MAX_SEED), default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
     parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
     parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
     parser.add_argument("--workers", type=positive_int, help="threads that prepare training batches (default: train.DEFAULT_WORKERS, 2)")
@@ -71,8 +116,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="main.py", description="U-Net for ISBI 2012 cell-membrane segmentation.")
-    common = argparse.ArgumentParser(add_help=False)
+    parser = ArgumentParser(prog="main.py", description="U-Net for ISBI 2012 cell-membrane segmentation.")
+    common = ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -105,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     crossval = commands.add_parser("crossval", parents=[common], help="k-fold cross-validation with the ISBI metric")
     add_training_options(crossval)
-    crossval.add_argument("--folds", type=positive_int, default=6, help="number of folds of consecutive slices (default: %(default)s)")
+    crossval.add_argument("--folds", type=in_range(int, 2), default=6, help="number of folds of consecutive slices (default: %(default)s)")
     crossval.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="test-time augmentation when predicting (default: on)")
     compare = commands.add_parser("compare", parents=[common], help="compare finished runs: held-out scores, time to quality, mean +- sd")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (logs/RUN) with a history.csv")
-    compare.add_argument("--target", type=float, default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
+    compare.add_argument("--target", type=in_range(float, 0, 1), default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
     compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG; an existing file is replaced)")
-    compare.add_argument("--ymin", type=float, help="lower end of the plot's score axis")
+    compare.add_argument("--ymin", type=in_range(float, 0, 1, high_open=True), help="lower end of the plot's score axis, in [0, 1)")
     compare.add_argument("--json", help="write each run's figures to this JSON file")
     return parser
 
@@ -127,8 +172,6 @@ def recipe_from_args(args):
         weighted_loss=args.weighted_loss, monitor=args.monitor, head_activation=args.head,
         jit_compile=jit_compile_option(args.jit_compile))
     if args.ema is not None:
-        if not 0.0 <= args.ema < 1.0:
-            raise UserError(f"--ema {args.ema:g}: the momentum must be in [0, 1) (0: off)")
         recipe = dataclasses.replace(recipe, ema_momentum=args.ema or None)
     if args.elastic is not None:
         recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
@@ -274,8 +317,8 @@ def cmd_crossval(args) -> dict:
 
     image_dir, _ = find_training_folders(args.data)
     names = [path.stem for path in list_images(image_dir)]
-    if not 2 <= args.folds <= len(names):
-        raise UserError(f"--folds must be between 2 and the number of training images ({len(names)})")
+    if args.folds > len(names):
+        raise UserError(f"--folds {args.folds}: more folds than training images ({len(names)})")
     folds = [list(chunk) for chunk in np.array_split(names, args.folds)]
     base = args.run or f"{time.strftime('%Y%m%d-%H%M%S')}-crossval"
     results = []

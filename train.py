@@ -181,6 +181,9 @@ def split_validation(names: Sequence[str], validation_ids: Sequence[str] | None)
     if validation_ids:
         wanted = [str(i) for i in validation_ids]
         missing = [name for name in wanted if name not in names]
+        if not missing and set(names) <= set(wanted):
+            raise UserError(f"--val-ids holds out every one of the {len(names)} training images; "
+                            "leave at least one to train on")
         if not missing:
             return wanted
         if tuple(wanted) != DEFAULT_VALIDATION_IDS:

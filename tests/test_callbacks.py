@@ -147,8 +147,10 @@ def test_cpu_recipe_validates_the_average_before_the_other_callbacks(tmp_path):
 
 
 def test_ema_option_is_checked(tiny_dataset, tmp_path, capsys):
-    assert main.main(["train", "--data", str(tiny_dataset), "--logs", str(tmp_path), "--ema", "1.5", *TINY]) == 2
-    assert "--ema 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main.main(["train", "--data", str(tiny_dataset), "--logs", str(tmp_path), "--ema", "1.5", *TINY])
+    assert stop.value.code == 2
+    assert "argument --ema: must be >= 0 and < 1, not 1.5" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("scale", [1.0, 255.0])
