@@ -232,6 +232,10 @@ def load_training_data(data_dir: str | Path, recipe: Recipe,
         masks = [resize_to(mask, recipe.target_size, order=0) for mask in masks]
     train = [(i, m) for n, i, m in zip(names, images, masks) if n not in held_out]
     val = [(n, i, m) for n, i, m in zip(names, images, masks) if n in held_out]
+    for name, image, _ in val:
+        if min(image.shape[:2]) < 16:
+            raise UserError(f"validation image {name} is {image.shape[1]}x{image.shape[0]} px; "
+                            "the network needs at least 16x16 (hold out larger images with --val-ids)")
 
     def crop16(array: np.ndarray) -> np.ndarray:
         height, width = array.shape[0] // 16 * 16, array.shape[1] // 16 * 16

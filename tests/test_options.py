@@ -139,3 +139,20 @@ def test_bad_label_file_is_one_error_line_in_evaluate(tmp_path, capsys, kind):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {tmp_path / 'label' / '0.png'}: ") and err.count("\n") == 1
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_model_file_that_is_no_model_is_refused(tmp_path, capsys):
+    (tmp_path / "m.keras").write_text("garbage")
+    code = main.main(["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'm.keras'}: not a .keras model") and "not found" not in err
+
+
+def test_validation_images_smaller_than_the_network_are_refused(tmp_path, capsys):
+    from conftest import write_dataset
+
+    data = write_dataset(tmp_path / "small", count=3, size=(12, 40), test_count=0)
+    code = main.main(["train", "--data", str(data), "--val-ids", "2", "--logs", str(tmp_path / "logs"),
+                      *TINY, "--patch-size", "16"])
+    assert code == 2 and "validation image 2 is 40x12 px" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
