@@ -317,21 +317,6 @@ def _tiff_page_count(tif_path: Path) -> int:
         raise UserError(f"TIFF stack {tif_path} cannot be read ({exc}): download it again") from None
 
 
-def split_tiff_stack(tif_path: PathLike, out_dir: PathLike) -> list[Path]:
-    """Write page N of a multi-page TIFF to ``out_dir/N.png`` (8-bit grayscale).
-
-    Returns the written paths in page order. 8-bit pages keep their values; other
-    integer/float/bool pages are scaled to 0..255. Raises UserError on unreadable stacks.
-    """
-    tif_path, out_dir = Path(tif_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for index, page in _iter_tiff_pages(tif_path):
-        out = out_dir / f"{index}.png"
-        written.append(write_image(out, page))
-    return written
-
-
 # ------------------------------------------------------------------------ download
 
 
@@ -372,7 +357,7 @@ def _copy(src: Path, out: Path, rel: str) -> None:
 # --------------------------------------------------------------------------- fetch
 
 
-def _dest_file_ok(path: Path, rel: str, expected: tuple[str, str]) -> bool:
+def _dest_file_ok(path: Path, expected: tuple[str, str]) -> bool:
     """True if an existing destination file matches the manifest (file or pixel hash)."""
     if file_sha256(path) == expected[0]:
         return True
@@ -445,7 +430,7 @@ def fetch_isbi(
     for rel in sorted(entries, key=_sort_key):
         target = dest / rel
         if target.is_file():
-            if verify and not _dest_file_ok(target, rel, entries[rel]):
+            if verify and not _dest_file_ok(target, entries[rel]):
                 wrong.append(rel)
         elif target.exists() or target.is_symlink():
             raise UserError(f"{target} is not a regular file: remove it and fetch again")

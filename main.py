@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from errors import UserError, exit_status  # noqa: E402
+from errors import UserError, exit_status
 
 DEFAULT_DATA = "data/membrane"
 
@@ -365,7 +362,9 @@ def cmd_compare(args) -> list:
     if args.json:
         fields = [{key: value for key, value in dataclasses.asdict(run).items() if key != "history"}
                   for run in summaries]
-        Path(args.json).write_text(json.dumps(fields, indent=2))
+        from images import write_text
+
+        write_text(args.json, json.dumps(fields, indent=2))
     return summaries
 
 
@@ -375,6 +374,9 @@ COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from startup import start_backend
+
+    start_backend()
     return exit_status(COMMANDS[args.command], args)
 
 

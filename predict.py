@@ -48,17 +48,6 @@ def default_tiling(depth: int = 4) -> tuple[int, int]:
     return 4 * margin, margin
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Mirror-pad (H, W, C) at the bottom/right to multiples of ``multiple``.
-
-    Returns the padded array and the original (H, W) to crop back to.
-    """
-    height, width = image.shape[:2]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
-    return padded, (height, width)
-
-
 def predict_whole(image: np.ndarray, predict_fn: PredictFn, multiple: int = 16) -> np.ndarray:
     """Predict (H, W, C) in one piece, mirror-padded to a multiple: returns (H, W, K)."""
     return predict_whole_batch(image[None], predict_fn, multiple)[0]

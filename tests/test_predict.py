@@ -64,11 +64,6 @@ def test_tta_of_an_equivariant_operator_is_unchanged():
     assert not np.allclose(predict.with_tta(shifted)(image), shifted(image))
 
 
-def test_pad_to_multiple():
-    padded, size = predict.pad_to_multiple(np.zeros((30, 17, 1)), 16)
-    assert padded.shape == (32, 32, 1) and size == (30, 17)
-
-
 def test_training_and_prediction_resize_images_alike(tiny_dataset):
     """The seed's resize mode: the network sees the same pixels in training and in prediction."""
     import dataclasses
