@@ -156,3 +156,25 @@ def test_validation_images_smaller_than_the_network_are_refused(tmp_path, capsys
                       *TINY, "--patch-size", "16"])
     assert code == 2 and "validation image 2 is 40x12 px" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_cpu_machine_shows_no_tensorflow_or_cuda_log_lines(tmp_path):
+    """A newcomer's command (TensorFlow imported, devices probed) prints only its own line."""
+    import os
+    import subprocess
+    import sys
+
+    from startup import has_gpu_driver
+
+    if has_gpu_driver():
+        pytest.skip("a GPU driver is present: its log lines are not hidden")
+    (tmp_path / "m.keras").write_text("garbage")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TF_CPP", "KERAS_BACKEND"))}
+    code = ("import main, sys; code = main.main(sys.argv[1:]); import tensorflow as tf; "
+            "tf.config.list_physical_devices(); tf.constant(1.0) + 1.0; sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, "predict", "--model", str(tmp_path / "m.keras"),
+                           "--input", str(tmp_path)], cwd=main.Path(main.__file__).parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"error: {tmp_path / 'm.keras'}: not a .keras model "
+                                        "(a .keras file is a zip archive); give a model written by train"]
