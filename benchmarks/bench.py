@@ -55,7 +55,7 @@ from benchmarks.flops import TRAIN_PASSES, machine_info, matmul_peak, model_conv
 from benchmarks.measure import CONFIGS, PREDICT_MODES, Settings, load_slices, run_config  # noqa: E402
 from errors import UserError, exit_status  # noqa: E402
 from images import write_text  # noqa: E402
-from main import ArgumentParser, in_range, positive_int  # noqa: E402
+from options import ArgumentParser, in_range, positive_int  # noqa: E402
 from model import unet  # noqa: E402
 from predict import default_tiling  # noqa: E402
 from train import DEFAULT_WORKERS, RECIPES, find_training_folders, jit_compile_option  # noqa: E402

@@ -150,7 +150,7 @@ def test_ema_option_is_checked(tiny_dataset, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main.main(["train", "--data", str(tiny_dataset), "--logs", str(tmp_path), "--ema", "1.5", *TINY])
     assert stop.value.code == 2
-    assert "argument --ema: must be >= 0 and < 1, not 1.5" in capsys.readouterr().err
+    assert "argument --ema: must be >= 0.0 and < 1.0, not 1.5" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("scale", [1.0, 255.0])

@@ -11,6 +11,7 @@ import tifffile
 from skimage import io
 
 import main
+import options
 from test_cli import TINY, run_cli
 
 
@@ -46,7 +47,7 @@ def test_the_subcommands_are_found():
 @pytest.mark.parametrize("command, option, kind", numeric_options(), ids=lambda x: str(x))
 def test_every_numeric_option_has_a_range(command, option, kind):
     """No plain int/float: NaN, infinity and huge negative values are refused at parse time."""
-    assert kind not in (int, float), f"{command} {option}: use main.in_range(...) as its type"
+    assert kind not in (int, float), f"{command} {option}: use options.in_range(...) as its type"
     for text in ("nan", "inf", "-inf", "-1000000000000", "-1e12"):
         with pytest.raises((argparse.ArgumentTypeError, ValueError)):
             kind(text)
@@ -88,7 +89,7 @@ def test_bad_option_values_are_one_error_line_and_exit_2(args, message, tmp_path
 def test_max_classes_matches_the_colour_table():
     from data import COLOR_DICT
 
-    assert main.MAX_CLASSES == len(COLOR_DICT)
+    assert options.MAX_CLASSES == len(COLOR_DICT)
 
 
 def test_val_ids_naming_every_slice_is_refused_and_writes_nothing(tiny_dataset, tmp_path, capsys):
