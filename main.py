@@ -34,7 +34,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=positive_int, help="filters of the first level (the seed: 64)")
     parser.add_argument("--patch-size", type=side_16, metavar="N", help="side of the random training crops, a multiple of 16 (default: 256)")
     parser.add_argument("--resize", type=side_16, metavar="N", help="the seed's way instead of crops: resize every slice to NxN, N a multiple of 16 (predictions are resized back)")
-    parser.add_argument("--lr", type=in_range(float, 0, 1, low_open=True), help="override the recipe's Adam learning rate, in (0, 1]")
+    parser.add_argument("--lr", type=in_range(float, 0, low_open=True), help="override the recipe's Adam learning rate (> 0)")
     parser.add_argument("--weighted-loss", action=argparse.BooleanOptionalAction, default=None, help="the paper's border-weighted loss, w0=10, sigma=5 px (default: the recipe's; on for cpu and paper)")
     parser.add_argument("--elastic", type=in_range(float, 0), metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
     parser.add_argument("--monitor", choices=["val_loss", "val_v_rand", "val_v_info"], help="what picks the best checkpoint (default: the recipe's, val_loss)")

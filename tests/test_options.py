@@ -63,7 +63,7 @@ def test_every_subcommand_has_help(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
-    (["train", "--lr", "0"], "argument --lr: must be > 0.0 and <= 1.0, not 0"),
+    (["train", "--lr", "0"], "argument --lr: must be > 0.0, not 0"),
     (["train", "--seed", "-1"], "argument --seed: must be >= 0 and <= 4294967295, not -1"),
     (["train", "--patch-size", "50"], "argument --patch-size: must be a multiple of 16, not 50"),
     (["train", "--resize", "8"], "argument --resize: must be >= 16, not 8"),
