@@ -220,6 +220,23 @@ class ISBIScore(TrainingClock):
         logs["minutes"] = self.elapsed() / 60.0
 
 
+def validation_panel(image: np.ndarray, mask: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """image | label | prediction side by side: (H, 3 W, 1) float32 in [0, 1].
+
+    image (H, W, C) in [0, 1] (its first channel is shown); mask (H, W, 1): binary
+    0/255 or 0/1, or, when prediction (H, W, K) has K > 1 classes, labels 0..K-1;
+    classes (the label and the prediction's argmax) are shown as gray levels k / (K-1).
+    """
+    classes = prediction.shape[-1]
+    if classes > 1:
+        label = mask[..., :1] / (classes - 1)
+        predicted = np.argmax(prediction, axis=-1)[..., None] / (classes - 1)
+    else:
+        label = mask[..., :1] / (255.0 if mask.max(initial=0) > 1 else 1.0)
+        predicted = prediction
+    return np.concatenate([image[..., :1], label, predicted], axis=1).astype(np.float32)
+
+
 class ValidationImages(keras.callbacks.Callback):
     """Each epoch, write "image | label | prediction" of a few validation slices to
     TensorBoard (under ``log_dir/images``).
@@ -234,7 +251,7 @@ class ValidationImages(keras.callbacks.Callback):
         self.copies = copies
         self.log_dir = Path(log_dir) / "images"
         self.images = [np.asarray(image, np.float32) / 255.0 for image in images[:count]]
-        self.masks = [(np.asarray(mask, np.float32) > 127.5).astype(np.float32) for mask in masks[:count]]
+        self.masks = [np.asarray(mask, np.float32) for mask in masks[:count]]
         self.writer = None
 
     def on_train_begin(self, logs=None):
@@ -248,7 +265,7 @@ class ValidationImages(keras.callbacks.Callback):
         panels = []
         for image, mask in zip(self.images, self.masks):
             prediction = predict_one(self.model, image, self.copies)
-            panels.append(np.concatenate([image[..., :1], mask, prediction[..., :1]], axis=1))
+            panels.append(validation_panel(image, mask, prediction))
         with self.writer.as_default():
             for index, panel in enumerate(panels):
                 tf.summary.image(f"image | label | prediction/{index}", panel[None], step=epoch)

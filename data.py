@@ -19,12 +19,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
-import skimage.io as io
 import skimage.transform as trans
-from skimage.color import rgb2gray, rgba2rgb
 
 from augment import AugmentSpec, augment_planes
 from errors import UserError
+from images import IMAGE_SUFFIXES, list_images, natural_key, read_image, write_image  # noqa: F401  (part of data's API)
 from fetch import fetch_isbi  # noqa: F401  (data.fetch_isbi is part of this module's API)
 
 Sky = [128, 128, 128]
@@ -54,65 +53,9 @@ BLOG_AUG_DICT = dict(
     fill_mode="nearest",
 )
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-DEFAULT_VALIDATION_IDS = ("25", "26", "27", "28", "29")
 
 
 # ---------------------------------------------------------------------------- files
-
-def numeric_key(path: Path) -> tuple:
-    """Sort key that puts 2.png before 10.png."""
-    stem = path.stem
-    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
-
-
-def list_images(folder: str | Path, exclude_suffix: str = "_predict") -> list[Path]:
-    """Image files of a folder in natural order, leaving out earlier predictions.
-
-    Raises UserError when the folder is missing or holds no images.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: folder not found")
-    files = [
-        path for path in folder.iterdir()
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(exclude_suffix)
-    ]
-    if not files:
-        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    return sorted(files, key=numeric_key)
-
-
-def read_image(path: str | Path, as_gray: bool = True) -> np.ndarray:
-    """Read one image as float32 (H, W, C) on the 0-255 scale (C = 1 when as_gray).
-
-    RGBA is composited on white, 16-bit images are rescaled to 0-255.
-    Raises UserError for a missing, unreadable or truncated file.
-    """
-    path = Path(path)
-    try:
-        array = io.imread(path)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: cannot read this image ({error}); replace or remove it") from error
-    if array.dtype == np.uint16:
-        array = array / 257.0
-    elif array.dtype == bool:
-        array = array * 255.0
-    elif np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
-        array = array * 255.0
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim == 3 and array.shape[-1] == 4:
-        array = rgba2rgb(array / 255.0).astype(np.float32) * 255.0
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if as_gray and array.ndim == 3:
-        array = rgb2gray(array / 255.0).astype(np.float32) * 255.0
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3:
-        raise UserError(f"{path}: expected a 2-D grayscale or RGB image, got shape {array.shape}")
-    return array
-
 
 def find_mask(image_path: Path, mask_folder: Path) -> Path | None:
     """The mask of an image: the same stem, or the stem with a ``_mask`` suffix."""
@@ -236,6 +179,17 @@ def resize_to(array: np.ndarray, target_size: Sequence[int], order: int) -> np.n
         array, tuple(target_size) + array.shape[2:], order=order,
         preserve_range=True, anti_aliasing=order > 0,
     ).astype(np.float32)
+
+
+def resize_image(image: np.ndarray, target_size: Sequence[int]) -> np.ndarray:
+    """Resize a network input (H, W, C) to (h, w, C): bilinear with anti-aliasing.
+
+    The one interpolation of images in the seed's resize mode, in training
+    (``load_training_data``, ``trainGenerator``, ``testGenerator``) and in prediction
+    (``predict.predict_resized``), so the network sees the same kind of pixels in both.
+    Masks are resized with ``resize_to(mask, size, order=0)`` to keep their labels.
+    """
+    return resize_to(image, target_size, order=1)
 
 
 class SegmentationDataset(keras.utils.PyDataset):
@@ -377,8 +331,8 @@ def trainGenerator(batch_size, train_path, image_folder, mask_folder, aug_dict,
                    target_size=(256, 256), seed=1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless (img, mask) batches from ``train_path/image_folder`` and ``mask_folder``.
 
-    As in the seed: every slice is resized to ``target_size`` (nearest neighbour, as
-    flow_from_directory did), image and mask get the same random augmentation, and
+    As in the seed: every slice is resized to ``target_size`` (images with
+    ``resize_image``, as prediction does; masks nearest neighbour), image and mask get the same random augmentation, and
     ``adjustData`` scales them. Yields img (B, h, w, C) in [0, 1] and mask (B, h, w, 1)
     in {0, 1} (one-hot with flag_multi_class). With ``save_to_dir`` the augmented pairs
     are also written there as PNGs. ``target_size=None`` keeps the native size.
@@ -388,7 +342,7 @@ def trainGenerator(batch_size, train_path, image_folder, mask_folder, aug_dict,
         as_gray=image_color_mode == "grayscale",
     )
     if target_size is not None:
-        images = [resize_to(image, target_size, order=0) for image in images]
+        images = [resize_image(image, target_size) for image in images]
         masks = [resize_to(mask, target_size, order=0) for mask in masks]
     steps = -(-len(images) // batch_size)
     dataset = SegmentationDataset(
@@ -402,10 +356,9 @@ def trainGenerator(batch_size, train_path, image_folder, mask_folder, aug_dict,
             if save_to_dir is not None:
                 os.makedirs(save_to_dir, exist_ok=True)
                 for i in range(len(img)):
-                    io.imsave(os.path.join(save_to_dir, f"{image_save_prefix}_{counter}.png"),
-                              to_uint8(img[i]), check_contrast=False)
-                    io.imsave(os.path.join(save_to_dir, f"{mask_save_prefix}_{counter}.png"),
-                              to_uint8(mask[i][..., :1]), check_contrast=False)
+                    write_image(os.path.join(save_to_dir, f"{image_save_prefix}_{counter}.png"), to_uint8(img[i]))
+                    write_image(os.path.join(save_to_dir, f"{mask_save_prefix}_{counter}.png"),
+                                to_uint8(mask[i][..., :1]))
                     counter += 1
             yield img, mask
         dataset.on_epoch_end()
@@ -420,7 +373,7 @@ def testGenerator(test_path, num_image=30, target_size=(256, 256), flag_multi_cl
     for i in range(num_image):
         img = read_image(os.path.join(test_path, "%d.png" % i), as_gray=as_gray) / 255.0
         if target_size is not None:
-            img = resize_to(img, target_size, order=1)
+            img = resize_image(img, target_size)
         yield img[None].astype(np.float32)
 
 
@@ -433,7 +386,7 @@ def geneTrainNpy(image_path, mask_path, flag_multi_class=False, num_class=2,
     Returns (N, H, W, C) images in [0, 1] and (N, H, W, 1) (or one-hot) masks.
     """
     image_name_arr = sorted(glob.glob(os.path.join(image_path, "%s*.png" % image_prefix)),
-                            key=lambda p: numeric_key(Path(p)))
+                            key=natural_key)
     image_arr, mask_arr = [], []
     for item in image_name_arr:
         img = read_image(item, as_gray=image_as_gray)
@@ -488,7 +441,5 @@ def saveResult(save_path, npyfile, flag_multi_class=False, num_class=2,
         else:
             img = to_uint8(item)
         name = names[i] if names is not None else str(i)
-        path = Path(save_path) / f"{name}_predict.png"
-        io.imsave(path, img, check_contrast=False)
-        written.append(path)
+        written.append(write_image(Path(save_path) / f"{name}_predict.png", img))
     return written

@@ -144,7 +144,7 @@ def resolve_engine(engine: str) -> str:
     augmentation, see benchmarks/engines.py), else Keras."""
     if engine != "auto":
         return engine
-    from train import has_gpu
+    from recipes import has_gpu
 
     cpu_tensorflow = keras.backend.backend() == "tensorflow" and not has_gpu()
     return "onnx" if cpu_tensorflow and onnx_available() else "keras"

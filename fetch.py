@@ -27,14 +27,12 @@ failure never leaves a half-filled data set behind. Files already in the
 destination are never overwritten, and extra files there (predictions such as
 ``test/0_predict.png``) are left alone.
 
-Command line: ``python fetch.py [--source S] [--dest D] [--no-verify] [--quiet]``;
-``python fetch.py --write-manifest FOLDER`` regenerates the manifest from a
-folder in the PNG layout.
+Command line: ``python main.py fetch [--source S] [--dest D] [--no-verify] [--quiet]``.
+``write_manifest(FOLDER)`` regenerates the manifest from a folder in the PNG layout.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
@@ -51,7 +49,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from errors import UserError, exit_status
+from errors import UserError
+from images import atomic_path, read_array, write_image, write_text
 
 ISBI_PNG_URL: str = "https://raw.githubusercontent.com/zhixuhao/unet/master/data/membrane/"
 """Base URL of the public PNG copy of the data set (ends with ``/``)."""
@@ -108,12 +107,10 @@ def pixel_sha256(image: np.ndarray) -> str:
 
 def _read_gray_png(path: Path, name: str) -> np.ndarray:
     """Decode ``path`` as a 2-D 8-bit image or raise UserError naming ``name``."""
-    import skimage.io  # lazy: skimage costs ~0.3 s to import
-
     try:
-        image = skimage.io.imread(path)
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError on some broken PNGs
-        raise UserError(f"{name}: cannot decode {path} as an image ({exc}); delete it and fetch again") from None
+        image = read_array(path)
+    except UserError as exc:
+        raise UserError(f"{name}: {exc}; delete it and fetch again") from None
     if image.ndim != 2 or image.dtype != np.uint8:
         raise UserError(
             f"{name}: {path} is not an 8-bit grayscale image ({image.dtype}, shape {image.shape}); "
@@ -216,11 +213,7 @@ def write_manifest(folder: PathLike, path: PathLike = MANIFEST_PATH) -> Path:
     for rel in sorted(rels, key=_sort_key):
         file = folder / rel
         rows.append(f"{rel}\t{file_sha256(file)}\t{pixel_sha256(_read_gray_png(file, rel))}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "\n".join(rows) + "\n")
 
 
 # -------------------------------------------------------------------------- sources
@@ -324,82 +317,53 @@ def _tiff_page_count(tif_path: Path) -> int:
         raise UserError(f"TIFF stack {tif_path} cannot be read ({exc}): download it again") from None
 
 
-def _write_png(image: np.ndarray, path: Path) -> None:
-    """Write an 8-bit PNG via ``<path>.part`` then rename."""
-    import imageio.v3 as iio  # lazy import; imageio comes with scikit-image
-
-    tmp = path.with_name(path.name + ".part")
-    iio.imwrite(tmp, image, extension=".png")
-    os.replace(tmp, path)
-
-
-def split_tiff_stack(tif_path: PathLike, out_dir: PathLike) -> list[Path]:
-    """Write page N of a multi-page TIFF to ``out_dir/N.png`` (8-bit grayscale).
-
-    Returns the written paths in page order. 8-bit pages keep their values; other
-    integer/float/bool pages are scaled to 0..255. Raises UserError on unreadable stacks.
-    """
-    tif_path, out_dir = Path(tif_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for index, page in _iter_tiff_pages(tif_path):
-        out = out_dir / f"{index}.png"
-        _write_png(page, out)
-        written.append(out)
-    return written
-
-
 # ------------------------------------------------------------------------ download
 
 
 def _download(url: str, out: Path, rel: str) -> None:
-    """Download ``url`` to ``out`` via ``out.part``; any failure is a UserError naming ``rel``."""
-    part = out.with_name(out.name + ".part")
+    """Download ``url`` to ``out`` atomically; any failure is a UserError naming ``rel``."""
     request = urllib.request.Request(url, headers={"User-Agent": "unet-isbi-fetch/1.0"})
     try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(part, "wb") as fh:
+        with atomic_path(out) as part, urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, \
+                open(part, "wb") as fh:
             length = response.headers.get("Content-Length")
             received = 0
             while chunk := response.read(_CHUNK):
                 fh.write(chunk)
                 received += len(chunk)
-        if length is not None and length.strip().isdigit() and received != int(length):
-            raise UserError(
-                f"{rel}: download from {url} was cut short ({received} of {length} bytes); "
-                "check the connection and fetch again"
-            )
+            if length is not None and length.strip().isdigit() and received != int(length):
+                raise UserError(
+                    f"{rel}: download from {url} was cut short ({received} of {length} bytes); "
+                    "check the connection and fetch again"
+                )
     except urllib.error.HTTPError as exc:
         raise UserError(f"{rel}: HTTP {exc.code} {exc.reason} for {url}; check the source URL or use a local folder") from None
     except urllib.error.URLError as exc:
         raise UserError(f"{rel}: cannot reach {url} ({exc.reason}); check the network or use a local folder") from None
     except (http.client.HTTPException, OSError, ValueError) as exc:
         raise UserError(f"{rel}: download from {url} failed ({type(exc).__name__}: {exc}); fetch again") from None
-    os.replace(part, out)
 
 
 def _copy(src: Path, out: Path, rel: str) -> None:
-    part = out.with_name(out.name + ".part")
     try:
-        shutil.copyfile(src, part)
+        with atomic_path(out) as part:
+            shutil.copyfile(src, part)
     except FileNotFoundError:
         raise UserError(f"{rel}: {src} not found in the source folder; the source is incomplete, use another source") from None
     except OSError as exc:
         raise UserError(f"{rel}: cannot copy {src} ({exc}); check the source folder") from None
-    os.replace(part, out)
 
 
 # --------------------------------------------------------------------------- fetch
 
 
-def _dest_file_ok(path: Path, rel: str, expected: tuple[str, str]) -> bool:
+def _dest_file_ok(path: Path, expected: tuple[str, str]) -> bool:
     """True if an existing destination file matches the manifest (file or pixel hash)."""
     if file_sha256(path) == expected[0]:
         return True
-    import skimage.io  # lazy import
-
     try:
-        image = skimage.io.imread(path)
-    except (OSError, ValueError, SyntaxError):
+        image = read_array(path)
+    except UserError:
         return False
     return image.ndim == 2 and image.dtype == np.uint8 and pixel_sha256(image) == expected[1]
 
@@ -466,7 +430,7 @@ def fetch_isbi(
     for rel in sorted(entries, key=_sort_key):
         target = dest / rel
         if target.is_file():
-            if verify and not _dest_file_ok(target, rel, entries[rel]):
+            if verify and not _dest_file_ok(target, entries[rel]):
                 wrong.append(rel)
         elif target.exists() or target.is_symlink():
             raise UserError(f"{target} is not a regular file: remove it and fetch again")
@@ -553,7 +517,7 @@ def _stage_from_tiffs(folder: Path, entries: Manifest, missing: list[str], stage
         for index, page in _iter_tiff_pages(tif_path):
             rel = pages.get(index)
             if rel is not None:
-                stage_one(rel, lambda out, page=page: _write_png(page, out))
+                stage_one(rel, lambda out, page=page: write_image(out, page))
         absent = sorted(set(pages) - set(range(count)))
         if absent:
             raise UserError(f"{pages[absent[0]]}: page {absent[0]} is missing from {tif_path}; use the original stack")
@@ -573,25 +537,3 @@ def _move_into_place(staging: Path, dest: Path, rels: list[str]) -> None:
         if target.exists():
             raise UserError(f"{target} appeared while fetching: remove it and fetch again")
         os.replace(staging / rel, target)
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 on UserError)."""
-    parser = argparse.ArgumentParser(description="Fetch and verify the ISBI 2012 membrane data set.")
-    parser.add_argument("--source", help=f"PNG folder, TIFF-stack folder or http(s) URL (default: ${SOURCE_ENV_VAR}, "
-                        "../shared/data/isbi2012, or the public zhixuhao/unet copy)")
-    parser.add_argument("--dest", default="data/membrane", help="destination folder (default: data/membrane)")
-    parser.add_argument("--no-verify", action="store_true", help="do not check hashes (TIFFs whose pixels differ)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--write-manifest", metavar="FOLDER", help=f"regenerate {MANIFEST_PATH.name} from a PNG folder")
-    args = parser.parse_args(argv)
-    if args.write_manifest:
-        return exit_status(lambda: print(f"wrote {write_manifest(args.write_manifest)}"))
-    return exit_status(lambda: fetch_isbi(args.source, args.dest, verify=not args.no_verify, progress=not args.quiet))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

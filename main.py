@@ -18,52 +18,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from errors import UserError, exit_status  # noqa: E402
+from errors import UserError, exit_status
+from options import MAX_CLASSES, MAX_SEED, ArgumentParser, id_list, in_range, positive_int, side_16
 
 DEFAULT_DATA = "data/membrane"
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 100], not {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
-
-
-def id_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+unit_float = in_range(float, 0.0, 1.0)
+non_negative_float = in_range(float, 0.0, 100.0)
+non_negative_int = in_range(int, 0)
 
 
 def id_list_or_none(text: str) -> list[str]:
-    """Like id_list; "none" is the empty list."""
+    """Like options.id_list; "none" is the empty list."""
     return [] if text.strip().lower() == "none" else id_list(text)
 
 
@@ -74,17 +45,17 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=positive_int, help="override the recipe's steps per epoch")
     parser.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
     parser.add_argument("--width", type=positive_int, help="filters of the first level (the seed: 64)")
-    parser.add_argument("--patch-size", type=positive_int, metavar="N", help="side of the random training crops (default: 256)")
-    parser.add_argument("--resize", type=positive_int, metavar="N", help="the seed's way instead of crops: resize every slice to NxN (predictions are resized back)")
-    parser.add_argument("--lr", type=float, help="override the recipe's Adam learning rate")
+    parser.add_argument("--patch-size", type=side_16, metavar="N", help="side of the random training crops, a multiple of 16 (default: 256)")
+    parser.add_argument("--resize", type=side_16, metavar="N", help="the seed's way instead of crops: resize every slice to NxN, N a multiple of 16 (predictions are resized back)")
+    parser.add_argument("--lr", type=in_range(float, 0, low_open=True), help="override the recipe's Adam learning rate (> 0)")
     parser.add_argument("--weighted-loss", action=argparse.BooleanOptionalAction, default=None, help="the paper's border-weighted loss, w0=10, sigma=5 px (default: the recipe's; on for cpu and paper)")
-    parser.add_argument("--elastic", type=float, metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
+    parser.add_argument("--elastic", type=in_range(float, 0), metavar="PX", help="elastic deformation: std of the 3x3 grid displacements in px (the paper: 10; 0: off)")
     parser.add_argument("--monitor", choices=["val_loss", "val_v_rand", "val_v_info"], help="what picks the best checkpoint (default: the recipe's, val_loss)")
     parser.add_argument("--head", choices=["relu", "elu"], help="activation of the 2-filter layer before the sigmoid (the seed: relu; default: the recipe's, elu for cpu and paper)")
-    parser.add_argument("--ema", type=float, metavar="MOMENTUM", help="validate and save a moving average of the weights with this momentum (default: the recipe's, 0.99 for cpu and paper; 0: off)")
+    parser.add_argument("--ema", type=in_range(float, 0, 1, high_open=True), metavar="MOMENTUM", help="validate and save a moving average of the weights with this momentum (default: the recipe's, 0.99 for cpu and paper; 0: off)")
     parser.add_argument("--jit-compile", choices=["auto", "on", "off"], help="XLA compilation of the training step (default: auto)")
     parser.add_argument("--precision", choices=["float32", "mixed", "bfloat16", "float16"], help="override the recipe's precision")
-    parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop training after this many minutes (0: no limit)")
+    parser.add_argument("--time-limit", type=in_range(float, 0), metavar="MIN", help="stop training after this many minutes (0: no limit)")
     parser.add_argument("--val-ids", type=id_list, default=None, metavar="A,B,...",
                         help="selection slices: they choose the checkpoint, early stopping, the LR plateau, TTA and "
                              "thresholds (default: 20,21,22,23,24, else the last sixth of the non-test slices)")
@@ -93,10 +64,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                              "(default: 25,26,27,28,29 when they exist, else none)")
     parser.add_argument("--target", choices=["membrane", "affinities"], default="membrane",
                         help="what the network predicts: membrane (one sigmoid, the seed's) or affinities "
-                             "(short- and long-range, for `segment-mws`; no weighted loss) (default: %(default)s)")
-    parser.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1, softmax output")
+                             "(short- and long-range, for the mutex watershed; no weighted loss) (default: %(default)s)")
+    parser.add_argument("--num-class", type=in_range(int, 1, MAX_CLASSES), default=1, metavar="N", help=f"1: binary masks (0/255 or 0/1); N > 1 (at most {MAX_CLASSES}): integer label masks 0..N-1, softmax output")
     parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
+    parser.add_argument("--seed", type=in_range(int, 0, MAX_SEED), default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
     parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
     parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
     parser.add_argument("--workers", type=positive_int, help="threads that prepare training batches (default: train.DEFAULT_WORKERS, 2)")
@@ -108,8 +79,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="main.py", description="U-Net for ISBI 2012 cell-membrane segmentation.")
-    common = argparse.ArgumentParser(add_help=False)
+    parser = ArgumentParser(prog="main.py", description="U-Net for ISBI 2012 cell-membrane segmentation.")
+    common = ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -178,13 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     crossval = commands.add_parser("crossval", parents=[common], help="k-fold cross-validation with the ISBI metric")
     add_training_options(crossval)
-    crossval.add_argument("--folds", type=positive_int, default=6, help="number of blocks of consecutive slices; fold k tests on block k and selects on block k+1 (default: %(default)s)")
+    crossval.add_argument("--folds", type=in_range(int, 3), default=6, help="number of blocks of consecutive slices; fold k tests on block k and selects on block k+1 (default: %(default)s)")
     crossval.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="test-time augmentation when predicting (default: on if it scores better on each fold's selection slices)")
     compare = commands.add_parser("compare", parents=[common], help="compare finished runs: held-out scores, time to quality, mean +- sd")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (logs/RUN) with a history.csv")
-    compare.add_argument("--target", type=float, default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
+    compare.add_argument("--target", type=in_range(float, 0, 1), default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
     compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG; an existing file is replaced)")
-    compare.add_argument("--ymin", type=float, help="lower end of the plot's score axis")
+    compare.add_argument("--ymin", type=in_range(float, 0, 1, high_open=True), help="lower end of the plot's score axis, in [0, 1)")
     compare.add_argument("--json", help="write each run's figures to this JSON file")
 
     export = commands.add_parser("export", parents=[common], help="export a model for other tools: ONNX, TF SavedModel, bioimage.io package")
@@ -209,8 +180,6 @@ def recipe_from_args(args):
         weighted_loss=args.weighted_loss, monitor=args.monitor, head_activation=args.head,
         jit_compile=jit_compile_option(args.jit_compile))
     if args.ema is not None:
-        if not 0.0 <= args.ema < 1.0:
-            raise UserError(f"--ema {args.ema:g}: the momentum must be in [0, 1) (0: off)")
         recipe = dataclasses.replace(recipe, ema_momentum=args.ema or None)
     if args.elastic is not None:
         recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
@@ -480,7 +449,9 @@ def cmd_compare(args) -> list:
     if args.json:
         fields = [{key: value for key, value in dataclasses.asdict(run).items() if key != "history"}
                   for run in summaries]
-        Path(args.json).write_text(json.dumps(fields, indent=2))
+        from images import write_text
+
+        write_text(args.json, json.dumps(fields, indent=2))
     return summaries
 
 
@@ -502,6 +473,13 @@ def cmd_export(args) -> dict:
     return written
 
 
+def needs_keras(args) -> bool:
+    """Whether a command imports Keras: compare never, fetch and evaluate for progress bars only."""
+    if args.command == "compare":
+        return False
+    return not (args.command in ("fetch", "evaluate") and args.quiet)
+
+
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "segment": cmd_segment, "check": cmd_check, "all": cmd_all,
             "crossval": cmd_crossval, "compare": cmd_compare, "export": cmd_export}
@@ -509,6 +487,10 @@ COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if needs_keras(args):
+        from startup import start_backend
+
+        start_backend()
     return exit_status(COMMANDS[args.command], args)
 
 

@@ -32,31 +32,16 @@ def _natural_key(stem: str) -> tuple:
 
 
 def _image_files(folder: Path, what: str) -> list[Path]:
-    if not folder.exists():
-        raise UserError(f"{what} folder {folder} does not exist: check the path")
-    if not folder.is_dir():
-        raise UserError(f"{what} path {folder} is not a folder: pass the folder that holds the images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"{what} folder {folder} has no .png/.tif images: put the images there or fix the path")
-    return files
+    from images import list_images
+
+    return list_images(folder, exclude_suffix=None, what=what)
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """Read one 2-D image; RGB(A) images use their first channel."""
-    from skimage import io  # imported here: skimage.io is slow to import
+    """Read one 2-D image in its stored dtype; RGB(A) becomes gray as everywhere (images.to_gray)."""
+    from images import read_gray
 
-    try:
-        img = np.asarray(io.imread(str(path)))
-    except (OSError, ValueError, SyntaxError, RuntimeError, TypeError) as exc:
-        raise UserError(f"cannot read image {path} ({exc}): replace it with a readable PNG or TIF") from exc
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        img = img[..., 0]
-    elif img.ndim == 3 and img.shape[0] == 1:
-        img = img[0]
-    if img.ndim != 2:
-        raise UserError(f"image {path} has shape {img.shape}, expected one 2-D slice: save one slice per file")
-    return img
+    return read_gray(path)
 
 
 def _progress_reporter(enabled: bool) -> Callable[[int, int, str], None] | None:

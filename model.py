@@ -187,6 +187,10 @@ def load_model(path: str | Path, precision: str | None = None) -> keras.Model:
             f"{path}: expected a .keras model file (weights-only .h5 files load with "
             "unet(pretrained_weights=...))"
         )
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a .keras model (a .keras file is a zip archive); give a model written by train")
     try:
         model = keras.models.load_model(str(path), compile=False)
     except (ValueError, OSError, KeyError) as error:

@@ -14,8 +14,9 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from data import COLOR_DICT, labelVisualize, list_images, read_image, resize_to, to_uint8
+from data import COLOR_DICT, labelVisualize, resize_image, resize_to, to_uint8
 from errors import UserError
+from images import list_images, read_image, write_image
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 MODES = ("auto", "whole", "tile", "resize")
@@ -45,17 +46,6 @@ def default_tiling(depth: int = 4) -> tuple[int, int]:
     step = 2**depth
     margin = math.ceil(receptive_field(depth) / 2 / step) * step
     return 4 * margin, margin
-
-
-def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Mirror-pad (H, W, C) at the bottom/right to multiples of ``multiple``.
-
-    Returns the padded array and the original (H, W) to crop back to.
-    """
-    height, width = image.shape[:2]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
-    return padded, (height, width)
 
 
 def predict_whole(image: np.ndarray, predict_fn: PredictFn, multiple: int = 16) -> np.ndarray:
@@ -129,8 +119,11 @@ def predict_overlap_tile(
 
 
 def predict_resized(image: np.ndarray, predict_fn: PredictFn, target_size: Sequence[int]) -> np.ndarray:
-    """The seed's way: resize (H, W, C) to target_size, predict, resize back to (H, W, K)."""
-    small = resize_to(image, target_size, order=1)
+    """The seed's way: resize (H, W, C) to target_size, predict, resize back to (H, W, K).
+
+    The image is resized with ``data.resize_image``, as training's resize mode does.
+    """
+    small = resize_image(image, target_size)
     prediction = predict_fn(small[None])[0]
     return resize_to(prediction, image.shape[:2], order=1)
 
@@ -285,8 +278,6 @@ def predict_folder(
     segments and 0 on their boundaries (``affinities.mws_segmentation`` with the keyword
     arguments ``mws``). Returns the written paths.
     """
-    from skimage import io
-
     from inference_memory import choose_mode
     from model import downsampling_factor
 
@@ -320,15 +311,13 @@ def predict_folder(
         else:
             predictions = [predict_image(model, images[start] / 255.0, mode=mode, tta=tta, predict_fn=predict_fn)]
         for path, prediction in zip(inputs[start:stop], predictions):
-            target = output_dir / f"{path.stem}_predict.png"
             if offsets is not None:
                 from affinities import mws_segmentation
 
                 picture = np.where(mws_segmentation(prediction, offsets, **(mws or {})) > 0, 255, 0).astype(np.uint8)
             else:
                 picture = prediction_to_png(prediction)
-            io.imsave(target, picture, check_contrast=False)
-            written.append(target)
+            written.append(write_image(output_dir / f"{path.stem}_predict.png", picture))
         if bar is not None:
             bar.add(stop - start)
         start = stop

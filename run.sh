@@ -3,7 +3,7 @@
 # requirements-export.txt (ONNX, bioimage.io) on first use.
 #   ./run.sh [OPTIONS]      the main job: fetch, train (default sized to the machine),
 #                           predict, evaluate; OPTIONS as for `python main.py all --help`
-#   ./run.sh test [ARGS]    the test suite (pytest ARGS)
+#   ./run.sh test [ARGS]    the test suite (pytest ARGS), after installing requirements-dev.txt
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,6 +26,11 @@ fi
 
 if [ "${1:-}" = "test" ]; then
   shift
+  if [ ! -f .venv/.installed-dev ] || [ requirements-dev.txt -nt .venv/.installed-dev ]; then
+    echo "Installing the test extras (requirements-dev.txt) ..."
+    .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+    touch .venv/.installed-dev
+  fi
   exec .venv/bin/python -m pytest "$@"
 fi
 exec .venv/bin/python main.py all "$@"

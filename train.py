@@ -28,6 +28,7 @@ from data import (
     check_binary_mask,
     check_label_mask,
     load_pairs,
+    resize_image,
     resize_to,
 )
 from distribute import distribution_scope
@@ -155,10 +156,14 @@ def load_training_data(data_dir: str | Path, recipe: Recipe, select_ids: Sequenc
     names, images, masks = load_pairs(image_dir, mask_dir, as_gray=True, check_mask=check_mask)
     roles = split_slices(names, select_ids, test_ids)
     if recipe.target_size:
-        images = [resize_to(image, recipe.target_size, order=0) for image in images]
+        images = [resize_image(image, recipe.target_size) for image in images]
         masks = [resize_to(mask, recipe.target_size, order=0) for mask in masks]
     train = [(i, m) for n, i, m in zip(names, images, masks) if n in roles.train]
     val = [(i, m) for n, i, m in zip(names, images, masks) if n in roles.select]
+    for name, (image, _) in zip(roles.select, val):
+        if min(image.shape[:2]) < 16:
+            raise UserError(f"selection image {name} is {image.shape[1]}x{image.shape[0]} px; "
+                            "the network needs at least 16x16 (choose larger images with --val-ids)")
 
     def crop16(array: np.ndarray) -> np.ndarray:
         height, width = array.shape[0] // 16 * 16, array.shape[1] // 16 * 16

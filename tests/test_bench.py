@@ -1,4 +1,4 @@
-"""bench.py: the FLOP count, the command line, and one quick end-to-end run."""
+"""benchmarks/bench.py: the FLOP count, the command line, and one quick end-to-end run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import bench
+from benchmarks import bench, flops
 from model import unet
 from conftest import ROOT
 
@@ -30,14 +30,14 @@ SEED_CONVS = [
 
 def test_unet_flops_matches_a_hand_count_of_the_seed():
     hand = sum(2 * side * side * k * k * cin * cout for side, k, cin, cout in SEED_CONVS)
-    assert bench.unet_flops(64) == hand == 109_211_549_696
-    assert bench.unet_flops(64) / 1e9 == pytest.approx(109, rel=0.03)
+    assert flops.unet_flops(64) == hand == 109_211_549_696
+    assert flops.unet_flops(64) / 1e9 == pytest.approx(109, rel=0.03)
 
 
 def test_unet_flops_scale_with_width_and_size():
-    ratio = bench.unet_flops(32) / bench.unet_flops(16)
+    ratio = flops.unet_flops(32) / flops.unet_flops(16)
     assert ratio == pytest.approx(4, rel=0.01)  # only the input conv and the head are linear
-    assert bench.unet_flops(16, size=(512, 512)) == 4 * bench.unet_flops(16)
+    assert flops.unet_flops(16, size=(512, 512)) == 4 * flops.unet_flops(16)
 
 
 @pytest.mark.parametrize("width, depth, size, channels", [
@@ -45,7 +45,7 @@ def test_unet_flops_scale_with_width_and_size():
 ])
 def test_analytic_count_agrees_with_the_layer_walk(width, depth, size, channels):
     network = unet(input_size=(*size, channels), width=width, depth=depth, compile=False)
-    assert bench.model_conv_flops(network) == bench.unet_flops(width, depth, size, channels)
+    assert flops.model_conv_flops(network) == flops.unet_flops(width, depth, size, channels)
 
 
 def test_precision_overrides():
@@ -74,7 +74,7 @@ def test_quick_run_writes_both_configs_and_the_ratio(tmp_path, tiny_dataset):
     out = tmp_path / "bench.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "bench.py", "--quick", "--data", str(tiny_dataset), "--json", str(out)],
+        [sys.executable, "benchmarks/bench.py", "--quick", "--data", str(tiny_dataset), "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,7 +84,7 @@ def test_quick_run_writes_both_configs_and_the_ratio(tmp_path, tiny_dataset):
     assert "--quick" in report["command"] and report["argv"][0] == "--quick"
     assert {"model", "flags_of_note"} <= set(report["machine"]["cpu"])
     assert {"cores", "keras", "tensorflow", "backend", "date"} <= set(report["machine"])
-    assert report["flops"]["forward_flop_per_image"] == bench.unet_flops(4, size=(64, 64))
+    assert report["flops"]["forward_flop_per_image"] == flops.unet_flops(4, size=(64, 64))
     assert report["flops"]["layer_walk_forward_gflop_per_image"] == report["flops"]["forward_gflop_per_image"]
     for dtype in ("float32", "bfloat16"):
         assert report["matmul_peak"][dtype]["gflops"] > 0
@@ -128,7 +128,7 @@ def test_config_specs_carry_their_own_precision():
 def test_one_run_can_time_two_precisions_with_elastic_augmentation(tmp_path, tiny_dataset):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "bench.py", "--quick", "--data", str(tiny_dataset), "--json", str(out), "--batch-sizes", "2",
+        [sys.executable, "benchmarks/bench.py", "--quick", "--data", str(tiny_dataset), "--json", str(out), "--batch-sizes", "2",
          "--configs", "default:float32,default:bfloat16", "--elastic", "10", "--skip-predict", "--jit-compile", "off"],
         cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=300,
     )

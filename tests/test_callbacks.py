@@ -167,5 +167,32 @@ def test_cpu_recipe_validates_the_average_before_the_other_callbacks(tmp_path):
 
 
 def test_ema_option_is_checked(tiny_dataset, tmp_path, capsys):
-    assert main.main(["train", "--data", str(tiny_dataset), "--logs", str(tmp_path), "--ema", "1.5", *TINY]) == 2
-    assert "--ema 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main.main(["train", "--data", str(tiny_dataset), "--logs", str(tmp_path), "--ema", "1.5", *TINY])
+    assert stop.value.code == 2
+    assert "argument --ema: must be >= 0.0 and < 1.0, not 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_validation_panel_shows_binary_masks_of_either_scale(scale):
+    from callbacks import validation_panel
+
+    mask = np.zeros((4, 4, 1), np.float32)
+    mask[:, 2:] = scale
+    image = np.full((4, 4, 1), 0.25, np.float32)
+    prediction = np.full((4, 4, 1), 0.75, np.float32)
+    panel = validation_panel(image, mask, prediction)
+    assert panel.shape == (4, 12, 1)
+    np.testing.assert_array_equal(panel[:, 4:8, 0], mask[..., 0] / scale)
+    np.testing.assert_array_equal(panel[:, :4], image)
+    np.testing.assert_array_equal(panel[:, 8:], prediction)
+
+
+def test_validation_panel_shows_each_class_of_a_multi_class_mask():
+    from callbacks import validation_panel
+
+    labels = np.array([[0, 1, 2, 2]], np.float32)[..., None]
+    scores = np.eye(3, dtype=np.float32)[[2, 1, 0, 2]][None]  # argmax 2, 1, 0, 2
+    panel = validation_panel(np.zeros((1, 4, 1), np.float32), labels, scores)
+    np.testing.assert_allclose(panel[0, 4:8, 0], [0, 0.5, 1, 1])
+    np.testing.assert_allclose(panel[0, 8:, 0], [1, 0.5, 0, 1])

@@ -84,13 +84,6 @@ def test_user_errors_are_one_line_with_exit_code_2(args, message):
     assert len(errors) == 1 and message in errors[0]
 
 
-def test_every_subcommand_has_help():
-    for command in ("fetch", "train", "predict", "evaluate", "check", "all"):
-        with pytest.raises(SystemExit) as exit_info:
-            main.main([command, "--help"])
-        assert exit_info.value.code == 0
-
-
 def test_main_job_on_the_isbi_data_with_tiny_settings(shared_isbi, tmp_path):
     """`all`: fetch (from ../shared), train on 0-19, choose on 20-24, score 25-29 once, predict the test images."""
     data_dir = tmp_path / "membrane"

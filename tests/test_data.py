@@ -172,7 +172,7 @@ def test_truncated_image_is_a_user_error(tmp_path):
     path = tmp_path / "0.png"
     io.imsave(path, synthetic_slice((64, 64), 0)[0], check_contrast=False)
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(UserError, match="0.png: cannot read"):
+    with pytest.raises(UserError, match="0.png: cannot read this image"):
         data.read_image(path)
 
 

@@ -263,21 +263,14 @@ def test_bad_sources(tmp_path):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
-    assert fetch.main(["--source", str(tmp_path / "nowhere"), "--dest", str(tmp_path / "d"), "--quiet"]) == 2
+    import main
+
+    assert main.main(["fetch", "--source", str(tmp_path / "nowhere"), "--dest", str(tmp_path / "d"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "nowhere" in err
 
 
 # ---------------------------------------------------------------------- TIFF stacks
-
-
-def test_split_tiff_stack(tmp_path):
-    pages = np.random.default_rng(1).integers(0, 256, size=(3, 10, 12), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "s.tif", pages, photometric="minisblack")
-    out = fetch.split_tiff_stack(tmp_path / "s.tif", tmp_path / "out")
-    assert out == [tmp_path / "out" / f"{i}.png" for i in range(3)]
-    for i, path in enumerate(out):
-        np.testing.assert_array_equal(skimage.io.imread(path), pages[i])
 
 
 def test_fetch_from_synthetic_tiffs(tmp_path, capsys):

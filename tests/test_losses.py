@@ -63,11 +63,15 @@ def test_pixel_loss_is_binary_cross_entropy_per_pixel():
 
 
 def test_the_weight_map_weighs_each_pixel():
+    """Pixels of different losses, so that ignoring the weights gives another number."""
     y_true = np.ones((1, 2, 2, 1), np.float32)
-    y_pred = np.full((1, 2, 2, 1), 0.5, np.float32)
+    y_pred = np.array([[[[0.9], [0.2]], [[0.5], [0.7]]]], np.float32)
     weights = np.array([[[[1.0], [0.0]], [[0.0], [3.0]]]], np.float32)
     loss = float(PixelBinaryCrossentropy()(y_true, y_pred, sample_weight=weights))
-    assert loss == pytest.approx(np.log(2) * 4 / 4, rel=1e-5)  # (1 + 3) * log 2 over 4 pixels
+    weighted = (1.0 * -np.log(0.9) + 3.0 * -np.log(0.7)) / 4  # weighted sum over the 4 pixels
+    unweighted = -np.log([0.9, 0.2, 0.5, 0.7]).mean()
+    assert loss == pytest.approx(weighted, rel=1e-5)
+    assert abs(weighted - unweighted) > 0.1  # the weights matter here
 
 
 def test_loss_config_round_trip():

@@ -316,11 +316,11 @@ def test_evaluate_folders_end_to_end(folders, tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_evaluate_folders_user_errors(folders, tmp_path):
     pred_dir, label_dir, labels = folders
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="nope: prediction folder not found"):
         metrics.evaluate_folders(tmp_path / "nope", label_dir, progress=False)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UserError, match="no .png/.tif"):
+    with pytest.raises(UserError, match="empty: no labels"):
         metrics.evaluate_folders(pred_dir, empty, progress=False)
     with pytest.raises(UserError, match="no label image for 99"):
         metrics.evaluate_folders(pred_dir, label_dir, names=["25", "99"], progress=False)
@@ -334,7 +334,7 @@ def test_evaluate_folders_user_errors(folders, tmp_path):
         metrics.evaluate_folders(pred_dir, label_dir, progress=False)
 
     (pred_dir / "27.png").write_bytes(b"this is not a png")
-    with pytest.raises(UserError, match="cannot read image"):
+    with pytest.raises(UserError, match="27.png: cannot read this image"):
         metrics.evaluate_folders(pred_dir, label_dir, progress=False)
 
     _write_png(pred_dir / "27.png", labels["27"])

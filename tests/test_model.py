@@ -75,5 +75,5 @@ def test_load_model_errors(tmp_path):
         model.load_model(tmp_path / "none.keras")
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(UserError, match="not a readable"):
+    with pytest.raises(UserError, match="bad.keras: not a .keras model"):
         model.load_model(bad)

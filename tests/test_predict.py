@@ -42,18 +42,18 @@ def test_overlap_tile_needs_a_positive_core():
         predict.predict_overlap_tile(np.zeros((8, 8, 1)), local_mean, tile_size=16, margin=8)
 
 
-def test_whole_and_tiled_network_predictions_agree():
-    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
-    image = np.random.default_rng(1).random((120, 100, 1)).astype(np.float32)
-    whole = predict.predict_whole(image, predict.model_predict_fn(network), multiple=4)
-    tile, margin = predict.default_tiling(2)
-    assert (tile, margin) == (112, 28)
-    tiled = predict.predict_overlap_tile(image, predict.model_predict_fn(network), 64, margin)
-    assert whole.shape == tiled.shape == (120, 100, 1)
-    # More than half the receptive field (49 px) from the border, the whole image's zero
+def test_whole_and_tiled_network_predictions_agree_at_the_seeds_depth():
+    network = model.unet(input_size=(None, None, 1), width=2, depth=4, compile=False)
+    image = np.random.default_rng(1).random((400, 370, 1)).astype(np.float32)
+    whole = predict.predict_whole(image, predict.model_predict_fn(network), multiple=16)
+    tile, margin = predict.default_tiling(4)
+    tiled = predict.predict_overlap_tile(image, predict.model_predict_fn(network), tile, margin)
+    assert whole.shape == tiled.shape == (400, 370, 1)
+    # More than half the receptive field (108 px) from the border, the whole image's zero
     # padding is out of reach: tiles and whole image must agree there.
-    reach = predict.receptive_field(2) // 2 + 4  # + one pooling cell: even 2x2 convs pad asymmetrically
-    np.testing.assert_allclose(tiled[reach:-reach, reach:-reach], whole[reach:-reach, reach:-reach], atol=1e-5)
+    reach = predict.receptive_field(4) // 2 + 16  # + one pooling cell: even 2x2 convs pad asymmetrically
+    inside = (slice(reach, -reach), slice(reach, -reach))
+    assert np.abs(tiled[inside] - whole[inside]).max() < 1e-6
     assert np.abs(tiled - whole).max() > 1e-5  # and the border really differs
 
 
@@ -64,9 +64,21 @@ def test_tta_of_an_equivariant_operator_is_unchanged():
     assert not np.allclose(predict.with_tta(shifted)(image), shifted(image))
 
 
-def test_pad_to_multiple():
-    padded, size = predict.pad_to_multiple(np.zeros((30, 17, 1)), 16)
-    assert padded.shape == (32, 32, 1) and size == (30, 17)
+def test_training_and_prediction_resize_images_alike(tiny_dataset):
+    """The seed's resize mode: the network sees the same pixels in training and in prediction."""
+    import dataclasses
+
+    from data import read_image
+    from recipes import resolve_recipe
+    from train import load_training_data
+
+    recipe = dataclasses.replace(resolve_recipe("blog"), target_size=(40, 40), weighted_loss=False)
+    training = load_training_data(tiny_dataset, recipe, select_ids=["5"])
+    seen = []
+    predict.predict_resized(read_image(tiny_dataset / "train/image/0.png") / 255.0,
+                            lambda batch: seen.append(batch) or batch, (40, 40))
+    assert seen[0].shape == (1, 40, 40, 1)
+    np.testing.assert_allclose(seen[0][0] * 255.0, training.train_images[0], atol=1e-3)
 
 
 def test_resize_mode_returns_native_size():
