@@ -127,12 +127,27 @@ def resolve_recipe(name: str = "auto") -> Recipe:
     return RECIPES[name]
 
 
+def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16 in the flags of
+    /proc/cpuinfo). Without them bfloat16 is emulated, and training is many times slower
+    than in float32. False where /proc/cpuinfo does not exist."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def set_precision(precision: str) -> str:
     """Set Keras's global dtype policy: "float32", "bfloat16"/"float16" (mixed), or
-    "mixed" (float16 on a GPU, bfloat16 on a CPU). Returns the policy name."""
+    "mixed": float16 on a GPU, bfloat16 on a CPU that computes it natively
+    (cpu_has_bfloat16), float32 on other CPUs. Returns the policy name."""
     policies = PRECISION_POLICIES
     if precision == "mixed":
-        precision = "float16" if has_gpu() else "bfloat16"
+        precision = "float16" if has_gpu() else "bfloat16" if cpu_has_bfloat16() else "float32"
     if precision not in policies:
         raise UserError(f"--precision must be float32, mixed, bfloat16 or float16, not {precision!r}")
     keras.mixed_precision.set_global_policy(policies[precision])

@@ -84,3 +84,18 @@ def test_a_failed_training_leaves_the_global_policy_at_float32(tiny_dataset, tmp
     with pytest.raises(RuntimeError, match="interrupted"):
         train_module.train(tiny_dataset, recipe, tmp_path / "run", select_ids=["5"], test_ids=[], verbose=0)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_mixed_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch):
+    import recipes
+
+    assert recipes.cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert not recipes.cpu_has_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    monkeypatch.setattr(recipes, "has_gpu", lambda: False)
+    try:
+        monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: False)
+        assert recipes.set_precision("mixed") == "float32"
+        monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: True)
+        assert recipes.set_precision("mixed") == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
