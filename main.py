@@ -380,7 +380,7 @@ def print_scores(scores: dict) -> None:
 
 
 def print_score_parts(scores: dict) -> None:
-    """The split and merge parts (isbi_metric.foreground_restricted_parts); lower score = more errors."""
+    """The split and merge parts (isbi_slice_scores.foreground_restricted_parts); lower score = more errors."""
     def fmt(key: str) -> str:
         return "nan" if scores[key] is None else f"{scores[key]:.4f}"
 
