@@ -36,7 +36,7 @@ THRESHOLDS = tuple(np.round(np.arange(0.1, 1.0, 0.1), 1))
 def mean_scores(segmentations: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> tuple[float, float]:
     """(V_rand, V_info): slice means of the official scores of (H, W) segmentations
     (0 = boundary) against (H, W) labels (0 = membrane, 255 = cell)."""
-    from isbi_metric import foreground_restricted_scores, ground_truth_segments
+    from isbi_slice_scores import foreground_restricted_scores, ground_truth_segments
 
     pairs = [foreground_restricted_scores(ground_truth_segments(label), seg)
              for seg, label in zip(segmentations, labels)]
@@ -68,7 +68,7 @@ def read_slices(folder: Path, names: Sequence[str]) -> list[np.ndarray]:
 def evaluate_affinity_model(model_path: str, data_dir: str, select: list[str], test: list[str],
                             tta: bool = False) -> dict:
     from affinities import mws_segmentation
-    from isbi_metric import thin_segmentation
+    from isbi_slice_scores import thin_segmentation
     from model import load_model
     from predict import affinity_offsets, predict_image
     from train import find_training_folders
@@ -101,7 +101,7 @@ def evaluate_affinity_model(model_path: str, data_dir: str, select: list[str], t
 
 
 def evaluate_membrane_maps(maps_dir: str, data_dir: str, select: list[str], test: list[str]) -> dict:
-    from isbi_metric import thin_segmentation
+    from isbi_slice_scores import thin_segmentation
     from train import find_training_folders
 
     _, label_dir = find_training_folders(data_dir)

@@ -1,7 +1,7 @@
 """Check a training folder before training: pairs, formats, mask values, balance, duplicates.
 
-``check_dataset`` reads every image/mask pair once (with data.py's ``list_images``,
-``find_mask`` and ``read_image``) and returns a :class:`DataReport`: what was found and
+``check_dataset`` reads every image/mask pair once (with ``list_images``, ``read_image`` and
+``training_pairs.find_mask``) and returns a :class:`DataReport`: what was found and
 the list of problems that make training fail or meaningless (a missing mask, a
 non-binary or lossy-JPEG mask, masks mixing the 0/1 and 0/255 conventions, an all-zero
 or all-one mask, a constant image, duplicate images), plus warnings that do not stop
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data import check_binary_mask, check_label_mask, find_mask, list_images, read_image
 from errors import UserError
+from images import list_images, read_image
+from training_pairs import check_binary_mask, check_label_mask, find_mask
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 # A mask whose pixels are this close to 0 or 255, but not all exactly, was compressed or resampled.

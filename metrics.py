@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from errors import UserError
-from isbi_metric import as_probability, isbi_scores, segmentation_scores
+from isbi_metric import isbi_scores, segmentation_scores
+from isbi_slice_scores import as_probability
 
 __all__ = ["evaluate_folders", "evaluate_segmentation_folders"]
 

@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import segment  # noqa: E402
-from isbi_metric import SCORE_PARTS, as_probability, isbi_scores, segmentation_scores  # noqa: E402
+from isbi_metric import isbi_scores, segmentation_scores  # noqa: E402
+from isbi_slice_scores import SCORE_PARTS, as_probability  # noqa: E402
 
 
 def read_fold(maps_dir: Path, labels_dir: Path, names: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:

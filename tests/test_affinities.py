@@ -97,7 +97,7 @@ def test_tta_refuses_offsets_that_do_not_map_onto_each_other():
 
 
 def test_mws_recovers_known_cells():
-    from isbi_metric import foreground_restricted_scores
+    from isbi_slice_scores import foreground_restricted_scores
 
     _, label = synthetic_slice((96, 96), seed=5, cells=10)
     cells = cell_instances(label)

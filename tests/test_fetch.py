@@ -1,4 +1,4 @@
-"""Tests for fetch.py: local PNG folder, TIFF stacks, HTTP downloads, atomicity, idempotence.
+"""Tests for fetch.py and data_manifest.py: local PNG folder, TIFF stacks, HTTP downloads, atomicity, idempotence.
 
 No test touches the network: downloads go to a ThreadingHTTPServer on 127.0.0.1.
 """
@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import data_manifest  # noqa: E402
 import fetch  # noqa: E402
 from errors import UserError  # noqa: E402
 
@@ -60,13 +61,13 @@ def write_pngs(images: dict[str, np.ndarray], folder: Path) -> dict[str, tuple[s
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         skimage.io.imsave(path, img, check_contrast=False)
-        manifest[rel] = (fetch.file_sha256(path), fetch.pixel_sha256(img))
+        manifest[rel] = (data_manifest.file_sha256(path), data_manifest.pixel_sha256(img))
     return manifest
 
 
 def write_stacks(images: dict[str, np.ndarray], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for stack, sub in fetch.TIFF_STACKS.items():
+    for stack, sub in data_manifest.TIFF_STACKS.items():
         count = sum(1 for rel in images if rel.rpartition("/")[0] == sub)
         pages = [images[f"{sub}/{i}.png"] for i in range(count)]
         tifffile.imwrite(folder / stack, np.stack(pages), photometric="minisblack")
@@ -126,7 +127,7 @@ def serve():
 
 @needs_shared
 def test_manifest_matches_shared_sha256sums():
-    manifest = fetch.load_manifest()
+    manifest = data_manifest.load_manifest()
     sums = {}
     for line in (SHARED / "SHA256SUMS").read_text().splitlines():
         sha, rel = line.split()
@@ -134,11 +135,11 @@ def test_manifest_matches_shared_sha256sums():
     assert len(manifest) == 90
     assert {rel: v[0] for rel, v in manifest.items()} == sums
     img = skimage.io.imread(SHARED / "test" / "0.png")
-    assert fetch.pixel_sha256(img) == manifest["test/0.png"][1]
+    assert data_manifest.pixel_sha256(img) == manifest["test/0.png"][1]
 
 
 def test_manifest_file_format():
-    lines = fetch.MANIFEST_PATH.read_text().splitlines()
+    lines = data_manifest.MANIFEST_PATH.read_text().splitlines()
     assert lines[0] == "path\tfile_sha256\tpixel_sha256"
     assert all(len(line.split("\t")) == 3 for line in lines[1:])
     assert fetch.ISBI_PNG_URL.startswith("https://") and fetch.ISBI_PNG_URL.endswith("/")
@@ -146,19 +147,19 @@ def test_manifest_file_format():
 
 def test_load_manifest_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        fetch.load_manifest(tmp_path / "nope.tsv")
+        data_manifest.load_manifest(tmp_path / "nope.tsv")
     bad = tmp_path / "bad.tsv"
     bad.write_text("path\tfile_sha256\tpixel_sha256\ntest/0.png\tabc\n")
     with pytest.raises(UserError, match="line 2"):
-        fetch.load_manifest(bad)
+        data_manifest.load_manifest(bad)
     bad.write_text("path\tfile_sha256\tpixel_sha256\n../x.png\t" + "0" * 64 + "\t" + "1" * 64 + "\n")
     with pytest.raises(UserError, match="bad path"):
-        fetch.load_manifest(bad)
+        data_manifest.load_manifest(bad)
 
 
 def test_pixel_hash_includes_shape():
     a = np.zeros((4, 6), np.uint8)
-    assert fetch.pixel_sha256(a) != fetch.pixel_sha256(a.reshape(6, 4))
+    assert data_manifest.pixel_sha256(a) != data_manifest.pixel_sha256(a.reshape(6, 4))
 
 
 def test_default_source(monkeypatch):
@@ -178,11 +179,11 @@ def test_default_source(monkeypatch):
 def test_fetch_from_shared_folder_and_idempotent(tmp_path, capsys):
     dest = tmp_path / "membrane"
     assert fetch.fetch_isbi(SHARED, dest, progress=False) == dest
-    manifest = fetch.load_manifest()
+    manifest = data_manifest.load_manifest()
     files = snapshot(dest)
     assert set(files) == set(manifest)
     for rel, (sha, _) in manifest.items():
-        assert fetch.file_sha256(dest / rel) == sha
+        assert data_manifest.file_sha256(dest / rel) == sha
     assert leftovers(tmp_path) == []
     capsys.readouterr()
 
@@ -317,14 +318,14 @@ def test_tiff_page_count_mismatch(tmp_path):
 
 @needs_shared
 def test_fetch_from_real_tiff_stacks(tmp_path):
-    manifest = fetch.load_manifest()
+    manifest = data_manifest.load_manifest()
     images = {rel: skimage.io.imread(SHARED / rel) for rel in manifest}
     write_stacks(images, tmp_path / "tifs")
     dest = tmp_path / "membrane"
     fetch.fetch_isbi(tmp_path / "tifs", dest, progress=False)
     assert set(snapshot(dest)) == set(manifest)
     for rel, (_, psha) in manifest.items():
-        assert fetch.pixel_sha256(skimage.io.imread(dest / rel)) == psha
+        assert data_manifest.pixel_sha256(skimage.io.imread(dest / rel)) == psha
     before = snapshot(dest)
     fetch.fetch_isbi(tmp_path / "tifs", dest, progress=False)  # re-encoded PNGs accepted by pixel hash
     assert snapshot(dest) == before
@@ -338,9 +339,9 @@ def test_download_from_local_http_server(tmp_path, serve):
     url = serve(SHARED)
     dest = tmp_path / "membrane"
     fetch.fetch_isbi(url, dest, progress=False)
-    manifest = fetch.load_manifest()
+    manifest = data_manifest.load_manifest()
     assert set(snapshot(dest)) == set(manifest)
-    assert all(fetch.file_sha256(dest / rel) == sha for rel, (sha, _) in manifest.items())
+    assert all(data_manifest.file_sha256(dest / rel) == sha for rel, (sha, _) in manifest.items())
     assert leftovers(tmp_path) == []
 
 

@@ -1,4 +1,4 @@
-"""Tests for isbi_metric.py (the ISBI 2012 official V_rand / V_info after border thinning) and isbi_metric.py (folders)."""
+"""Tests for isbi_metric.py and isbi_slice_scores.py (the ISBI 2012 official V_rand / V_info after border thinning) and metrics.py (folders)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import isbi_metric  # noqa: E402
+import isbi_slice_scores  # noqa: E402
 import metrics  # noqa: E402
 from errors import UserError  # noqa: E402
 
@@ -64,11 +65,11 @@ def test_thinning_empty_or_full_mask_is_one_segment():
 
 def test_thin_segmentation_lines_are_one_pixel_wide():
     label = grid_label()
-    seg = isbi_metric.thin_segmentation(label.astype(np.float32) / 255, 0.5)
+    seg = isbi_slice_scores.thin_segmentation(label.astype(np.float32) / 255, 0.5)
     # every cell keeps its own id and the 2-pixel membranes become 1-pixel lines
-    assert seg.max() == isbi_metric.ground_truth_segments(label).max()
+    assert seg.max() == isbi_slice_scores.ground_truth_segments(label).max()
     assert np.count_nonzero(seg == 0) < np.count_nonzero(label == 0) / 1.5
-    gt = isbi_metric.ground_truth_segments(label)
+    gt = isbi_slice_scores.ground_truth_segments(label)
     pairs = set(zip(gt[gt > 0].tolist(), seg[gt > 0].tolist()))
     assert len(pairs) == gt.max() and len({s for _, s in pairs}) == gt.max()  # one id per cell
     lines = seg == 0
@@ -86,11 +87,11 @@ def test_split_cell_matches_hand_calculation():
     # b = (2/8, 2/8, 4/8) -> sum b^2 = 1/16 + 1/16 + 1/4 = 3/8; p_ij = b_j -> sum p^2 = 3/8.
     # precision = 3/8 / 3/8 = 1, recall = 3/8 / 1/2 = 3/4 -> V_rand = 2*(3/4)/(7/4) = 6/7.
     # H(GT) = ln 2, H(S) = 1.5 ln 2, I = H(GT) (S determines GT) -> V_info = 2 ln2 / 2.5 ln2 = 0.8.
-    v_rand, v_info = isbi_metric.foreground_restricted_scores(gt, seg)
+    v_rand, v_info = isbi_slice_scores.foreground_restricted_scores(gt, seg)
     assert v_rand == pytest.approx(6 / 7, abs=1e-12)
     assert v_info == pytest.approx(0.8, abs=1e-12)
-    assert isbi_metric.foreground_restricted_rand(gt, seg) == v_rand
-    assert isbi_metric.foreground_restricted_info(gt, seg) == v_info
+    assert isbi_slice_scores.foreground_restricted_rand(gt, seg) == v_rand
+    assert isbi_slice_scores.foreground_restricted_info(gt, seg) == v_info
 
 
 def test_merged_cells_match_hand_calculation():
@@ -104,7 +105,7 @@ def test_merged_cells_match_hand_calculation():
     # H(GT) = ln 3, H(S) = -(2/3 ln 2/3 + 1/3 ln 1/3); I = H(S) (GT determines S)
     # -> V_info = 2 H(S) / (H(GT) + H(S)).
     hs = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
-    v_rand, v_info = isbi_metric.foreground_restricted_scores(gt, seg)
+    v_rand, v_info = isbi_slice_scores.foreground_restricted_scores(gt, seg)
     assert v_rand == pytest.approx(0.75, abs=1e-12)
     assert v_info == pytest.approx(2 * hs / (math.log(3) + hs), abs=1e-12)
 
@@ -117,22 +118,22 @@ def test_boundary_pixels_inside_cells_are_singletons():
     # n = 6, singletons: x=2 (in cell 1) and x=4 (in cell 2) -> sum p_i0 = 2/6.
     # sum a^2 = 1/2; sum b^2 = (2/6)^2 * 2 + (2/6)/6 = 2/9 + 1/18 = 5/18; sum p^2 = 5/18.
     # precision = 1, recall = (5/18)/(1/2) = 5/9 -> V_rand = 2*(5/9)/(14/9) = 5/7.
-    v_rand, _ = isbi_metric.foreground_restricted_scores(gt, seg)
+    v_rand, _ = isbi_slice_scores.foreground_restricted_scores(gt, seg)
     assert v_rand == pytest.approx(5 / 7, abs=1e-12)
 
 
 def test_renumbering_labels_changes_nothing():
     rng = np.random.default_rng(3)
-    gt = isbi_metric.ground_truth_segments(grid_label())
-    seg = isbi_metric.thin_segmentation(rng.random(gt.shape).astype(np.float32), 0.4)
-    base = isbi_metric.foreground_restricted_scores(gt, seg)
+    gt = isbi_slice_scores.ground_truth_segments(grid_label())
+    seg = isbi_slice_scores.thin_segmentation(rng.random(gt.shape).astype(np.float32), 0.4)
+    base = isbi_slice_scores.foreground_restricted_scores(gt, seg)
     gt_perm = np.concatenate([[0], rng.permutation(np.arange(1, gt.max() + 1)) * 7 + 3])
     seg_perm = np.concatenate([[0], rng.permutation(np.arange(1, seg.max() + 1)) + 1000])
-    again = isbi_metric.foreground_restricted_scores(gt_perm[gt], seg_perm[seg])
+    again = isbi_slice_scores.foreground_restricted_scores(gt_perm[gt], seg_perm[seg])
     assert again == pytest.approx(base, abs=1e-12)
     # a 0/1 label gives the same ground truth as a 0/255 label
     label = grid_label()
-    assert (isbi_metric.ground_truth_segments(label) == isbi_metric.ground_truth_segments(label // 255)).all()
+    assert (isbi_slice_scores.ground_truth_segments(label) == isbi_slice_scores.ground_truth_segments(label // 255)).all()
 
 
 # ----------------------------------------------------------------------------- isbi_scores

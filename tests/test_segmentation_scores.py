@@ -10,6 +10,7 @@ from scipy import ndimage
 from skimage import io
 
 import isbi_metric
+import isbi_slice_scores
 import metrics
 from conftest import synthetic_slice
 from errors import UserError
@@ -41,7 +42,7 @@ def test_probability_map_of_a_segmentation_scores_the_same_both_ways(tmp_path):
     from_map = isbi_metric.isbi_scores([prob], [label])
     from_labels = isbi_metric.segmentation_scores([components.astype(np.uint16)], [label])
     assert from_map["v_rand"] < 0.999  # the errors are seen
-    for key in ("v_rand", "v_info") + isbi_metric.SCORE_PARTS:
+    for key in ("v_rand", "v_info") + isbi_slice_scores.SCORE_PARTS:
         assert from_labels[key] == pytest.approx(from_map[key], abs=1e-12), key
     # the same through the folders: N_labels.tif against N_predict.png
     seg_dir, pred_dir, label_dir = tmp_path / "seg", tmp_path / "pred", tmp_path / "label"
@@ -62,11 +63,11 @@ def test_probability_map_of_a_segmentation_scores_the_same_both_ways(tmp_path):
 
 
 def _perfect(label: np.ndarray) -> np.ndarray:
-    return isbi_metric.ground_truth_segments(label).astype(np.int64)
+    return isbi_slice_scores.ground_truth_segments(label).astype(np.int64)
 
 
 def _parts(seg: np.ndarray, label: np.ndarray) -> dict:
-    return isbi_metric.foreground_restricted_parts(isbi_metric.ground_truth_segments(label), thin_labels(seg))
+    return isbi_slice_scores.foreground_restricted_parts(isbi_slice_scores.ground_truth_segments(label), thin_labels(seg))
 
 
 def test_a_split_lowers_only_the_split_parts_and_a_merge_only_the_merge_parts():
