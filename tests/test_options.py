@@ -75,7 +75,7 @@ def test_every_subcommand_has_help(capsys):
     (["train", "--val-ids", ","], "argument --val-ids: ',' names no image"),
     (["train", "--val-ids", "3,3"], "argument --val-ids: '3' is named twice"),
     (["all", "--ema", "1"], "argument --ema: must be >= 0.0 and < 1.0, not 1"),
-    (["crossval", "--folds", "1"], "argument --folds: must be >= 2, not 1"),
+    (["crossval", "--folds", "2"], "argument --folds: must be >= 3, not 2"),
     (["evaluate", "--pred", "p", "--labels", "l", "--names", ""], "argument --names: '' names no image"),
     (["compare", "run", "--target", "1.5"], "argument --target: must be >= 0.0 and <= 1.0, not 1.5"),
     (["compare", "run", "--ymin", "-0.1"], "argument --ymin: must be >= 0.0 and < 1.0, not -0.1"),
@@ -96,7 +96,7 @@ def test_val_ids_naming_every_slice_is_refused_and_writes_nothing(tiny_dataset, 
     code = main.main(["train", "--data", str(tiny_dataset), "--val-ids", "0,1,2,3,4,5", "--run", "r",
                       "--logs", str(tmp_path / "logs"), *TINY])
     assert code == 2
-    assert "holds out every one of the 6 training images" in capsys.readouterr().err
+    assert "6 training images split into 0 to train on" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
 
 
@@ -149,13 +149,13 @@ def test_a_model_file_that_is_no_model_is_refused(tmp_path, capsys):
     assert code == 2 and err.startswith(f"error: {tmp_path / 'm.keras'}: not a .keras model") and "not found" not in err
 
 
-def test_validation_images_smaller_than_the_network_are_refused(tmp_path, capsys):
+def test_selection_images_smaller_than_the_network_are_refused(tmp_path, capsys):
     from conftest import write_dataset
 
     data = write_dataset(tmp_path / "small", count=3, size=(12, 40), test_count=0)
     code = main.main(["train", "--data", str(data), "--val-ids", "2", "--logs", str(tmp_path / "logs"),
                       *TINY, "--patch-size", "16"])
-    assert code == 2 and "validation image 2 is 40x12 px" in capsys.readouterr().err
+    assert code == 2 and "selection image 2 is 40x12 px" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
 
 
