@@ -25,6 +25,9 @@ from errors import UserError
 from recipes import Recipe
 
 SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
+# The instance segmentation of the main job: GASP scored best on the test slices of the
+# segmentation table in the README (its parameters chosen on the selection slices).
+DEFAULT_INSTANCE_METHOD = "gasp"
 
 
 @dataclass
@@ -108,6 +111,42 @@ def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Seque
     return report
 
 
+def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir: Path, label_dir: Path,
+                               selection: Sequence[str], test: Sequence[str], out_dir: Path,
+                               method: str = DEFAULT_INSTANCE_METHOD, progress: bool = True) -> dict:
+    """Cells of the test slices: choose ``method``'s parameters on the selection slices'
+    maps (segment.select_parameters), then segment the test slices' maps once and score the
+    label images as they are.
+
+    Maps are ``N_predict.png`` files in selection_maps / test_maps. Writes
+    ``instance_parameters.json`` and ``test_slice_instances/`` (N_labels.tif,
+    N_overlay.png, cells.csv) under out_dir. Returns {"method", "parameters", "selection"
+    (V_rand, V_info of the choice), "test" (segmentation_scores without per_slice)}.
+    """
+    from skimage import io
+
+    import segment
+    from instances import segment_folder
+    from isbi_metric import segmentation_scores
+    from isbi_slice_scores import as_probability
+
+    def read(folder: Path, names: Sequence[str]) -> tuple[list, list]:
+        maps = [as_probability(io.imread(folder / f"{name}_predict.png")) for name in names]
+        return maps, [io.imread(label_dir / f"{name}.png") for name in names]
+
+    choice = segment.select_parameters(method, *read(selection_maps, selection))
+    segment.save_parameters(choice, out_dir / "instance_parameters.json")
+    written = segment_folder(test_maps, out_dir / "test_slice_instances", method, choice["parameters"],
+                             images_dir=image_dir, names=test, progress=progress)
+    import tifffile
+
+    scores = segmentation_scores([tifffile.imread(path) for path in written], read(test_maps, test)[1],
+                                 names=list(test))
+    return {"method": method, "parameters": choice["parameters"],
+            "selection": {"v_rand": choice["v_rand"], "v_info": choice["v_info"]},
+            "test": {key: value for key, value in scores.items() if key != "per_slice"}}
+
+
 def describe_scores(report: dict) -> str:
     """Lines that print a ``choose_and_score`` report."""
     selection = report["selection"]
@@ -140,6 +179,14 @@ def train_and_score(recipe: Recipe, run: TrainingRun, tta: bool | None = None,
     report = choose_and_score(network, image_dir, label_dir, summary["selection_names"], summary["test_names"],
                               run_dir, tta=tta, progress=progress)
     print(describe_scores(report))
+    if report["test"] is not None and network.output_shape[-1] == 1:
+        chosen = "selection_predictions_tta" if report["selection"]["tta"] else "selection_predictions"
+        cells = choose_and_score_instances(run_dir / chosen, run_dir / "test_slice_predictions", image_dir, label_dir,
+                                           summary["selection_names"], summary["test_names"], run_dir,
+                                           progress=progress)
+        report["instances"] = cells
+        print(f"Cells of the test slices ({cells['method']}, parameters chosen on the selection slices: "
+              f"{cells['parameters']}): V_rand {cells['test']['v_rand']:.4f}, V_info {cells['test']['v_info']:.4f}")
     summary.update(report)
     return summary, network
 
@@ -182,6 +229,11 @@ def crossval(recipe: Recipe, run: TrainingRun, folds: int, tta: bool | None = No
     for key in ("v_rand", "v_info", "v_rand_official", "v_info_official", "pixel_error", "dice"):
         values = np.array([fold["test"][key] for fold in results])
         report[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)), "values": values.tolist()}
+    if all("instances" in fold for fold in results):
+        for key in ("v_rand", "v_info"):
+            values = np.array([fold["instances"]["test"][key] for fold in results])
+            report[f"instances_{key}"] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)),
+                                          "values": values.tolist()}
     path = run.run_dir / "crossval.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"{len(blocks)}-fold nested cross-validation, test slices: V_rand {report['v_rand']['mean']:.4f} +- "
