@@ -66,7 +66,7 @@ def test_float32_copy_computes_in_float32_with_the_same_weights(bf16_model_path,
     from export import float32_copy
     from model import load_model
 
-    original = load_model(bf16_model_path)
+    original = load_model(bf16_model_path, precision="bfloat16")
     copy = float32_copy(original)
     assert original.get_layer("down1_conv1").compute_dtype == "bfloat16"
     assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
