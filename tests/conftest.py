@@ -63,3 +63,9 @@ def shared_isbi() -> Path:
     if not (SHARED_ISBI / "train" / "image").is_dir():
         pytest.skip("../shared/data/isbi2012 is not available")
     return SHARED_ISBI
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run test_resume.py last: its interrupted trainings stop fit() by an exception, which
+    leaves Keras's data-loading threads of that fit behind in the test process."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_resume.py"))

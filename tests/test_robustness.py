@@ -183,11 +183,12 @@ def test_a_nan_loss_stops_training_with_a_clear_message(tiny_dataset, tmp_path):
 
 def test_resume_trims_epochs_logged_after_the_last_backup(tmp_path):
     """A kill between the CSV row and the backup of an epoch must not repeat that epoch."""
-    from callbacks import completed_epochs
+    from resume import BACKUP_FOLDER, committed_epochs, trim_history
 
-    (tmp_path / "backup").mkdir()
-    (tmp_path / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    (tmp_path / BACKUP_FOLDER / "epoch-0002").mkdir(parents=True)
+    (tmp_path / BACKUP_FOLDER / ".epoch-0003.partial").mkdir()  # an uncommitted backup does not count
     (tmp_path / "history.csv").write_text("epoch,loss\n0,0.9\n1,0.8\n2,0.7\n")
-    assert completed_epochs(tmp_path) == 2
+    assert committed_epochs(tmp_path) == 2
+    trim_history(tmp_path, 2)
     assert (tmp_path / "history.csv").read_text() == "epoch,loss\n0,0.9\n1,0.8\n"
-    assert completed_epochs(tmp_path / "fresh") == 0
+    assert committed_epochs(tmp_path / "fresh") == 0
