@@ -101,6 +101,10 @@ def test_onnx_and_saved_model_reproduce_keras_float32(exported, bf16_model_path,
 
 
 def test_bioimageio_package_passes_bioimageio_core_model_test(exported, monkeypatch, tmp_path):
+    # bioimageio.core sets os.environ["KERAS_BACKEND"] (to "torch" unless that variable is
+    # set) when it loads Keras weights; every later subprocess of the suite would inherit
+    # it. monkeypatch restores the variable after the test.
+    monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())
     pytest.importorskip("bioimageio.core")
     from bioimageio.core import test_model
 
