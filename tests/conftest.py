@@ -66,6 +66,6 @@ def shared_isbi() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run test_resume.py last: its interrupted trainings stop fit() by an exception, which
-    leaves Keras's data-loading threads of that fit behind in the test process."""
+    """Run test_resume.py last: its interrupted trainings stop fit() by an exception, so
+    that fit's clean-up (callbacks' on_train_end, its data-loading threads) never runs."""
     items.sort(key=lambda item: item.nodeid.startswith("tests/test_resume.py"))
