@@ -107,7 +107,6 @@ def test_evaluate_matches_mask_suffixed_labels(tmp_path):
         io.imsave(tmp_path / "pred" / f"{name}_predict.png", label, check_contrast=False)
     assert main.main(["evaluate", "--pred", str(tmp_path / "pred"), "--labels", str(tmp_path / "label"),
                       "--names", "a12,b07", "--json", str(tmp_path / "s.json"), "--quiet"]) == 0
-    import json
 
     assert json.loads((tmp_path / "s.json").read_text())["v_rand"] == pytest.approx(1.0)
 
@@ -149,6 +148,8 @@ def test_same_seed_gives_identical_losses_with_any_number_of_workers(tiny_datase
 
 
 def test_a_killed_run_resumes_from_the_last_completed_epoch(tiny_dataset, tmp_path):
+    from resume import committed_epochs
+
     logs = tmp_path / "logs"
     args = [sys.executable, "main.py", "train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "k",
             "--logs", str(logs), "--epochs", "6", "--steps-per-epoch", "3", "--batch-size", "2", "--width", "4",
@@ -163,7 +164,7 @@ def test_a_killed_run_resumes_from_the_last_completed_epoch(tiny_dataset, tmp_pa
     logged = len(history.read_text().splitlines()) - 1
     assert 2 <= logged < 6, "the run should be killed part-way"
     # A kill between an epoch's CSV row and its backup leaves one epoch logged but not saved.
-    backed_up = json.loads((logs / "k" / "backup" / "training_metadata.json").read_text())["epoch"]
+    backed_up = committed_epochs(logs / "k")
     assert backed_up in (logged - 1, logged)
 
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
