@@ -309,6 +309,9 @@ def _fit(data: TrainingData, recipe: Recipe, run_dir: Path, model_path: Path, se
                                    isbi_score=data.num_class == 1 and recipe.target == "membrane",
                                    replicas=replicas)
         start = time.monotonic()
-        history = network.fit(train_batches, epochs=recipe.epochs, initial_epoch=done,
+        # shuffle=False: the dataset already orders an epoch's crops from (seed, epoch);
+        # Keras's shuffle would draw the batch order from Python's global generator, a
+        # state that a resumed process does not have.
+        history = network.fit(train_batches, epochs=recipe.epochs, initial_epoch=done, shuffle=False,
                               validation_data=val_batches, callbacks=callbacks, verbose=verbose)
     return history, callbacks, time.monotonic() - start
