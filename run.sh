@@ -31,6 +31,6 @@ if [ "${1:-}" = "test" ]; then
     .venv/bin/python -m pip install --quiet -r requirements-dev.txt
     touch .venv/.installed-dev
   fi
-  exec .venv/bin/python -m pytest "$@"
+  exec .venv/bin/python -m pytest -n auto "$@"
 fi
 exec .venv/bin/python main.py all "$@"

@@ -299,6 +299,9 @@ def _fit(data: TrainingData, recipe: Recipe, run_dir: Path, model_path: Path, se
             print(f"Data-parallel training over {replicas} replicas, {recipe.batch_size // replicas} crops each per step")
         train_batches, val_batches = make_datasets(data, recipe, seed=seed, workers=workers, replicas=replicas)
         network = build_model(recipe, data.num_class, pretrained_weights)
+        # Created here rather than inside the first traced step, which TensorFlow then
+        # traces a second time; a resumed run needs them before loading its backup anyway.
+        network.optimizer.build(network.trainable_variables)
         done = committed_epochs(run_dir)
         trim_history(run_dir, done)
         if done:  # the backup restores the state; the augmentation follows the epoch

@@ -44,7 +44,7 @@ def test_the_subcommands_are_found():
     assert {("train", "--lr"), ("train", "--seed"), ("crossval", "--folds"), ("compare", "--target")} <= options
 
 
-@pytest.mark.parametrize("command, option, kind", numeric_options(), ids=lambda x: str(x))
+@pytest.mark.parametrize("command, option, kind", numeric_options(), ids=lambda x: getattr(x, "__name__", str(x)))
 def test_every_numeric_option_has_a_range(command, option, kind):
     """No plain int/float: NaN, infinity and huge negative values are refused at parse time."""
     assert kind not in (int, float), f"{command} {option}: use options.in_range(...) as its type"
