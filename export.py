@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from errors import UserError
+from model import downsampling_factor, load_model, with_precision
 
 FORMATS = ("onnx", "saved_model", "bioimageio")
 ONNX_NAME = "unet.onnx"
@@ -50,22 +51,13 @@ def require(module: str):
                         "`python -m pip install -r requirements-export.txt`") from error
 
 
-def float32_copy(model: keras.Model) -> keras.Model:
-    """The same network and weights with every layer computing in float32.
-
-    A model saved under ``mixed_bfloat16`` loads with that policy per layer; this rebuilds
-    each layer from its config with dtype float32 and copies the (float32) weights. The
-    copy has been called once, so ``model.export`` accepts it.
-    """
-
-    def float32_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    copy = keras.models.clone_model(model, clone_function=float32_layer)
-    copy.set_weights(model.get_weights())
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32 (``model.with_precision``), called once on zeros:
+    Keras's ``export`` refuses a model that has never been called."""
+    model = with_precision(model, "float32")
     height, width, channels = (side or 32 for side in model.input_shape[1:])
-    copy(np.zeros((1, height, width, channels), np.float32))
-    return copy
+    model(np.zeros((1, height, width, channels), np.float32))
+    return model
 
 
 def export_onnx(model: keras.Model, path: str | Path, factor: int) -> Path:
@@ -155,8 +147,6 @@ def cached_onnx(model_path: str | Path, model: keras.Model | None = None) -> Pat
 
     Written (atomically) when missing or older than the model file; reused otherwise.
     """
-    from model import downsampling_factor, load_model
-
     model_path = Path(model_path)
     target = model_path.with_suffix(".onnx")
     if target.is_file() and target.stat().st_mtime >= model_path.stat().st_mtime:
@@ -164,7 +154,7 @@ def cached_onnx(model_path: str | Path, model: keras.Model | None = None) -> Pat
     model = model or load_model(model_path)
     try:
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".onnx-") as staging:
-            staged = export_onnx(float32_copy(model), Path(staging) / target.name, downsampling_factor(model))
+            staged = export_onnx(float32_model(model), Path(staging) / target.name, downsampling_factor(model))
             staged.replace(target)
     except PermissionError as error:
         raise UserError(f"{target}: cannot write the ONNX export next to the model ({error}); "
@@ -206,8 +196,6 @@ def export_model(
     renamed to out_dir at the end, so a failure leaves nothing behind. Returns format ->
     path inside out_dir. Raises UserError when out_dir exists or a format is unknown.
     """
-    from model import downsampling_factor, load_model
-
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise UserError(f"--formats: choose from {', '.join(FORMATS)} (got {', '.join(unknown) or 'none'})")
@@ -243,9 +231,7 @@ def write_formats(model: keras.Model, model_path: Path, staging: Path, formats: 
                   sample: np.ndarray, sample_source: str, progress: bool) -> dict[str, Path]:
     """Write the formats into staging (the package needs ONNX and the SavedModel: they are
     made for it and removed afterwards when not asked for). Returns format -> path."""
-    from model import downsampling_factor
-
-    float_model = float32_copy(model)
+    float_model = float32_model(model)
     written = {}
     if "onnx" in formats or "bioimageio" in formats:
         say(progress, f"Writing {ONNX_NAME} ...")

@@ -147,7 +147,8 @@ def cmd_predict(args) -> list:
         from streaming import predict_to_stack
 
         predict_to_stack(network, args.input, stack_output, mode=args.mode, tta=args.tta,
-                         progress=not args.quiet, isbi_submission=bool(args.isbi_submission))
+                         progress=not args.quiet, isbi_submission=bool(args.isbi_submission),
+                         predict_fn=predict_fn)
         print(f"Wrote the prediction stack {stack_output}")
         return [Path(stack_output)]
     output = args.output or f"{DEFAULT_DATA}/test"

@@ -19,7 +19,7 @@ import numpy as np
 
 from errors import UserError
 from inference_memory import TILE_MEMORY_BYTES, choose_mode, choose_tile_size, whole_image_bytes
-from predict import (MODES, default_tiling, fixed_input_size, model_predict_fn, predict_image,
+from predict import (MODES, PredictFn, default_tiling, fixed_input_size, model_predict_fn, predict_image,
                      predict_overlap_tile, predict_whole_batch, with_tta)
 from stacks import StackWriter, check_isbi_submission, is_tiff_file, open_stack
 
@@ -115,6 +115,7 @@ def predict_to_stack(
     isbi_submission: bool = False,
     batch_size: int = 4,
     tile_size: int | None = None,
+    predict_fn: PredictFn | None = None,
 ) -> Path:
     """Predict every page of ``input_path`` (TIFF stack or folder) into one float32 TIFF
     stack (N, H, W) (or (N, H, W, K) for K classes) at ``output_path``, same page order.
@@ -125,7 +126,9 @@ def predict_to_stack(
     (default: inference_memory.choose_tile_size), as many at once as the same memory
     bound allows, at most ``batch_size``. With ``isbi_submission`` the stack must be the
     challenge's 30 slices of 512x512 and the model binary. The output file appears only
-    when complete (written beside it, then renamed). Returns output_path.
+    when complete (written beside it, then renamed). ``predict_fn``: the engine, batch
+    (B, h, w, C) -> (B, h, w, K) (default: the Keras model's); not used by "resize".
+    Returns output_path.
     """
     from model import downsampling_factor
 
@@ -147,7 +150,9 @@ def predict_to_stack(
         mode = "resize" if fixed else choose_mode(model, height, width, batch=batch_size)
     if fixed and mode != "resize" and (height, width) != fixed:
         raise UserError(f"this model only accepts {fixed[0]}x{fixed[1]} inputs; use --mode resize")
-    predict_fn = with_tta(model_predict_fn(model)) if tta else model_predict_fn(model)
+    predict_fn = predict_fn or model_predict_fn(model)
+    if tta:
+        predict_fn = with_tta(predict_fn)
     tile, margin = default_tiling(int(math.log2(factor)))
     views = 8 if tta else 1
     if mode == "tile":

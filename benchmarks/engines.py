@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data import list_images, read_image  # noqa: E402
-from export import export_onnx, float32_copy, onnx_predict_fn  # noqa: E402
+from export import export_onnx, float32_model, onnx_predict_fn  # noqa: E402
 from model import downsampling_factor, load_model, unet, with_precision  # noqa: E402
 from predict import model_predict_fn, predict_whole_batch, with_tta  # noqa: E402
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model(args.model) if args.model else random_bf16_model()
     factor = downsampling_factor(model)
-    float_model = float32_copy(model)
+    float_model = float32_model(model)
     bfloat16_model = with_precision(float_model, "mixed_bfloat16")
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = export_onnx(float_model, Path(folder) / "unet.onnx", factor)

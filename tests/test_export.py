@@ -62,12 +62,11 @@ def real_slice() -> np.ndarray:
     return (np.asarray(image, np.float32) / 255.0)[None]
 
 
-def test_float32_copy_computes_in_float32_with_the_same_weights(bf16_model_path, real_slice):
-    from export import float32_copy
-    from model import load_model
+def test_the_float32_copy_computes_in_float32_with_the_same_weights(bf16_model_path, real_slice):
+    from model import load_model, with_precision
 
     original = load_model(bf16_model_path, precision="bfloat16")
-    copy = float32_copy(original)
+    copy = with_precision(original, "float32")
     assert original.get_layer("down1_conv1").compute_dtype == "bfloat16"
     assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
     for a, b in zip(original.get_weights(), copy.get_weights()):
@@ -82,10 +81,10 @@ def test_onnx_and_saved_model_reproduce_keras_float32(exported, bf16_model_path,
     import onnx
     import tensorflow as tf
 
-    from export import float32_copy, onnx_predict_fn
+    from export import onnx_predict_fn
     from model import load_model
 
-    reference_model = float32_copy(load_model(bf16_model_path))
+    reference_model = load_model(bf16_model_path)  # float32 unless told otherwise
     batch = np.concatenate([real_slice[:, :96, :160], real_slice[:, 96:192, 160:320]])
     serving = tf.saved_model.load(str(exported / "saved_model")).signatures["serving_default"]
     onnx_fn = onnx_predict_fn(exported / "unet.onnx")
@@ -153,10 +152,9 @@ def test_predict_engine_onnx_matches_keras_float32(bf16_model_path, tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     model_path = model_dir / "m.keras"
-    from export import float32_copy
     from model import load_model
 
-    float32_copy(load_model(bf16_model_path)).save(model_path)
+    load_model(bf16_model_path).save(model_path)
     outputs = {}
     for engine in ("onnx", "keras"):
         outputs[engine] = tmp_path / engine

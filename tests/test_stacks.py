@@ -49,6 +49,23 @@ def test_streamed_tile_prediction_of_a_stack_equals_in_memory_prediction(tiny_mo
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.parametrize("mode", ["tile", "whole"])
+def test_a_stack_is_predicted_by_the_engine_it_is_given(tiny_model_file, tmp_path, mode):
+    """predict --engine onnx hands its function to the stack path; Keras is not used then."""
+    network = model.load_model(tiny_model_file)
+    tifffile.imwrite(tmp_path / "in.tif", slices(2, (40, 72)), photometric="minisblack")
+    calls = []
+
+    def engine(batch):
+        calls.append(batch.shape)
+        return np.full(batch.shape[:3] + (1,), 0.25, np.float32)
+
+    out = predict_to_stack(network, tmp_path / "in.tif", tmp_path / "out.tif", mode=mode, progress=False,
+                           tile_size=64, predict_fn=engine)
+    assert calls
+    np.testing.assert_array_equal(tifffile.imread(out), np.full((2, 40, 72), 0.25, np.float32))
+
+
 def test_a_folder_predicted_into_a_stack_keeps_the_natural_order(tiny_model_file, tmp_path):
     network = model.load_model(tiny_model_file)
     pages = slices(3, (40, 48), seed=5)
