@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--pred", required=True, help="folder of N_predict.png probability maps (high = cell)")
     seg.add_argument("--output", required=True, help="folder for N_labels.tif, N_overlay.png and cells.csv")
     seg.add_argument("--images", help="folder of the input images N.png, for the overlays and mean intensities (default: the maps)")
-    seg.add_argument("--method", default="gasp", choices=["threshold", "watershed", "multicut", "gasp"],
-                     help="connected components of map > threshold, seeded watershed, or watershed superpixels merged by multicut or GASP (default: %(default)s, the best in the README's table)")
+    # default: pipeline.DEFAULT_INSTANCE_METHOD (not imported here: parsing stays light)
+    seg.add_argument("--method", default="multicut", choices=["threshold", "watershed", "multicut", "gasp"],
+                     help="connected components of map > threshold, seeded watershed, or watershed superpixels merged by multicut or GASP (default: %(default)s, the best on the selection slices in the README's table)")
     seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file from select_parameters); the options below override them")
     seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5)")
     seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")

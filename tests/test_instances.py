@@ -100,3 +100,11 @@ def test_predict_instances(tmp_path):
     assert main.main(["predict", "--model", str(model_path), "--input", str(images), "--output", str(images),
                       "--instances", "watershed", "--quiet"]) == 0
     assert len(list(images.iterdir())) == 5
+
+
+def test_segment_defaults_to_the_main_jobs_method():
+    from cli_parser import build_parser
+    from pipeline import DEFAULT_INSTANCE_METHOD
+
+    args = build_parser().parse_args(["segment", "--pred", "p", "--output", "o"])
+    assert args.method == DEFAULT_INSTANCE_METHOD
