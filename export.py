@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from errors import UserError
-from model import downsampling_factor, load_model, with_precision
+from model import check_model_file, downsampling_factor, load_model, with_precision
 
 FORMATS = ("onnx", "saved_model", "bioimageio")
 ONNX_NAME = "unet.onnx"
@@ -142,24 +142,51 @@ def resolve_engine(engine: str) -> str:
     return "onnx" if cpu_tensorflow and onnx_available() else "keras"
 
 
-def cached_onnx(model_path: str | Path, model: keras.Model | None = None) -> Path:
+def cached_onnx(model_path: str | Path) -> Path:
     """The ONNX export of a ``.keras`` file, kept next to it as ``<stem>.onnx``.
 
-    Written (atomically) when missing or older than the model file; reused otherwise.
+    Written (atomically) when missing or older than the model file; reused otherwise. The
+    export runs in a short-lived child process (``write_onnx_file``): tf2onnx's
+    conversion takes several hundred MB that a Python process does not give back, and the
+    process that then predicts a large stack should not carry them.
     """
-    model_path = Path(model_path)
+    model_path = check_model_file(model_path)
     target = model_path.with_suffix(".onnx")
     if target.is_file() and target.stat().st_mtime >= model_path.stat().st_mtime:
         return target
-    model = model or load_model(model_path)
     try:
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".onnx-") as staging:
-            staged = export_onnx(float32_model(model), Path(staging) / target.name, downsampling_factor(model))
+            staged = Path(staging) / target.name
+            _run_in_child("write_onnx_file", str(model_path), str(staged))
             staged.replace(target)
     except PermissionError as error:
         raise UserError(f"{target}: cannot write the ONNX export next to the model ({error}); "
                         "run `main.py export` and copy unet.onnx there") from error
     return target
+
+
+def write_onnx_file(model_path: str | Path, onnx_path: str | Path) -> Path:
+    """Load a ``.keras`` file and write its float32 ONNX export to ``onnx_path``."""
+    model = load_model(model_path)
+    return export_onnx(float32_model(model), onnx_path, downsampling_factor(model))
+
+
+def _run_in_child(function: str, *args: str) -> None:
+    """Run ``export.<function>(*args)`` in a fresh Python process; UserError with its last
+    error line when it fails."""
+    import os
+    import subprocess
+    import sys
+
+    here = str(Path(__file__).resolve().parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    code = ("import sys, startup; startup.start_backend(); import export; from errors import UserError\n"
+            f"try: export.{function}(*sys.argv[1:])\n"
+            "except UserError as error: sys.exit(f'{error}')")
+    result = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise UserError(f"the ONNX export of {args[0]} failed: {lines[-1] if lines else f'exit {result.returncode}'}")
 
 
 def default_sample(repo_root: Path) -> tuple[np.ndarray, str]:

@@ -133,16 +133,18 @@ def cmd_predict(args) -> list:
     if stack_output and args.instances:
         raise UserError("--instances writes label images per file; predict a folder of images, not a TIFF stack")
     params = instance_parameters(args.instances, args.params, {}) if args.instances else None
-    network = load_model(args.model, precision=None if args.precision == "default" else args.precision)
-    if args.instances and network.output_shape[-1] != 1:
-        raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
     predict_fn = None
     if resolve_engine(args.engine) == "onnx":
+        # Before the model is loaded here: the export runs in a child process, and this
+        # process should not hold a second copy meanwhile.
         try:
-            predict_fn = onnx_predict_fn(cached_onnx(args.model, network))
+            predict_fn = onnx_predict_fn(cached_onnx(args.model))
         except UserError:
             if args.engine == "onnx":
                 raise  # auto: Keras when the ONNX file cannot be written beside the model
+    network = load_model(args.model, precision=None if args.precision == "default" else args.precision)
+    if args.instances and network.output_shape[-1] != 1:
+        raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
     if stack_output:
         from streaming import predict_to_stack
 

@@ -172,13 +172,10 @@ def load_weights_into(model: keras.Model, path: str | Path) -> None:
         ) from error
 
 
-def load_model(path: str | Path, precision: str | None = None) -> keras.Model:
-    """Load a model saved by ``train`` (``.keras``), without its compile state.
+def check_model_file(path: str | Path) -> Path:
+    """``path`` as a Path when it names a ``.keras`` file (a zip archive); UserError otherwise."""
+    import zipfile
 
-    ``precision``: compute in "float32", "bfloat16" or "float16" (see with_precision);
-    None: DEFAULT_INFERENCE_PRECISION. Raises UserError for a missing
-    or unreadable file.
-    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: model file not found; train one with `python main.py train`")
@@ -187,10 +184,19 @@ def load_model(path: str | Path, precision: str | None = None) -> keras.Model:
             f"{path}: expected a .keras model file (weights-only .h5 files load with "
             "unet(pretrained_weights=...))"
         )
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         raise UserError(f"{path}: not a .keras model (a .keras file is a zip archive); give a model written by train")
+    return path
+
+
+def load_model(path: str | Path, precision: str | None = None) -> keras.Model:
+    """Load a model saved by ``train`` (``.keras``), without its compile state.
+
+    ``precision``: compute in "float32", "bfloat16" or "float16" (see with_precision);
+    None: DEFAULT_INFERENCE_PRECISION. Raises UserError for a missing
+    or unreadable file.
+    """
+    path = check_model_file(path)
     try:
         model = keras.models.load_model(str(path), compile=False)
     except (ValueError, OSError, KeyError) as error:

@@ -167,6 +167,34 @@ def test_predict_engine_onnx_matches_keras_float32(bf16_model_path, tmp_path):
     assert np.abs(onnx_png - keras_png).max() <= 1  # 8-bit rounding of equal floats
 
 
+def test_the_onnx_cache_is_exported_in_a_child_process_and_reused(bf16_model_path, tmp_path, monkeypatch):
+    """predict's ONNX cache is converted in a child process (this process keeps none of
+    tf2onnx's memory), reused while fresh, redone when the model is newer; a broken model
+    gives the child's one-line error and leaves nothing behind."""
+    import shutil
+
+    import export
+    from errors import UserError
+
+    def in_this_process(*args, **kwargs):
+        raise AssertionError("the ONNX conversion ran in the predicting process")
+
+    monkeypatch.setattr(export, "export_onnx", in_this_process)
+    model_path = tmp_path / "m.keras"
+    shutil.copy(bf16_model_path, model_path)
+    onnx_path = export.cached_onnx(model_path)
+    assert onnx_path == tmp_path / "m.onnx" and onnx_path.stat().st_size > 100_000
+    written = onnx_path.stat().st_mtime_ns
+    assert export.cached_onnx(model_path).stat().st_mtime_ns == written  # reused
+    os.utime(model_path, ns=(written + 10**9, written + 10**9))  # the model is newer
+    assert export.cached_onnx(model_path).stat().st_mtime_ns > written
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
+    with pytest.raises(UserError, match="broken.keras: not a readable .keras model"):
+        export.cached_onnx(broken)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["broken.keras", "m.keras", "m.onnx"]
+
+
 def test_export_refuses_an_existing_folder_and_unknown_formats(bf16_model_path, tmp_path, capsys):
     from main import main
 
