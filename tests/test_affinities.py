@@ -140,6 +140,24 @@ def test_tiny_affinity_model_trains_saves_and_predicts(tmp_path, tiny_dataset):
 
     assert len(written) == 2 and set(np.unique(io.imread(written[0]))) <= {0, 255}
 
+    # affinity_eval: parameters chosen on slice 4, slice 5 scored; the cell maps it writes
+    # are the minimum of the 1-px affinities.
+    import json
+
+    import affinity_eval
+    from predict import predict_image
+
+    report_path, cell_maps = tmp_path / "eval.json", tmp_path / "cells"
+    assert affinity_eval.main(["--model", str(path), "--data", str(tiny_dataset), "--select", "4", "--test", "5",
+                               "--cell-maps", str(cell_maps), "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())["affinities"]
+    assert report["threshold"]["chosen"]["parameters"] in affinity_eval.THRESHOLDS
+    assert 0.0 <= report["test_v_rand"] <= 1.0 and len(report["trials"]) == 24
+    affinities = predict_image(loaded, io.imread(tiny_dataset / "train/image/5.png")[..., None] / 255.0)
+    short = [k for k, offset in enumerate(DEFAULT_OFFSETS) if max(map(abs, offset)) == 1]
+    expected = np.clip(np.rint(affinities[..., short].min(axis=-1) * 255), 0, 255)
+    np.testing.assert_allclose(io.imread(cell_maps / "5_predict.png"), expected, atol=1)
+
 
 def test_cli_refuses_affinities_with_weighted_loss_and_bad_mws_options(tiny_dataset, capsys):
     import main
