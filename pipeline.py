@@ -25,10 +25,13 @@ from errors import UserError
 from recipes import Recipe
 
 SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
-# The instance segmentation of the main job: multicut scored best on the selection slices
-# 20-24 of the README's segmentation table (V_rand 0.9090 against GASP's 0.9036); the test
-# slices took no part in the choice.
+# The cell method where no selection slices can choose (`segment`, the notebook): multicut
+# scored best on the selection slices 20-24 of the README's segmentation table (V_rand
+# 0.9090 against GASP's 0.9036); the test slices took no part in the choice.
 DEFAULT_INSTANCE_METHOD = "multicut"
+# The methods among which the main job and crossval let each run's selection slices choose:
+# the graph methods mend a weak map's splits, a well-trained map is best thresholded (README).
+INSTANCE_METHOD_CANDIDATES = ("threshold", "multicut", "gasp")
 
 
 @dataclass
@@ -114,15 +117,17 @@ def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Seque
 
 def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir: Path, label_dir: Path,
                                selection: Sequence[str], test: Sequence[str], out_dir: Path,
-                               method: str = DEFAULT_INSTANCE_METHOD, progress: bool = True) -> dict:
-    """Cells of the test slices: choose ``method``'s parameters on the selection slices'
-    maps (segment.select_parameters), then segment the test slices' maps once and score the
-    label images as they are.
+                               methods: Sequence[str] = INSTANCE_METHOD_CANDIDATES, progress: bool = True) -> dict:
+    """Cells of the test slices: choose each of ``methods``' parameters on the selection
+    slices' maps (segment.select_parameters), keep the method with the best selection
+    V_rand (the first on ties), then segment the test slices' maps once and score the label
+    images as they are.
 
     Maps are ``N_predict.png`` files in selection_maps / test_maps. Writes
     ``instance_parameters.json`` and ``test_slice_instances/`` (N_labels.tif,
     N_overlay.png, cells.csv) under out_dir. Returns {"method", "parameters", "selection"
-    (V_rand, V_info of the choice), "test" (segmentation_scores without per_slice)}.
+    (V_rand, V_info of the choice), "candidates" (each method's choice and selection
+    scores), "test" (segmentation_scores without per_slice)}.
     """
     import tifffile
     from skimage import io
@@ -136,13 +141,17 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
         return [io.imread(label_dir / f"{name}.png") for name in names]
 
     maps = [as_probability(io.imread(selection_maps / f"{name}_predict.png")) for name in selection]
-    choice = segment.select_parameters(method, maps, labels(selection))
+    truth = labels(selection)
+    candidates = [segment.select_parameters(method, maps, truth) for method in methods]
+    choice = max(candidates, key=lambda candidate: candidate["v_rand"] or 0.0)
     segment.save_parameters(choice, out_dir / "instance_parameters.json")
-    written = segment_folder(test_maps, out_dir / "test_slice_instances", method, choice["parameters"],
+    written = segment_folder(test_maps, out_dir / "test_slice_instances", choice["method"], choice["parameters"],
                              images_dir=image_dir, names=test, progress=progress)
     scores = segmentation_scores([tifffile.imread(path) for path in written], labels(test), names=list(test))
-    return {"method": method, "parameters": choice["parameters"],
+    return {"method": choice["method"], "parameters": choice["parameters"],
             "selection": {"v_rand": choice["v_rand"], "v_info": choice["v_info"]},
+            "candidates": {c["method"]: {"parameters": c["parameters"], "v_rand": c["v_rand"], "v_info": c["v_info"]}
+                           for c in candidates},
             "test": {key: value for key, value in scores.items() if key != "per_slice"}}
 
 
@@ -184,8 +193,9 @@ def train_and_score(recipe: Recipe, run: TrainingRun, tta: bool | None = None,
                                            summary["selection_names"], summary["test_names"], run_dir,
                                            progress=progress)
         report["instances"] = cells
-        print(f"Cells of the test slices ({cells['method']}, parameters chosen on the selection slices: "
-              f"{cells['parameters']}): V_rand {cells['test']['v_rand']:.4f}, V_info {cells['test']['v_info']:.4f}")
+        print(f"Cells of the test slices ({cells['method']} and its parameters chosen on the selection slices: "
+              f"{cells['parameters']}, selection V_rand {cells['selection']['v_rand']:.4f}): "
+              f"V_rand {cells['test']['v_rand']:.4f}, V_info {cells['test']['v_info']:.4f}")
     summary.update(report)
     return summary, network
 
