@@ -78,15 +78,25 @@ def ground_truth_segments(label: np.ndarray) -> np.ndarray:
 
 
 
+def above_threshold(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Fiji's ``pixel > threshold``: bool (H, W), True where the float32 pixel of ``prob``
+    (H, W) (see :func:`as_probability`) exceeds the double ``threshold``.
+
+    Compared in double precision: NumPy 2 compares a float32 array with a Python float
+    in float32, where e.g. the 8-bit level 204 (204/255 = 0.800000011920929 as float32)
+    does not exceed 0.8, while in Fiji it does.
+    """
+    return as_probability(prob).astype(np.float64) > float(threshold)
+
+
 def thin_segmentation(prob: np.ndarray, threshold: float) -> np.ndarray:
     """Segment a probability map at one threshold the way the official script does.
 
-    ``prob`` is a probability map (H, W) (see :func:`as_probability`); pixels with
-    ``prob > threshold`` (float32 pixel against a double threshold) are cell seeds.
-    Returns int32 segment ids (H, W), 0 on the 1-pixel-wide boundaries.
+    ``prob`` is a probability map (H, W) (see :func:`as_probability`); the pixels of
+    :func:`above_threshold` are the cell seeds. Returns int32 segment ids (H, W), 0 on
+    the 1-pixel-wide boundaries.
     """
-    p = as_probability(prob).astype(np.float64)
-    return thin_mask(p > float(threshold))
+    return thin_mask(above_threshold(prob, threshold))
 
 
 def _seqsum(values: np.ndarray) -> float:

@@ -89,9 +89,17 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return relabel_sequential(labels.astype(np.uint32, copy=False))[0]
 
 
+def _above(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """``prob > threshold`` as Fiji compares: each float32 pixel against the threshold as a
+    double (NumPy would compare in float32, and the 8-bit level 204, float32(204/255) =
+    0.80000001, would not exceed 0.8). Boolean (H, W)."""
+    return np.asarray(prob).astype(np.float64) > float(threshold)
+
+
 def threshold(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """4-connected components of ``prob > threshold``: uint32 (H, W), 0 elsewhere."""
-    labels, _ = ndimage.label(_as_map(prob) > threshold, structure=_FOUR)
+    """4-connected components of ``prob > threshold`` (compared as the official metric
+    does): uint32 (H, W), 0 elsewhere."""
+    labels, _ = ndimage.label(_above(_as_map(prob), threshold), structure=_FOUR)
     return labels.astype(np.uint32)
 
 
@@ -100,7 +108,7 @@ def _seeds(prob: np.ndarray, threshold: float, sigma: float, min_distance: int) 
     transform of ``prob > threshold`` over a (2 ``min_distance`` + 1)-px square window,
     one marker per connected plateau of maxima, and the deepest pixel of every
     4-connected component of the mask that has no such maximum."""
-    mask = prob > threshold
+    mask = _above(prob, threshold)
     distance = ndimage.distance_transform_edt(mask).astype(np.float32)
     if sigma > 0:
         distance = ndimage.gaussian_filter(distance, sigma)

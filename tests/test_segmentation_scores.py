@@ -116,3 +116,37 @@ def test_evaluate_segmentation_folders_rejects_float_images(tmp_path):
     tifffile.imwrite(seg_dir / "0_labels.tif", np.full((32, 32), 0.5, np.float32))
     with pytest.raises(UserError, match="not a label image"):
         metrics.evaluate_segmentation_folders(seg_dir, label_dir, progress=False)
+
+
+def _map_with_grey_level_204(label: np.ndarray) -> np.ndarray:
+    """An 8-bit map (H, W) of ``label``'s cells (230) and membranes (30) in which one
+    stretch of membrane has level 204: above 0.8 for Fiji (float32 204/255 against the
+    double 0.8), not above it when compared in float32."""
+    prob = np.where(label > 0, 230, 30).astype(np.uint8)
+    prob[:, 30:32][label[:, 30:32] == 0] = 204
+    return prob
+
+
+def test_components_of_fijis_threshold_score_exactly_as_the_probability_path():
+    _, label = synthetic_slice((96, 96), seed=3)
+    prob = isbi_slice_scores.as_probability(_map_with_grey_level_204(label))
+    mask = isbi_slice_scores.above_threshold(prob, 0.8)
+    assert mask.sum() > (prob > 0.8).sum()  # the level-204 pixels count only at Fiji's precision
+    components, _ = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, 1))  # row-major ids
+    assert np.array_equal(thin_labels(components), thin_mask(mask))  # same ids, not just the same partition
+    gt = isbi_slice_scores.ground_truth_segments(label)
+    from_map = isbi_slice_scores.foreground_restricted_parts(gt, isbi_slice_scores.thin_segmentation(prob, 0.8))
+    from_labels = isbi_metric.segmentation_scores([components], [label])
+    for key in ("v_rand", "v_info") + isbi_slice_scores.SCORE_PARTS:
+        assert from_labels[key] == from_map[key], key
+
+
+def test_threshold_segmentation_scores_as_the_probability_path_at_grey_level_204():
+    import segment
+
+    _, label = synthetic_slice((96, 96), seed=3)
+    prob = isbi_slice_scores.as_probability(_map_with_grey_level_204(label))
+    gt = isbi_slice_scores.ground_truth_segments(label)
+    v_rand, v_info = isbi_slice_scores.foreground_restricted_scores(gt, isbi_slice_scores.thin_segmentation(prob, 0.8))
+    from_labels = isbi_metric.segmentation_scores([segment.threshold(prob, 0.8)], [label])
+    assert (from_labels["v_rand"], from_labels["v_info"]) == (v_rand, v_info)
