@@ -113,12 +113,15 @@ def evaluate_affinity_model(model_path: str, data_dir: str, select: list[str], t
 
 
 def evaluate_membrane_maps(maps_dir: str, data_dir: str, select: list[str], test: list[str]) -> dict:
-    from isbi_slice_scores import thin_segmentation
+    """A membrane model's 8-bit ``N_predict.png`` maps thresholded (threshold chosen on
+    ``select``, Fiji's thinning), scored once on ``test``."""
+    from isbi_slice_scores import as_probability, thin_segmentation
     from train import find_training_folders
 
     _, label_dir = find_training_folders(data_dir)
     folder = Path(maps_dir)
-    maps = {name: read_slices(folder, [f"{name}_predict"])[0] / 255.0 for name in select + test}
+    # as_probability: an 8-bit map read as the metric reads it (float32 level / 255).
+    maps = {name: as_probability(read_slices(folder, [f"{name}_predict"])[0]) for name in select + test}
     result = choose_and_test([maps[n] for n in select], [maps[n] for n in test],
                              read_slices(label_dir, select), read_slices(label_dir, test),
                              thin_segmentation, list(THRESHOLDS))
