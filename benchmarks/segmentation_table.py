@@ -2,6 +2,7 @@
 
     python benchmarks/segmentation_table.py --maps DIR --labels DIR --select 20,21,22,23,24 \\
         --test 25,26,27,28,29 [--methods threshold,watershed,multicut,gasp] [--out DIR] [--repeats 3]
+    python benchmarks/segmentation_table.py --crossval logs/RUN --labels DIR [--methods ...] [--out DIR]
 
 ``--maps`` holds the probability maps ``N_predict.png`` (8-bit, high = cell) of a model
 that saw neither the selection nor the test slices in training; ``--labels`` the
@@ -13,6 +14,11 @@ the segmentation alone, over ``--repeats`` runs of every test slice). One more r
 gives the official ISBI number of the maps themselves, the maximum over the 11
 thresholds, which is chosen on the test slices and so is not a held-out figure.
 Writes ``OUT/segmentation_table.json`` and prints a Markdown table.
+
+``--crossval`` takes the folder of a ``main.py crossval`` run instead: every fold's table
+from its own maps (the selection block's maps with the TTA choice that block made, and
+the test block's maps), then each method's mean and sample sd over the folds
+(``OUT/crossval_table.json``).
 """
 
 from __future__ import annotations
@@ -59,13 +65,16 @@ def time_method(method: str, params: Mapping[str, Any], maps: Sequence[np.ndarra
 def segmentation_table(
     maps_dir: Path, labels_dir: Path, select: Sequence[str], test: Sequence[str],
     methods: Sequence[str] = segment.METHODS, out_dir: Path | None = None, repeats: int = 3,
-    grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None, test_maps_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per method (and one for the official threshold sweep); see the module docstring."""
+    """One row per method (and one for the official threshold sweep); see the module docstring.
+
+    ``test_maps_dir``: where the test slices' maps are, when not in ``maps_dir``.
+    """
     if set(select) & set(test):
         raise ValueError(f"selection and test slices overlap: {sorted(set(select) & set(test))}")
     sel_maps, sel_labels = read_fold(maps_dir, labels_dir, select)
-    test_maps, test_labels = read_fold(maps_dir, labels_dir, test)
+    test_maps, test_labels = read_fold(test_maps_dir or maps_dir, labels_dir, test)
     rows = []
     for method in methods:
         start = time.perf_counter()
@@ -89,6 +98,71 @@ def segmentation_table(
     return rows
 
 
+AGGREGATED_KEYS = ("v_rand", "v_info", "v_rand_split", "v_rand_merge", "v_info_split", "v_info_merge",
+                   "seconds_per_slice")
+
+
+def crossval_folds(crossval_dir: Path) -> list[dict[str, Any]]:
+    """The folds of a ``main.py crossval`` run folder (its ``crossval.json``): per fold the
+    selection and test names and the folders of their maps."""
+    report_path = crossval_dir / "crossval.json"
+    if not report_path.is_file():
+        raise ValueError(f"{crossval_dir}: no crossval.json (give the folder of a finished `main.py crossval` run)")
+    folds = []
+    for index, fold in enumerate(json.loads(report_path.read_text())["folds"], start=1):
+        fold_dir = crossval_dir / f"fold{index}"
+        tta = fold["selection"]["tta"]
+        folds.append({"fold": index, "selection_names": fold["selection_names"], "test_names": fold["test_names"],
+                      "selection_maps": fold_dir / ("selection_predictions_tta" if tta else "selection_predictions"),
+                      "test_maps": fold_dir / "test_slice_predictions"})
+    return folds
+
+
+def crossval_table(
+    crossval_dir: Path, labels_dir: Path, methods: Sequence[str] = segment.METHODS, out_dir: Path | None = None,
+    repeats: int = 3, grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+) -> dict[str, Any]:
+    """Every fold's ``segmentation_table``, then per method the mean, sample sd and per-fold
+    values of AGGREGATED_KEYS over the folds (the official row's seconds stay None)."""
+    per_fold = []
+    for fold in crossval_folds(crossval_dir):
+        print(f"fold {fold['fold']}: select {','.join(fold['selection_names'])}, "
+              f"test {','.join(fold['test_names'])}", flush=True)
+        fold_out = None if out_dir is None else out_dir / f"fold{fold['fold']}"
+        if fold_out is not None:
+            fold_out.mkdir(parents=True, exist_ok=True)
+        rows = segmentation_table(fold["selection_maps"], labels_dir, fold["selection_names"], fold["test_names"],
+                                  methods, fold_out, repeats, grids, test_maps_dir=fold["test_maps"])
+        per_fold.append({"fold": fold["fold"], "rows": rows})
+    summary = []
+    for position, first in enumerate(per_fold[0]["rows"]):
+        row: dict[str, Any] = {"method": first["method"],
+                               "parameters": [fold["rows"][position]["parameters"] for fold in per_fold]}
+        for key in AGGREGATED_KEYS:
+            values = [fold["rows"][position][key] for fold in per_fold]
+            if any(value is None for value in values):
+                row[key] = None
+                continue
+            array = np.array(values, dtype=float)
+            row[key] = {"mean": float(array.mean()), "sd": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+                        "values": array.tolist()}
+        summary.append(row)
+    return {"folds": per_fold, "methods": summary}
+
+
+def crossval_markdown(summary: Sequence[Mapping[str, Any]]) -> str:
+    """Mean +- sd over the folds: method, V_rand, V_info, split and merge parts, s / slice."""
+    def cell(value: Any, digits: int = 4) -> str:
+        return "-" if value is None else f"{value['mean']:.{digits}f} +- {value['sd']:.{digits}f}"
+
+    lines = ["| method | V_rand | V_info | V_rand split | V_rand merge | V_info split | V_info merge | s / slice |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in summary:
+        lines.append(f"| {row['method']} | " + " | ".join(cell(row[key]) for key in AGGREGATED_KEYS[:-1])
+                     + f" | {cell(row['seconds_per_slice'], 3)} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The table: method, V_rand, V_info, split and merge parts, seconds per slice."""
     def num(value: Any, digits: int = 4) -> str:
@@ -106,10 +180,11 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--maps", required=True, type=Path, help="folder of N_predict.png probability maps")
+    parser.add_argument("--maps", type=Path, help="folder of N_predict.png probability maps")
+    parser.add_argument("--crossval", type=Path, help="folder of a `main.py crossval` run (instead of --maps, --select, --test)")
     parser.add_argument("--labels", required=True, type=Path, help="folder of N.png ground-truth labels")
-    parser.add_argument("--select", required=True, help="slices that choose the parameters, e.g. 20,21,22,23,24")
-    parser.add_argument("--test", required=True, help="slices that are scored, e.g. 25,26,27,28,29")
+    parser.add_argument("--select", help="slices that choose the parameters, e.g. 20,21,22,23,24")
+    parser.add_argument("--test", help="slices that are scored, e.g. 25,26,27,28,29")
     parser.add_argument("--methods", default=",".join(segment.METHODS), help="comma-separated (default: all)")
     parser.add_argument("--out", type=Path, default=Path("logs/segmentation_table"), help="where the JSON files go")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per test slice (default: 3)")
@@ -118,6 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in segment.METHODS]
     if unknown or args.repeats < 1:
         parser.error(f"unknown methods {unknown}" if unknown else "--repeats must be at least 1")
+    if args.crossval is not None:
+        if args.maps or args.select or args.test:
+            parser.error("--crossval takes the folds' own maps and slices: leave out --maps, --select and --test")
+        try:
+            report = crossval_table(args.crossval, args.labels, methods, args.out, args.repeats)
+        except (ValueError, OSError, KeyError) as error:
+            parser.error(str(error))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "crossval_table.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(crossval_markdown(report["methods"]))
+        return 0
+    if not (args.maps and args.select and args.test):
+        parser.error("give --maps, --select and --test (or --crossval)")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = segmentation_table(args.maps, args.labels, args.select.split(","), args.test.split(","),
                               methods, args.out, args.repeats)

@@ -42,3 +42,53 @@ def test_table_selects_on_selection_slices_only(tmp_path: Path, capsys):
     assert "| threshold |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="overlap"):
         table.segmentation_table(maps, labels, ["0", "1"], ["1", "2"], ["threshold"])
+
+
+def _write_map(folder: Path, name: str, label: np.ndarray, inside: float, outside: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    prob = np.where(label > 0, inside, outside)
+    io.imsave(folder / f"{name}_predict.png", (prob * 255).astype(np.uint8), check_contrast=False)
+
+
+def test_crossval_table_uses_each_folds_own_maps_and_choices(tmp_path: Path, capsys):
+    """Two folds of a crossval run folder: each chooses on its selection block's maps (in the
+    folder of its TTA choice) and is scored on its test block; the summary is mean and sd."""
+    table = _load_script()
+    labels, run = tmp_path / "labels", tmp_path / "cv"
+    labels.mkdir()
+    truth = {}
+    for index in range(4):
+        _, truth[str(index)] = synthetic_slice((48, 48), seed=40 + index, cells=5)
+        io.imsave(labels / f"{index}.png", truth[str(index)], check_contrast=False)
+    folds = [{"selection_names": ["1"], "test_names": ["0"], "selection": {"tta": True}},
+             {"selection_names": ["3"], "test_names": ["2"], "selection": {"tta": False}}]
+    # fold 1 selects on TTA maps where only 0.5 separates the cells; its plain selection maps
+    # (the choice it did not make) would prefer 0.2. Fold 2's test map is blurred into one cell.
+    _write_map(run / "fold1" / "selection_predictions_tta", "1", truth["1"], 0.55, 0.45)
+    _write_map(run / "fold1" / "selection_predictions", "1", truth["1"], 0.3, 0.1)
+    _write_map(run / "fold1" / "test_slice_predictions", "0", truth["0"], 0.55, 0.45)
+    _write_map(run / "fold2" / "selection_predictions", "3", truth["3"], 0.55, 0.45)
+    _write_map(run / "fold2" / "test_slice_predictions", "2", truth["2"], 0.9, 0.8)
+    (run / "crossval.json").write_text(json.dumps({"folds": folds}))
+    out = tmp_path / "out"
+    assert table.main(["--crossval", str(run), "--labels", str(labels), "--methods", "threshold",
+                       "--out", str(out), "--repeats", "1"]) == 0
+    report = json.loads((out / "crossval_table.json").read_text())
+    threshold = report["methods"][0]
+    assert threshold["method"] == "threshold"
+    assert threshold["parameters"] == [{"threshold": 0.5}, {"threshold": 0.5}]
+    good, merged = threshold["v_rand"]["values"]
+    assert good > 0.99 and merged < 0.5
+    assert threshold["v_rand"]["mean"] == pytest.approx((good + merged) / 2)
+    assert threshold["v_rand"]["sd"] == pytest.approx(np.std([good, merged], ddof=1))
+    assert report["methods"][1]["seconds_per_slice"] is None  # the official row is not timed
+    assert (out / "fold2" / "params_threshold.json").is_file()
+    assert "| threshold | " in capsys.readouterr().out
+
+
+def test_crossval_table_refuses_a_folder_without_a_finished_run(tmp_path: Path):
+    table = _load_script()
+    with pytest.raises(SystemExit):
+        table.main(["--crossval", str(tmp_path), "--labels", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        table.main(["--crossval", str(tmp_path), "--labels", str(tmp_path), "--maps", str(tmp_path)])
