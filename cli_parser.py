@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize; auto: resize for a fixed-size model, else whole images that fit in memory, tiles otherwise (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
     predict.add_argument("--precision", choices=["default", "float32", "bfloat16", "float16"], default="default",
-                         help="precision of the computation; models are saved in float32 (default: model.DEFAULT_INFERENCE_PRECISION)")
+                         help="precision of the computation; models are saved in float32 (default: bfloat16 with --engine auto "
+                              "on a CPU that computes it natively, else float32)")
     predict.add_argument("--instances", metavar="METHOD", choices=["threshold", "watershed", "multicut", "gasp"],
                          help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help)")
     predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (from select_parameters)")
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--engine", choices=["auto", "keras", "onnx"], default="auto",
                          help="keras: the model as saved (its precision); onnx: ONNX Runtime on a float32 "
                               "export, cached next to the model as MODEL.onnx (needs requirements-export.txt); "
-                              "auto: onnx on a CPU when those packages are installed, else keras (default: %(default)s)")
+                              "auto: keras in bfloat16 on a CPU that computes it natively (AVX512-BF16, AMX), else onnx on a CPU "
+                              "when those packages are installed, else keras (default: %(default)s)")
 
     seg = commands.add_parser("segment", parents=[common], help="probability maps -> one label per cell (N_labels.tif, N_overlay.png, cells.csv)")
     seg.add_argument("--pred", required=True, help="folder of N_predict.png probability maps (high = cell)")

@@ -131,15 +131,31 @@ def onnx_available() -> bool:
 
 
 def resolve_engine(engine: str) -> str:
-    """"keras" or "onnx" for a ``--engine`` choice: "auto" is ONNX Runtime on a CPU with
-    the TensorFlow backend when its packages are installed (faster with test-time
-    augmentation, see benchmarks/engines.py), else Keras."""
+    """"keras" or "onnx" for a ``--engine`` choice. "auto" on a CPU with the TensorFlow
+    backend: Keras where the CPU computes bfloat16 natively (AVX512-BF16 or AMX, where
+    Keras in bfloat16 is the fastest engine), else ONNX Runtime when its packages are
+    installed (faster than Keras in float32 there); Keras on a GPU or another backend
+    (benchmarks/engines.py, README)."""
     if engine != "auto":
         return engine
-    from recipes import has_gpu
+    from recipes import cpu_has_bfloat16, has_gpu
 
     cpu_tensorflow = keras.backend.backend() == "tensorflow" and not has_gpu()
-    return "onnx" if cpu_tensorflow and onnx_available() else "keras"
+    return "onnx" if cpu_tensorflow and not cpu_has_bfloat16() and onnx_available() else "keras"
+
+
+def resolve_precision(engine: str, precision: str) -> str:
+    """The inference precision for ``--engine`` and ``--precision`` choices: "default" is
+    bfloat16 when the auto engine runs Keras on a CPU that computes bfloat16 natively
+    (outputs within about 3e-3 of float32, the same held-out scores; README), else
+    model.DEFAULT_INFERENCE_PRECISION (float32, what every export computes in)."""
+    if precision != "default":
+        return precision
+    from model import DEFAULT_INFERENCE_PRECISION
+    from recipes import cpu_has_bfloat16, has_gpu
+
+    native_bfloat16_cpu = keras.backend.backend() == "tensorflow" and not has_gpu() and cpu_has_bfloat16()
+    return "bfloat16" if engine == "auto" and native_bfloat16_cpu else DEFAULT_INFERENCE_PRECISION
 
 
 def cached_onnx(model_path: str | Path) -> Path:

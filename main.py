@@ -114,7 +114,7 @@ def describe(recipe) -> str:
 
 
 def cmd_predict(args) -> list:
-    from export import cached_onnx, onnx_predict_fn, resolve_engine
+    from export import cached_onnx, onnx_predict_fn, resolve_engine, resolve_precision
     from model import load_model
     from predict import predict_folder
     from stacks import is_tiff_file
@@ -142,7 +142,7 @@ def cmd_predict(args) -> list:
         except UserError:
             if args.engine == "onnx":
                 raise  # auto: Keras when the ONNX file cannot be written beside the model
-    network = load_model(args.model, precision=None if args.precision == "default" else args.precision)
+    network = load_model(args.model, precision=resolve_precision(args.engine, args.precision))
     if args.instances and network.output_shape[-1] != 1:
         raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
     if stack_output:

@@ -209,10 +209,27 @@ def test_export_refuses_an_existing_folder_and_unknown_formats(bf16_model_path, 
     assert os.listdir(tmp_path) == ["out"]
 
 
-def test_auto_engine_is_onnx_runtime_on_a_tensorflow_cpu(monkeypatch):
+def test_auto_engine_is_keras_bfloat16_on_a_native_bfloat16_cpu_else_onnx_runtime(monkeypatch):
     import export
+    import recipes
 
     assert export.resolve_engine("keras") == "keras" and export.resolve_engine("onnx") == "onnx"
-    assert export.resolve_engine("auto") == "onnx"  # this suite runs TensorFlow on a CPU
+    monkeypatch.setattr(recipes, "has_gpu", lambda: False)  # this suite runs TensorFlow on a CPU
+    monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: False)
+    assert export.resolve_engine("auto") == "onnx"
+    assert export.resolve_precision("auto", "default") == "float32"
+    monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: True)
+    assert export.resolve_engine("auto") == "keras"
+    assert export.resolve_precision("auto", "default") == "bfloat16"
+    # a chosen engine or precision is kept: --engine keras is the model as saved, in float32
+    assert export.resolve_precision("keras", "default") == "float32"
+    assert export.resolve_precision("onnx", "default") == "float32"
+    assert export.resolve_precision("auto", "float32") == "float32"
+    monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: False)
     monkeypatch.setattr(export, "onnx_available", lambda: False)
     assert export.resolve_engine("auto") == "keras"
+    assert export.resolve_precision("auto", "default") == "float32"
+    monkeypatch.setattr(recipes, "has_gpu", lambda: True)
+    monkeypatch.setattr(export, "onnx_available", lambda: True)
+    monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: True)
+    assert export.resolve_engine("auto") == "keras" and export.resolve_precision("auto", "default") == "float32"

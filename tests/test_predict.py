@@ -136,3 +136,37 @@ def test_batched_folder_prediction_equals_one_by_one(tmp_path):
     for a, b in zip(batched, single):
         difference = np.abs(io.imread(a).astype(int) - io.imread(b).astype(int))
         assert difference.max() <= 1  # rounding to 8 bits
+
+
+@pytest.mark.parametrize("native_bfloat16, engine, precision, expected", [
+    (True, "auto", "default", "bfloat16"),   # the fastest engine on AVX512-BF16 / AMX CPUs
+    (True, "keras", "default", "float32"),   # the model as saved
+    (True, "auto", "float32", "float32"),
+    (False, "keras", "default", "float32"),
+    (False, "keras", "bfloat16", "bfloat16"),
+])
+def test_predict_loads_the_model_in_the_precision_of_its_engine(tmp_path, monkeypatch, native_bfloat16, engine,
+                                                                 precision, expected):
+    """``predict`` hands load_model the precision that export.resolve_precision gives."""
+    import main
+    import recipes
+    from conftest import synthetic_slice
+
+    monkeypatch.setattr(recipes, "has_gpu", lambda: False)
+    monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: native_bfloat16)
+    network = model.unet(input_size=(None, None, 1), width=2, depth=2, compile=False)
+    network.save(tmp_path / "m.keras")
+    (tmp_path / "in").mkdir()
+    io.imsave(tmp_path / "in" / "a.png", synthetic_slice((32, 32), 1)[0], check_contrast=False)
+    loaded = []
+    real_load = model.load_model
+
+    def recording_load(path, precision=None):
+        loaded.append(precision)
+        return real_load(path, precision=precision)
+
+    monkeypatch.setattr(model, "load_model", recording_load)
+    assert main.main(["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path / "in"),
+                      "--output", str(tmp_path / "out"), "--engine", engine, "--precision", precision, "--quiet"]) == 0
+    assert loaded == [expected]
+    assert io.imread(tmp_path / "out" / "a_predict.png").shape == (32, 32)

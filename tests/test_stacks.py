@@ -82,7 +82,7 @@ def test_isbi_submission_is_30_float_slices_of_512_with_1_for_cells(tiny_model_f
     volume = slices(30, (512, 512))
     tifffile.imwrite(tmp_path / "test-volume.tif", volume, imagej=True)
     assert main.main(["predict", "--model", str(tiny_model_file), "--input", str(tmp_path / "test-volume.tif"),
-                      "--isbi-submission", str(tmp_path / "sub.tif"), "--quiet"]) == 0
+                      "--isbi-submission", str(tmp_path / "sub.tif"), "--engine", "keras", "--quiet"]) == 0
     with tifffile.TiffFile(tmp_path / "sub.tif") as tif:
         assert tif.is_imagej and tif.series[0].shape == (30, 512, 512)
         submission = tif.asarray()
