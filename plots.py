@@ -28,8 +28,8 @@ def _finish(figure, figure_path: str | Path | None, show: bool):
 
 def plot_performance(history=None, figure_path: str | Path | None = None,
                      ylim_pad: Sequence[float] = (0, 0), show: bool = False):
-    """Accuracy and loss per epoch, training and validation side by side, and the held-out
-    ISBI scores (val_v_rand, val_v_info) in a third panel when the history has them.
+    """Accuracy and loss per epoch, training and validation side by side, and the selection
+    slices' ISBI scores (val_v_rand, val_v_info) in a third panel when the history has them.
 
     Args:
       history: a keras History or a dict with "accuracy", "loss" and optionally
@@ -46,7 +46,7 @@ def plot_performance(history=None, figure_path: str | Path | None = None,
         epochs = range(1, len(values["val_v_rand"]) + 1)
         for key, label in (("val_v_rand", "V_rand"), ("val_v_info", "V_info")):
             axes[2].plot(epochs, values.get(key, []), marker="o", label=label)
-        axes[2].set_title("Held-out ISBI 2012 scores\n", fontsize=17)
+        axes[2].set_title("Selection slices: ISBI 2012 scores\n", fontsize=17)
         axes[2].set_xlabel("Epoch", fontsize=15)
         axes[2].set_ylabel("Score", fontsize=15)
         axes[2].legend(loc="lower right")
@@ -70,13 +70,13 @@ def plot_performance(history=None, figure_path: str | Path | None = None,
 
 
 def plot_time_to_quality(history, figure_path: str | Path | None = None, show: bool = False):
-    """Held-out V_rand and V_info against minutes of training (history from history.csv)."""
+    """The selection slices' V_rand and V_info against minutes of training (history from history.csv)."""
     values = _history_dict(history)
     figure, axis = plt.subplots(figsize=(8, 5))
     for key, label in (("val_v_rand", "V_rand"), ("val_v_info", "V_info")):
         axis.plot(values["minutes"], values[key], marker="o", label=label)
     axis.set_xlabel("Minutes of training", fontsize=13)
-    axis.set_ylabel("Held-out score (ISBI 2012 metric)", fontsize=13)
+    axis.set_ylabel("Selection slices, per epoch (ISBI 2012 metric)", fontsize=13)
     axis.set_title("Time to quality")
     axis.legend(loc="lower right")
     axis.grid(True)
@@ -86,7 +86,7 @@ def plot_time_to_quality(history, figure_path: str | Path | None = None, show: b
 def plot_runs_time_to_quality(histories: Mapping[str, Mapping[str, Sequence[float]]],
                               figure_path: str | Path | None = None, key: str = "val_v_rand",
                               target: float | None = None, ymin: float | None = None, show: bool = False):
-    """One held-out score against minutes of training for several runs in one figure.
+    """One score of the selection slices against minutes of training for several runs in one figure.
 
     Args:
       histories: run name -> history dict with "minutes" and ``key`` (one value per epoch).
@@ -103,7 +103,7 @@ def plot_runs_time_to_quality(histories: Mapping[str, Mapping[str, Sequence[floa
     if target is not None:
         axis.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"{target:g}")
     axis.set_xlabel("Minutes of training", fontsize=13)
-    axis.set_ylabel(f"Held-out {key.removeprefix('val_').replace('v_', 'V_')} (ISBI 2012 metric)", fontsize=13)
+    axis.set_ylabel(f"Selection slices: {key.removeprefix('val_').replace('v_', 'V_')} (ISBI 2012 metric)", fontsize=13)
     if ymin is not None:
         axis.set_ylim(ymin, 1.0)  # scores are at most 1
     axis.set_title("Time to quality, per run")
