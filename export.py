@@ -104,11 +104,13 @@ def export_saved_model(model: keras.Model, path: str | Path) -> Path:
     return path
 
 
-def onnx_predict_fn(path: str | Path, threads: int | None = None):
+def onnx_predict_fn(path: str | Path, threads: int | None = None, max_batch: int = 8):
     """A ``predict.PredictFn`` running an ONNX file with ONNX Runtime on the CPU.
 
-    (B, H, W, C) float32 in [0, 1] -> (B, H, W, K) float32. ``threads``: intra-op threads
-    (default: ONNX Runtime's, one per core).
+    (B, H, W, C) float32 in [0, 1] -> (B, H, W, K) float32. Batches larger than
+    ``max_batch`` run in chunks, as ``predict.model_predict_fn`` does (TTA multiplies a
+    batch by 8; one run of 32 slices of 512x512 held over 4 GB of activations).
+    ``threads``: intra-op threads (default: ONNX Runtime's, one per core).
     """
     runtime = require("onnxruntime")
     options = runtime.SessionOptions()
@@ -118,7 +120,10 @@ def onnx_predict_fn(path: str | Path, threads: int | None = None):
     input_name = session.get_inputs()[0].name
 
     def predict_fn(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        batch = np.asarray(batch, np.float32)
+        chunks = [session.run(None, {input_name: np.ascontiguousarray(batch[i:i + max_batch])})[0]
+                  for i in range(0, len(batch), max_batch)]
+        return np.concatenate(chunks)
 
     return predict_fn
 

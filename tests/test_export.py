@@ -233,3 +233,31 @@ def test_auto_engine_is_keras_bfloat16_on_a_native_bfloat16_cpu_else_onnx_runtim
     monkeypatch.setattr(export, "onnx_available", lambda: True)
     monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: True)
     assert export.resolve_engine("auto") == "keras" and export.resolve_precision("auto", "default") == "float32"
+
+def test_onnx_predict_fn_runs_large_batches_in_chunks(monkeypatch):
+    """A TTA batch (8 views per image) goes to ONNX Runtime at most max_batch at a time, in
+    order, and comes back whole."""
+    import onnxruntime
+
+    import export
+
+    seen = []
+
+    class RecordingSession:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": "image"})()]
+
+        def run(self, outputs, feeds):
+            batch = feeds["image"]
+            assert batch.flags["C_CONTIGUOUS"] and batch.dtype == np.float32
+            seen.append(len(batch))
+            return [batch * 2.0]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", RecordingSession)
+    predict_fn = export.onnx_predict_fn("unused.onnx", max_batch=8)
+    batch = np.random.default_rng(0).random((20, 16, 16, 1)).astype(np.float64)[:, ::-1]
+    np.testing.assert_allclose(predict_fn(batch), 2.0 * batch.astype(np.float32))
+    assert seen == [8, 8, 4]
