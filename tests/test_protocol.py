@@ -99,3 +99,33 @@ def test_mixed_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch):
         assert recipes.set_precision("mixed") == "mixed_bfloat16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_cells_choose_method_and_parameters_on_the_selection_slices_only(tmp_path):
+    """choose_and_score_instances keeps the method that scores best on the selection maps,
+    with the parameters chosen there, and segments the test maps once with that choice."""
+    from skimage import io
+
+    from conftest import synthetic_slice
+    from pipeline import choose_and_score_instances
+
+    folders = {name: tmp_path / name for name in ("select", "test", "images", "labels")}
+    for folder in folders.values():
+        folder.mkdir()
+    for index, role in ((0, "select"), (1, "select"), (2, "test")):
+        image, label = synthetic_slice((48, 48), seed=60 + index, cells=5)
+        # selection maps: cells 0.55, membranes 0.45, so only threshold 0.5 separates them
+        prob = np.where(label > 0, 0.55, 0.45)
+        io.imsave(folders[role] / f"{index}_predict.png", (prob * 255).astype(np.uint8), check_contrast=False)
+        io.imsave(folders["images"] / f"{index}.png", image, check_contrast=False)
+        io.imsave(folders["labels"] / f"{index}.png", label, check_contrast=False)
+    report = choose_and_score_instances(folders["select"], folders["test"], folders["images"], folders["labels"],
+                                        ["0", "1"], ["2"], tmp_path / "out", methods=("watershed", "threshold"),
+                                        progress=False)
+    assert set(report["candidates"]) == {"watershed", "threshold"}
+    best = max(report["candidates"], key=lambda method: report["candidates"][method]["v_rand"])
+    assert report["method"] == best and report["selection"]["v_rand"] == report["candidates"][best]["v_rand"]
+    assert best == "threshold" and report["parameters"] == {"threshold": 0.5}
+    assert report["candidates"]["threshold"]["v_rand"] > report["candidates"]["watershed"]["v_rand"]
+    assert report["test"]["n_slices"] == 1 and 0 <= report["test"]["v_rand"] <= 1
+    assert (tmp_path / "out" / "test_slice_instances" / "2_labels.tif").is_file()
