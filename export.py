@@ -143,10 +143,9 @@ def resolve_engine(engine: str) -> str:
     (benchmarks/engines.py, README)."""
     if engine != "auto":
         return engine
-    from recipes import cpu_has_bfloat16, has_gpu
+    from recipes import cpu_has_bfloat16
 
-    cpu_tensorflow = keras.backend.backend() == "tensorflow" and not has_gpu()
-    return "onnx" if cpu_tensorflow and not cpu_has_bfloat16() and onnx_available() else "keras"
+    return "onnx" if _tensorflow_on_cpu() and not cpu_has_bfloat16() and onnx_available() else "keras"
 
 
 def resolve_precision(engine: str, precision: str) -> str:
@@ -157,10 +156,17 @@ def resolve_precision(engine: str, precision: str) -> str:
     if precision != "default":
         return precision
     from model import DEFAULT_INFERENCE_PRECISION
-    from recipes import cpu_has_bfloat16, has_gpu
+    from recipes import cpu_has_bfloat16
 
-    native_bfloat16_cpu = keras.backend.backend() == "tensorflow" and not has_gpu() and cpu_has_bfloat16()
+    native_bfloat16_cpu = _tensorflow_on_cpu() and cpu_has_bfloat16()
     return "bfloat16" if engine == "auto" and native_bfloat16_cpu else DEFAULT_INFERENCE_PRECISION
+
+
+def _tensorflow_on_cpu() -> bool:
+    """Whether Keras runs the TensorFlow backend without a GPU (where ``auto`` chooses)."""
+    from recipes import has_gpu
+
+    return keras.backend.backend() == "tensorflow" and not has_gpu()
 
 
 def cached_onnx(model_path: str | Path) -> Path:

@@ -28,7 +28,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,32 +150,33 @@ def crossval_table(
     return {"folds": per_fold, "methods": summary}
 
 
+SCORE_TITLES = ("V_rand", "V_info", "V_rand split", "V_rand merge", "V_info split", "V_info merge", "s / slice")
+
+
+def _markdown_table(rows: Sequence[Mapping[str, Any]], cell: Callable[[Any, int], str], parameters: bool) -> str:
+    """Rows of AGGREGATED_KEYS (with a parameters column when ``parameters``) as Markdown;
+    ``cell(value, digits)`` formats one value (4 digits, 3 for seconds)."""
+    titles = ("method",) + (("parameters",) if parameters else ()) + SCORE_TITLES
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for row in rows:
+        cells = [row["method"]]
+        if parameters:
+            cells.append(", ".join(f"{k}={v:g}" for k, v in row["parameters"].items()))
+        cells += [cell(row[key], 3 if key == "seconds_per_slice" else 4) for key in AGGREGATED_KEYS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def crossval_markdown(summary: Sequence[Mapping[str, Any]]) -> str:
     """Mean +- sd over the folds: method, V_rand, V_info, split and merge parts, s / slice."""
-    def cell(value: Any, digits: int = 4) -> str:
-        return "-" if value is None else f"{value['mean']:.{digits}f} +- {value['sd']:.{digits}f}"
-
-    lines = ["| method | V_rand | V_info | V_rand split | V_rand merge | V_info split | V_info merge | s / slice |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in summary:
-        lines.append(f"| {row['method']} | " + " | ".join(cell(row[key]) for key in AGGREGATED_KEYS[:-1])
-                     + f" | {cell(row['seconds_per_slice'], 3)} |")
-    return "\n".join(lines)
+    return _markdown_table(summary, lambda value, digits: "-" if value is None else
+                           f"{value['mean']:.{digits}f} +- {value['sd']:.{digits}f}", parameters=False)
 
 
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table: method, V_rand, V_info, split and merge parts, seconds per slice."""
-    def num(value: Any, digits: int = 4) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    lines = ["| method | parameters | V_rand | V_info | V_rand split | V_rand merge | V_info split | V_info merge | s / slice |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        params = ", ".join(f"{k}={v:g}" for k, v in row["parameters"].items())
-        lines.append(f"| {row['method']} | {params} | {num(row['v_rand'])} | {num(row['v_info'])} | "
-                     f"{num(row['v_rand_split'])} | {num(row['v_rand_merge'])} | {num(row['v_info_split'])} | "
-                     f"{num(row['v_info_merge'])} | {num(row['seconds_per_slice'], 3)} |")
-    return "\n".join(lines)
+    """The table: method, parameters, V_rand, V_info, split and merge parts, seconds per slice."""
+    return _markdown_table(rows, lambda value, digits: "-" if value is None else f"{value:.{digits}f}",
+                           parameters=True)
 
 
 def main(argv: list[str] | None = None) -> int:
