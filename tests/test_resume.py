@@ -174,14 +174,25 @@ def test_a_killed_process_continues_to_the_uninterrupted_history(dataset, tmp_pa
         return [sys.executable, "-c", script.format(root=str(ROOT), tests=str(ROOT / "tests"), data=str(dataset),
                                                     run=str(run_dir))]
 
-    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    reference = tmp_path / "reference"
+    started = time.monotonic()
     done = subprocess.run(command(reference), cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    process = subprocess.Popen(command(run_dir), cwd=ROOT, env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(float(np.random.default_rng().uniform(2.0, 12.0)))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    reference_seconds = time.monotonic() - started
+    # The kill falls within the reference's own duration, so that on a fast machine it
+    # still lands before the run ends; a run that ended first is started again sooner.
+    random = np.random.default_rng()
+    for attempt in range(4):
+        run_dir = tmp_path / f"run{attempt}"
+        process = subprocess.Popen(command(run_dir), cwd=ROOT, env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(random.uniform(0.1, 0.8)) * reference_seconds / 2 ** attempt)
+        killed = process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if killed:
+            break
+    assert killed, "every run ended before its kill"
     done = subprocess.run(command(run_dir), cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_history(comparable(read_history(run_dir / "history.csv")),
