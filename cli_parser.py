@@ -17,6 +17,8 @@ DEFAULT_DATA = "data/membrane"
 unit_float = in_range(float, 0.0, 1.0)
 non_negative_float = in_range(float, 0.0, 100.0)
 non_negative_int = in_range(int, 0)
+# segment.METHODS, spelled out so that parsing stays light (a test checks they agree)
+INSTANCE_METHODS = ("threshold", "watershed", "multicut", "gasp", "learned-multicut")
 
 
 def id_list_or_none(text: str) -> list[str]:
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--precision", choices=["default", "float32", "bfloat16", "float16"], default="default",
                          help="precision of the computation; models are saved in float32 (default: bfloat16 with --engine auto "
                               "on a CPU that computes it natively, else float32)")
-    predict.add_argument("--instances", metavar="METHOD", choices=["threshold", "watershed", "multicut", "gasp"],
+    predict.add_argument("--instances", metavar="METHOD", choices=INSTANCE_METHODS,
                          help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help)")
     predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (from select_parameters)")
     predict.add_argument("--mws-short-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the 1-px affinities before the mutex watershed (default: %(default)s)")
@@ -109,9 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--output", required=True, help="folder for N_labels.tif, N_overlay.png and cells.csv")
     seg.add_argument("--images", help="folder of the input images N.png, for the overlays and mean intensities (default: the maps)")
     # default: pipeline.DEFAULT_INSTANCE_METHOD (not imported here: parsing stays light)
-    seg.add_argument("--method", default="multicut", choices=["threshold", "watershed", "multicut", "gasp"],
-                     help="connected components of map > threshold, seeded watershed, or watershed superpixels merged by multicut or GASP (default: %(default)s, the best on the selection slices in the README's table)")
-    seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file from select_parameters); the options below override them")
+    seg.add_argument("--method", default="multicut", choices=INSTANCE_METHODS,
+                     help="connected components of map > threshold, seeded watershed, watershed superpixels merged by multicut or GASP, "
+                          "or by a multicut on edge costs learned from labelled maps (learned-multicut; needs --params or --fit-maps) "
+                          "(default: %(default)s)")
+    seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file from select_parameters, e.g. a run's "
+                                                           "instance_parameters.json); the options below override them")
+    seg.add_argument("--fit-maps", metavar="DIR", help="learned-multicut: fit its edge model on these N_predict.png maps, of slices the "
+                                                        "network did not train on (writes OUTPUT/instance_parameters.json)")
+    seg.add_argument("--fit-labels", metavar="DIR", help="learned-multicut: the ground truth N.png of the --fit-maps slices (0 = membrane)")
     seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5)")
     seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")
     seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")

@@ -114,6 +114,37 @@ def _progress(total: int, enabled: bool) -> Callable[[int], None]:
     return bar.update
 
 
+def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.PathLike,
+                              method: str = "learned-multicut", progress: bool = True) -> dict[str, Any]:
+    """``method``'s default parameters with an edge model (segment.fit_edge_model) fitted on
+    the maps ``N_predict.png`` of ``pred_dir`` against the labels ``N.<ext>`` of
+    ``labels_dir`` (0 = membrane). The maps should be of slices the network did not train
+    on. UserError for a missing folder, label or size mismatch, or edges of one kind only."""
+    import segment
+    from data import read_image
+
+    labels_root = Path(labels_dir)
+    if not labels_root.is_dir():
+        raise UserError(f"{labels_root}: labels folder not found")
+    maps, labels = [], []
+    for name, path in _map_files(Path(pred_dir), None).items():
+        prob = read_image(path)[..., 0] / np.float32(255.0)
+        label = read_image(_image_for(name, labels_root))[..., 0]
+        if label.shape != prob.shape:
+            raise UserError(f"label of {name} is {label.shape[1]}x{label.shape[0]} but its map {path} is "
+                            f"{prob.shape[1]}x{prob.shape[0]}")
+        maps.append(prob)
+        labels.append(label)
+    if progress:
+        print(f"Fitting the edge model on {len(maps)} labelled maps of {pred_dir}", flush=True)
+    try:
+        edge_model = segment.fit_edge_model(maps, labels, **{key: segment.DEFAULT_PARAMETERS[method][key]
+                                                             for key in ("threshold", "sigma", "min_distance")})
+    except ValueError as exc:
+        raise UserError(f"--fit-maps {pred_dir}: {exc}") from exc
+    return segment.check_parameters(method, {"edge_model": edge_model})
+
+
 def segment_folder(
     pred_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -140,6 +171,7 @@ def segment_folder(
 
     try:
         params = segment.check_parameters(method, parameters)
+        segment.require_edge_model(method, params)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     pred_root, out_root = Path(pred_dir), Path(output_dir)

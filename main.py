@@ -169,8 +169,9 @@ def cmd_predict(args) -> list:
     return written
 
 
-def instance_parameters(method: str, params_file: str | None, overrides: dict) -> dict:
-    """The method's parameters: defaults, then the JSON file, then the command-line options."""
+def instance_parameters(method: str, params_file: str | None, overrides: dict, fitting: bool = False) -> dict:
+    """The method's parameters: defaults, then the JSON file, then the command-line options.
+    A learned method needs its edge model from the file unless it is ``fitting`` one."""
     import segment
 
     params: dict = {}
@@ -181,7 +182,10 @@ def instance_parameters(method: str, params_file: str | None, overrides: dict) -
             raise UserError(f"--params {params_file}: {exc}") from exc
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return segment.check_parameters(method, {**params, **given})
+        checked = segment.check_parameters(method, {**params, **given})
+        if not fitting:
+            segment.require_edge_model(method, checked)
+        return checked
     except ValueError as exc:
         raise UserError(f"{exc}: see segment --help") from exc
 
@@ -189,12 +193,30 @@ def instance_parameters(method: str, params_file: str | None, overrides: dict) -
 def cmd_segment(args) -> list:
     from instances import segment_folder
 
+    import segment
+
     overrides = {key: getattr(args, key) for key in ("threshold", "sigma", "min_distance", "beta", "bias")}
-    params = instance_parameters(args.method, args.params, overrides)
+    fitting = args.fit_maps is not None
+    if fitting != (args.fit_labels is not None):
+        raise UserError("--fit-maps and --fit-labels go together")
+    if fitting and args.method not in segment.LEARNED_METHODS:
+        raise UserError(f"--fit-maps fits the edge model of {', '.join(segment.LEARNED_METHODS)}; "
+                        f"--method {args.method} has none")
+    if fitting and args.params:
+        raise UserError("give either --params (a fitted edge model) or --fit-maps/--fit-labels, not both")
+    params = instance_parameters(args.method, args.params, overrides, fitting=fitting)
+    if fitting:
+        from instances import fit_edge_model_on_folders
+
+        fitted = fit_edge_model_on_folders(args.fit_maps, args.fit_labels, args.method, progress=not args.quiet)
+        params = {**params, "edge_model": fitted["edge_model"]}
     written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
                              progress=not args.quiet)
-    print(f"Wrote {len(written)} label images ({args.method}, "
-          + ", ".join(f"{k}={v:g}" for k, v in params.items()) + f") and cells.csv to {args.output}")
+    if fitting:
+        segment.save_parameters({"method": args.method, "parameters": params},
+                                Path(args.output) / "instance_parameters.json")
+    print(f"Wrote {len(written)} label images ({args.method}, {segment.describe_parameters(params)}) "
+          f"and cells.csv to {args.output}" + (" with the fitted parameters in instance_parameters.json" if fitting else ""))
     return written
 
 

@@ -25,16 +25,21 @@ from errors import UserError
 from recipes import Recipe
 
 SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
-# The cell method of the main job, crossval, `segment` and the notebook, fixed in advance:
-# multicut. In the 6-fold nested cross-validation on the AMX machine (README), over the four
-# folds whose test and selection blocks leave out slices 25-29, multicut's cells scored
-# V_rand 0.9634 / V_info 0.9823 against 0.9559 / 0.9753 for the threshold and 0.9581 /
-# 0.9803 for GASP; letting each fold's 5 selection slices choose among the three scored
-# 0.9520 over the 6 folds, against 0.9587 for multicut alone.
+# The cell method of `segment`, `predict --instances` and the notebook, where no labelled
+# slices are at hand:
+# multicut on mean boundary costs. In the 6-fold nested cross-validation on the AMX machine
+# (README), over the four folds whose test and selection blocks leave out slices 25-29,
+# multicut's cells scored V_rand 0.9634 / V_info 0.9823 against 0.9559 / 0.9753 for the
+# threshold and 0.9581 / 0.9803 for GASP; letting each fold's 5 selection slices choose
+# among the three scored 0.9520 over the 6 folds, against 0.9587 for multicut alone.
 DEFAULT_INSTANCE_METHOD = "multicut"
+# The cell method of the main job and crossval, which have selection slices to fit edge
+# costs on: the multicut on learned edge costs, fixed in advance by the same
+# four folds, where it scored V_rand 0.9688 against multicut's 0.9634 (README).
+RUN_INSTANCE_METHOD = "learned-multicut"
 # The methods among which a run's selection slices choose (each method's parameters are
-# always chosen there): the default alone, since a 5-slice block judges methods poorly.
-INSTANCE_METHOD_CANDIDATES = (DEFAULT_INSTANCE_METHOD,)
+# always chosen there): one alone, since a 5-slice block judges methods poorly.
+INSTANCE_METHOD_CANDIDATES = (RUN_INSTANCE_METHOD,)
 
 
 @dataclass
@@ -124,7 +129,8 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
     """Cells of the test slices: choose each of ``methods``' parameters on the selection
     slices' maps (segment.select_parameters), keep the method with the best selection
     V_rand (the first on ties), then segment the test slices' maps once and score the label
-    images as they are.
+    images as they are. A learned method that cannot be fitted (the selection maps' graphs
+    hold edges of one kind only) is left out; with none left, DEFAULT_INSTANCE_METHOD is used.
 
     Maps are ``N_predict.png`` files in selection_maps / test_maps. Writes
     ``instance_parameters.json`` and ``test_slice_instances/`` (N_labels.tif,
@@ -145,7 +151,15 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
 
     maps = [as_probability(io.imread(selection_maps / f"{name}_predict.png")) for name in selection]
     truth = labels(selection)
-    candidates = [segment.select_parameters(method, maps, truth) for method in methods]
+    candidates = []
+    for method in methods:
+        try:
+            candidates.append(segment.select_parameters(method, maps, truth))
+        except ValueError as exc:  # a learned method whose selection maps give edges of one kind only
+            print(f"{method} left out: {exc}")
+    if not candidates:
+        print(f"Cells by {DEFAULT_INSTANCE_METHOD} instead")
+        candidates = [segment.select_parameters(DEFAULT_INSTANCE_METHOD, maps, truth)]
     choice = max(candidates, key=lambda candidate: candidate["v_rand"] or 0.0)
     segment.save_parameters(choice, out_dir / "instance_parameters.json")
     written = segment_folder(test_maps, out_dir / "test_slice_instances", choice["method"], choice["parameters"],
@@ -196,8 +210,10 @@ def train_and_score(recipe: Recipe, run: TrainingRun, tta: bool | None = None,
                                            summary["selection_names"], summary["test_names"], run_dir,
                                            progress=progress)
         report["instances"] = cells
+        import segment
+
         print(f"Cells of the test slices ({cells['method']} and its parameters chosen on the selection slices: "
-              f"{cells['parameters']}, selection V_rand {cells['selection']['v_rand']:.4f}): "
+              f"{segment.describe_parameters(cells['parameters'])}, selection V_rand {cells['selection']['v_rand']:.4f}): "
               f"V_rand {cells['test']['v_rand']:.4f}, V_info {cells['test']['v_info']:.4f}")
     summary.update(report)
     return summary, network

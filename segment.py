@@ -12,12 +12,18 @@ a label image (H, W) uint32: segments 1..K, 0 on the boundary pixels.
   (greedy additive edge contraction, then Kernighan-Lin) with costs from each edge's
   mean boundary probability, weighted by edge length;
 * :func:`gasp`: the same graph, GASP average-linkage agglomeration of signed edge
-  weights ``bias - mean boundary probability``, weighted by edge length.
+  weights ``bias - mean boundary probability``, weighted by edge length;
+* :func:`learned_multicut`: the multicut with each edge's cut probability from an
+  :class:`edge_costs.EdgeCostModel` (a logistic regression of boundary statistics along
+  the edge) instead of its mean boundary probability. :func:`fit_edge_model` fits it on
+  labelled slices; :func:`select_parameters` does so on the selection slices.
 
 The graph methods use ``bioimage_cpp`` (the C++ back end of python-elf, installed on
 its own from its pip wheel). Each method has defaults in :data:`DEFAULT_PARAMETERS`
 and a search grid in :data:`DEFAULT_GRIDS`; :func:`select_parameters` picks them by
-V_rand on selection slices, so that test slices choose nothing.
+V_rand on selection slices, so that test slices choose nothing. The learned multicut's
+grid holds one beta, 0.5: its cut probabilities are fitted to the selection slices, so
+even odds (cost 0) is where it cuts, and nothing is chosen beyond the fit.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ __all__ = [
     "superpixels",
     "multicut",
     "gasp",
+    "learned_multicut",
+    "fit_edge_model",
+    "describe_parameters",
+    "require_edge_model",
     "segment",
     "check_parameters",
     "select_parameters",
@@ -55,7 +65,9 @@ DEFAULT_PARAMETERS: dict[str, dict[str, float]] = {
     "watershed": {"threshold": 0.5, "sigma": 2.0, "min_distance": 5},
     "multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5},
     "gasp": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "bias": 0.5},
+    "learned-multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "edge_model": None},
 }
+LEARNED_METHODS: tuple[str, ...] = ("learned-multicut",)  # their "edge_model" is fitted, not searched
 METHODS: tuple[str, ...] = tuple(DEFAULT_PARAMETERS)
 
 DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
@@ -63,6 +75,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
     "watershed": {"threshold": [0.2, 0.4, 0.6], "sigma": [2.0, 4.0, 8.0], "min_distance": [5, 10, 20]},
     "multicut": {"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
     "gasp": {"bias": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
+    "learned-multicut": {"beta": [0.5]},
 }
 
 # parameter -> (lowest, highest, integer?) allowed
@@ -184,12 +197,34 @@ def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_d
     length over the longest edge's; higher ``beta`` cuts more. Solved by greedy
     additive edge contraction followed by Kernighan-Lin.
     """
-    import bioimage_cpp as bic
-
     regions, rag, mean, size = _region_graph(prob, threshold, sigma, min_distance)
+    return _solve_multicut(regions, rag, mean, size, beta)
+
+
+def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
+                     beta: float = 0.5, edge_model: Mapping[str, Any] | None = None) -> np.ndarray:
+    """:func:`multicut` with q = each edge's cut probability from ``edge_model`` (an
+    :class:`edge_costs.EdgeCostModel` as its ``to_dict``, from :func:`fit_edge_model`):
+    uint32 (H, W), 0 on 1-pixel boundaries. ValueError without a model."""
+    from edge_costs import EdgeCostModel, edge_features
+
+    require_edge_model("learned-multicut", {"edge_model": edge_model})
+    model = EdgeCostModel.from_dict(edge_model)
+    regions, rag, _, size = _region_graph(prob, threshold, sigma, min_distance)
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
-    q = 0.998 * mean + 0.001
+    return _solve_multicut(regions, rag, model.cut_probability(edge_features(prob, regions, rag)), size, beta)
+
+
+def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size: np.ndarray,
+                    beta: float) -> np.ndarray:
+    """Greedy additive contraction then Kernighan-Lin on costs from ``cut_probability``
+    (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W)."""
+    import bioimage_cpp as bic
+
+    if rag.number_of_edges == 0:
+        return _relabel(regions + 1)
+    q = 0.998 * np.asarray(cut_probability, dtype=np.float64) + 0.001
     costs = (np.log((1.0 - q) / q) + np.log((1.0 - beta) / beta)) * (size / size.max())
     graph = bic.graph.UndirectedGraph.from_edges(rag.number_of_nodes, np.asarray(rag.uv_ids(), dtype=np.uint64))
     objective = bic.graph.multicut.MulticutObjective(graph, costs)
@@ -215,8 +250,46 @@ def gasp(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_dista
     return _graph_labels(regions, rag, policy.optimize(rag, bias - mean, edge_sizes=size))
 
 
+def fit_edge_model(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], threshold: float = 0.5,
+                   sigma: float = 1.0, min_distance: int = 2) -> dict[str, Any]:
+    """An edge model (``EdgeCostModel.to_dict``) fitted on the superpixel graphs of ``maps``
+    (H, W) float32 in [0, 1] against their ``labels`` (H, W), 0 = membrane. The maps should
+    come from a network that did not train on these slices. ValueError when the slices
+    give no edge between two cells and none inside one."""
+    import bioimage_cpp as bic
+
+    from edge_costs import EdgeCostModel, edge_features, edge_targets
+
+    features, cuts = [], []
+    for prob, label in zip(maps, labels):
+        p = _as_map(prob)
+        regions = superpixels(p, threshold, sigma, min_distance) - 1
+        rag = bic.graph.region_adjacency_graph(regions, number_of_threads=1)
+        if rag.number_of_edges == 0:
+            continue
+        cut, known = edge_targets(regions, rag, label)
+        features.append(edge_features(p, regions, rag)[known])
+        cuts.append(cut[known])
+    if not features:
+        raise ValueError("no superpixel edges to fit the edge model on")
+    return EdgeCostModel.fit(np.concatenate(features), np.concatenate(cuts)).to_dict()
+
+
+def describe_parameters(parameters: Mapping[str, Any]) -> str:
+    """``name=value, ...`` of a method's parameters; an edge model is named, not listed."""
+    parts = []
+    for key, value in parameters.items():
+        if key == "edge_model":
+            parts.append("edge_model=" + ("none" if value is None else
+                                          f"logistic regression of {len(value['weights'])} edge features"))
+        else:
+            parts.append(f"{key}={value:g}")
+    return ", ".join(parts)
+
+
 _FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "threshold": threshold, "watershed": watershed, "multicut": multicut, "gasp": gasp,
+    "learned-multicut": learned_multicut,
 }
 
 
@@ -229,6 +302,11 @@ def check_parameters(method: str, parameters: Mapping[str, Any] | None) -> dict[
     for key, value in (parameters or {}).items():
         if key not in merged:
             raise ValueError(f"method {method!r} has no parameter {key!r} (it has {', '.join(merged)})")
+        if key == "edge_model":
+            from edge_costs import EdgeCostModel
+
+            merged[key] = None if value is None else EdgeCostModel.from_dict(value).to_dict()
+            continue
         low, high, integer = _RANGES[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ValueError(f"{method} parameter {key}={value!r} must be a number in [{low:g}, {high:g}]")
@@ -236,6 +314,13 @@ def check_parameters(method: str, parameters: Mapping[str, Any] | None) -> dict[
             raise ValueError(f"{method} parameter {key}={value!r} must be a whole number")
         merged[key] = int(value) if integer else float(value)
     return merged
+
+
+def require_edge_model(method: str, parameters: Mapping[str, Any]) -> None:
+    """ValueError when ``method`` is learned and ``parameters`` hold no edge model."""
+    if method in LEARNED_METHODS and parameters.get("edge_model") is None:
+        raise ValueError(f"{method} needs an edge model fitted on labelled slices: give --params with a run's "
+                         "instance_parameters.json, or fit one with segment --fit-maps DIR --fit-labels DIR")
 
 
 def segment(prob: np.ndarray, method: str = "watershed", parameters: Mapping[str, Any] | None = None) -> np.ndarray:
@@ -259,6 +344,8 @@ def select_parameters(
     ``progress(done, total)`` is called after each combination. Returns a JSON-ready
     dict: ``method``, ``parameters`` (the chosen ones), ``v_rand``/``v_info`` of that
     choice on these slices, ``n_slices`` and ``trials`` (every combination's scores).
+    A learned method first fits its edge model on the same slices (:func:`fit_edge_model`,
+    with the default superpixel parameters); the trials do not repeat the model.
     """
     from isbi_metric import segmentation_scores
 
@@ -268,16 +355,22 @@ def select_parameters(
     maps, labels = list(maps), list(labels)
     if not maps or not combos:
         raise ValueError("nothing to select from: no slices or an empty grid")
+    fitted: dict[str, Any] = {}
+    if method in LEARNED_METHODS:
+        superpixel_keys = ("threshold", "sigma", "min_distance")
+        if set(keys) & set(superpixel_keys):
+            raise ValueError(f"{method}: the grid may not vary the superpixels its edge model is fitted on")
+        fitted["edge_model"] = fit_edge_model(maps, labels, **{k: DEFAULT_PARAMETERS[method][k] for k in superpixel_keys})
     trials, best = [], None
     for done, values in enumerate(combos, start=1):
-        params = check_parameters(method, dict(zip(keys, values)))
+        params = check_parameters(method, {**fitted, **dict(zip(keys, values))})
         scores = segmentation_scores([segment(p, method, params) for p in maps], labels)
-        trials.append({"parameters": params, "v_rand": scores["v_rand"], "v_info": scores["v_info"]})
+        trials.append({"parameters": {k: v for k, v in params.items() if k != "edge_model"}, "v_rand": scores["v_rand"], "v_info": scores["v_info"]})
         if best is None or (scores["v_rand"] or 0.0) > (best["v_rand"] or 0.0):
             best = trials[-1]
         if progress is not None:
             progress(done, len(combos))
-    return {"method": method, "parameters": best["parameters"], "v_rand": best["v_rand"],
+    return {"method": method, "parameters": {**best["parameters"], **fitted}, "v_rand": best["v_rand"],
             "v_info": best["v_info"], "n_slices": len(maps), "trials": trials}
 
 

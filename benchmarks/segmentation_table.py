@@ -1,7 +1,7 @@
 """Instance segmentation methods side by side on one fold: select on some slices, score on others.
 
     python benchmarks/segmentation_table.py --maps DIR --labels DIR --select 20,21,22,23,24 \\
-        --test 25,26,27,28,29 [--methods threshold,watershed,multicut,gasp] [--out DIR] [--repeats 3]
+        --test 25,26,27,28,29 [--test-maps DIR] [--methods threshold,...] [--out DIR] [--repeats 3]
     python benchmarks/segmentation_table.py --crossval logs/RUN --labels DIR [--methods ...] [--out DIR]
 
 ``--maps`` holds the probability maps ``N_predict.png`` (8-bit, high = cell) of a model
@@ -88,7 +88,7 @@ def segmentation_table(
                      "selection_seconds": select_seconds, "seconds_per_slice": seconds,
                      **{key: scores[key] for key in ("v_rand", "v_info") + SCORE_PARTS},
                      "per_slice": scores["per_slice"]})
-        print(f"{method}: {chosen['parameters']} -> test V_rand {scores['v_rand']:.4f}", flush=True)
+        print(f"{method}: {segment.describe_parameters(chosen['parameters'])} -> test V_rand {scores['v_rand']:.4f}", flush=True)
     official = isbi_scores(test_maps, test_labels, names=list(test))
     rows.append({"method": "threshold chosen on the test slices (official ISBI number)",
                  "parameters": {"v_rand_threshold": official["v_rand_threshold"],
@@ -161,7 +161,7 @@ def _markdown_table(rows: Sequence[Mapping[str, Any]], cell: Callable[[Any, int]
     for row in rows:
         cells = [row["method"]]
         if parameters:
-            cells.append(", ".join(f"{k}={v:g}" for k, v in row["parameters"].items()))
+            cells.append(segment.describe_parameters(row["parameters"]))
         cells += [cell(row[key], 3 if key == "seconds_per_slice" else 4) for key in AGGREGATED_KEYS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -182,6 +182,8 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--maps", type=Path, help="folder of N_predict.png probability maps")
+    parser.add_argument("--test-maps", type=Path, help="folder of the --test slices' maps, when not in --maps "
+                                                       "(a run's test_slice_predictions)")
     parser.add_argument("--crossval", type=Path, help="folder of a `main.py crossval` run (instead of --maps, --select, --test)")
     parser.add_argument("--labels", required=True, type=Path, help="folder of N.png ground-truth labels")
     parser.add_argument("--select", help="slices that choose the parameters, e.g. 20,21,22,23,24")
@@ -195,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.repeats < 1:
         parser.error(f"unknown methods {unknown}" if unknown else "--repeats must be at least 1")
     if args.crossval is not None:
-        if args.maps or args.select or args.test:
-            parser.error("--crossval takes the folds' own maps and slices: leave out --maps, --select and --test")
+        if args.maps or args.test_maps or args.select or args.test:
+            parser.error("--crossval takes the folds' own maps and slices: leave out --maps, --test-maps, --select and --test")
         try:
             report = crossval_table(args.crossval, args.labels, methods, args.out, args.repeats)
         except (ValueError, OSError, KeyError) as error:
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --maps, --select and --test (or --crossval)")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = segmentation_table(args.maps, args.labels, args.select.split(","), args.test.split(","),
-                              methods, args.out, args.repeats)
+                              methods, args.out, args.repeats, test_maps_dir=args.test_maps)
     (args.out / "segmentation_table.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))
     return 0

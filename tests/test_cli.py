@@ -108,8 +108,9 @@ def test_main_job_on_the_isbi_data_with_tiny_settings(shared_isbi, tmp_path):
     assert len(list((run_dir / "test_slice_predictions").iterdir())) == 5
     cells = summary["instances"]  # the default method, its parameters chosen on the selection slices
     candidates = cells["candidates"]
-    assert set(candidates) == {"multicut"} == {cells["method"]} and 0 <= cells["test"]["v_rand"] <= 1
-    assert candidates["multicut"]["v_rand"] == cells["selection"]["v_rand"]
+    assert set(candidates) == {"learned-multicut"} == {cells["method"]} and 0 <= cells["test"]["v_rand"] <= 1
+    assert candidates["learned-multicut"]["v_rand"] == cells["selection"]["v_rand"]
+    assert len(cells["parameters"]["edge_model"]["weights"]) == 28  # fitted on the selection slices
     saved = json.loads((run_dir / "instance_parameters.json").read_text())
     assert saved["method"] == cells["method"] and saved["parameters"] == cells["parameters"]
     assert len(list((run_dir / "test_slice_instances").glob("*_labels.tif"))) == 5

@@ -101,13 +101,11 @@ def test_mixed_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_cells_choose_method_and_parameters_on_the_selection_slices_only(tmp_path):
-    """choose_and_score_instances keeps the method that scores best on the selection maps,
-    with the parameters chosen there, and segments the test maps once with that choice."""
+def _clean_cell_folders(tmp_path):
+    """Selection maps of slices 0, 1 and a test map of slice 2, with images and labels."""
     from skimage import io
 
     from conftest import synthetic_slice
-    from pipeline import choose_and_score_instances
 
     folders = {name: tmp_path / name for name in ("select", "test", "images", "labels")}
     for folder in folders.values():
@@ -119,6 +117,15 @@ def test_cells_choose_method_and_parameters_on_the_selection_slices_only(tmp_pat
         io.imsave(folders[role] / f"{index}_predict.png", (prob * 255).astype(np.uint8), check_contrast=False)
         io.imsave(folders["images"] / f"{index}.png", image, check_contrast=False)
         io.imsave(folders["labels"] / f"{index}.png", label, check_contrast=False)
+    return folders
+
+
+def test_cells_choose_method_and_parameters_on_the_selection_slices_only(tmp_path):
+    """choose_and_score_instances keeps the method that scores best on the selection maps,
+    with the parameters chosen there, and segments the test maps once with that choice."""
+    from pipeline import choose_and_score_instances
+
+    folders = _clean_cell_folders(tmp_path)
     report = choose_and_score_instances(folders["select"], folders["test"], folders["images"], folders["labels"],
                                         ["0", "1"], ["2"], tmp_path / "out", methods=("watershed", "threshold"),
                                         progress=False)
@@ -129,3 +136,15 @@ def test_cells_choose_method_and_parameters_on_the_selection_slices_only(tmp_pat
     assert report["candidates"]["threshold"]["v_rand"] > report["candidates"]["watershed"]["v_rand"]
     assert report["test"]["n_slices"] == 1 and 0 <= report["test"]["v_rand"] <= 1
     assert (tmp_path / "out" / "test_slice_instances" / "2_labels.tif").is_file()
+
+
+def test_a_learned_method_that_cannot_be_fitted_gives_way_to_the_default(tmp_path, capsys):
+    """Maps so clean that every superpixel is a cell give no edge inside a cell to learn from."""
+    from pipeline import DEFAULT_INSTANCE_METHOD, choose_and_score_instances
+
+    folders = _clean_cell_folders(tmp_path)
+    report = choose_and_score_instances(folders["select"], folders["test"], folders["images"], folders["labels"],
+                                        ["0", "1"], ["2"], tmp_path / "out", methods=("learned-multicut",),
+                                        progress=False)
+    assert report["method"] == DEFAULT_INSTANCE_METHOD and set(report["candidates"]) == {DEFAULT_INSTANCE_METHOD}
+    assert "learned-multicut left out: the edges to fit on are all cut or all merged" in capsys.readouterr().out
