@@ -60,7 +60,7 @@ __all__ = [
 
 _FOUR = ndimage.generate_binary_structure(2, 1)
 
-DEFAULT_PARAMETERS: dict[str, dict[str, float]] = {
+DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "threshold": {"threshold": 0.5},
     "watershed": {"threshold": 0.5, "sigma": 2.0, "min_distance": 5},
     "multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5},
@@ -210,10 +210,11 @@ def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.
 
     require_edge_model("learned-multicut", {"edge_model": edge_model})
     model = EdgeCostModel.from_dict(edge_model)
-    regions, rag, _, size = _region_graph(prob, threshold, sigma, min_distance)
+    p = _as_map(prob)
+    regions, rag, _, size = _region_graph(p, threshold, sigma, min_distance)
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
-    return _solve_multicut(regions, rag, model.cut_probability(edge_features(prob, regions, rag)), size, beta)
+    return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta)
 
 
 def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size: np.ndarray,
