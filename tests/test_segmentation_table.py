@@ -92,3 +92,45 @@ def test_crossval_table_refuses_a_folder_without_a_finished_run(tmp_path: Path):
         table.main(["--crossval", str(tmp_path), "--labels", str(tmp_path)])
     with pytest.raises(SystemExit):
         table.main(["--crossval", str(tmp_path), "--labels", str(tmp_path), "--maps", str(tmp_path)])
+
+
+def _load_time_to_quality():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("cells_time_to_quality", ROOT / "benchmarks" / "cells_time_to_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cells_time_to_quality_scores_each_run_on_its_own_choice(tmp_path: Path, capsys):
+    """Two runs (2 and 5 minutes of training): each chooses on the selection maps of its TTA
+    choice; the longer one's test map is the clean one, so its point is the higher."""
+    script = _load_time_to_quality()
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    truth = {}
+    for index in range(2):
+        _, truth[str(index)] = synthetic_slice((48, 48), seed=70 + index, cells=5)
+        io.imsave(labels / f"{index}.png", truth[str(index)], check_contrast=False)
+    runs = []
+    for minutes, tta, test_map in ((2, True, (0.9, 0.8)), (5, False, (0.55, 0.45))):
+        run = tmp_path / f"run{minutes}"
+        _write_map(run / ("selection_predictions_tta" if tta else "selection_predictions"), "0", truth["0"], 0.55, 0.45)
+        _write_map(run / ("selection_predictions" if tta else "selection_predictions_tta"), "0", truth["0"], 0.3, 0.1)
+        _write_map(run / "test_slice_predictions", "1", truth["1"], *test_map)
+        (run / "summary.json").write_text(json.dumps({"train_seconds": 60 * minutes, "epochs": minutes,
+                                                      "selection_names": ["0"], "test_names": ["1"],
+                                                      "selection": {"tta": tta}}))
+        runs.append(str(run))
+    out, table = tmp_path / "ttq.png", tmp_path / "ttq.json"
+    assert script.main([*runs, "--labels", str(labels), "--methods", "threshold", "--out", str(out),
+                        "--json", str(table), "--target", "0.99"]) == 0
+    points = json.loads(table.read_text())
+    assert [point["minutes"] for point in points] == [2, 5]
+    assert all(point["rows"][0]["parameters"] == {"threshold": 0.5} for point in points)
+    assert points[0]["rows"][0]["v_rand"] < 0.5 < 0.99 < points[1]["rows"][0]["v_rand"]
+    assert out.stat().st_size > 0 and "| 5.0 | 5 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path), "--labels", str(labels)])
