@@ -60,7 +60,7 @@ def plot(points: Sequence[dict[str, Any]], methods: Sequence[str], figure_path: 
     if target is not None:
         axis.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
     axis.set_xlabel("minutes of training")
-    axis.set_ylabel("test slices' V_rand (parameters chosen on the selection slices)")
+    axis.set_ylabel("test V_rand (chosen on the selection slices)")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
