@@ -115,11 +115,13 @@ def _progress(total: int, enabled: bool) -> Callable[[int], None]:
 
 
 def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.PathLike,
-                              method: str = "learned-multicut", progress: bool = True) -> dict[str, Any]:
-    """``method``'s default parameters with an edge model (segment.fit_edge_model) fitted on
-    the maps ``N_predict.png`` of ``pred_dir`` against the labels ``N.<ext>`` of
-    ``labels_dir`` (0 = membrane). The maps should be of slices the network did not train
-    on. UserError for a missing folder, label or size mismatch, or edges of one kind only."""
+                              superpixel_parameters: Mapping[str, Any], progress: bool = True) -> dict[str, Any]:
+    """An edge model (segment.fit_edge_model, as ``EdgeCostModel.to_dict``) fitted on the maps
+    ``N_predict.png`` of ``pred_dir`` against the labels ``N.<ext>`` of ``labels_dir``
+    (0 = membrane), on superpixels of ``superpixel_parameters`` (threshold, sigma,
+    min_distance: those the model will be used with). The maps should be of slices the
+    network did not train on. UserError for a missing folder, label or size mismatch, or
+    edges of one kind only."""
     import segment
     from data import read_image
 
@@ -138,11 +140,10 @@ def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.
     if progress:
         print(f"Fitting the edge model on {len(maps)} labelled maps of {pred_dir}", flush=True)
     try:
-        edge_model = segment.fit_edge_model(maps, labels, **{key: segment.DEFAULT_PARAMETERS[method][key]
-                                                             for key in ("threshold", "sigma", "min_distance")})
+        return segment.fit_edge_model(maps, labels, **{key: superpixel_parameters[key]
+                                                       for key in ("threshold", "sigma", "min_distance")})
     except ValueError as exc:
         raise UserError(f"--fit-maps {pred_dir}: {exc}") from exc
-    return segment.check_parameters(method, {"edge_model": edge_model})
 
 
 def segment_folder(

@@ -208,8 +208,8 @@ def cmd_segment(args) -> list:
     if fitting:
         from instances import fit_edge_model_on_folders
 
-        fitted = fit_edge_model_on_folders(args.fit_maps, args.fit_labels, args.method, progress=not args.quiet)
-        params = {**params, "edge_model": fitted["edge_model"]}
+        params = {**params, "edge_model": fit_edge_model_on_folders(args.fit_maps, args.fit_labels, params,
+                                                                     progress=not args.quiet)}
     written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
                              progress=not args.quiet)
     if fitting:

@@ -171,13 +171,20 @@ def _with_boundaries(labels: np.ndarray) -> np.ndarray:
     return _relabel(out)
 
 
+def _superpixel_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance: int):
+    """Superpixels (H, W) uint32 with node ids 0..N-1 and their region adjacency graph (bioimage_cpp)."""
+    import bioimage_cpp as bic
+
+    regions = superpixels(prob, threshold, sigma, min_distance) - 1
+    return regions, bic.graph.region_adjacency_graph(regions, number_of_threads=1)
+
+
 def _region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance: int):
     """Superpixels (H, W) uint32, their region adjacency graph (bioimage_cpp), each edge's
     mean boundary probability ``1 - prob`` and its length in pixel pairs (float64 (E,))."""
     import bioimage_cpp as bic
 
-    regions = superpixels(prob, threshold, sigma, min_distance) - 1  # node ids 0..n-1
-    rag = bic.graph.region_adjacency_graph(regions, number_of_threads=1)
+    regions, rag = _superpixel_graph(prob, threshold, sigma, min_distance)
     features = bic.graph.features.edge_map_features(rag, regions, (1.0 - _as_map(prob)).astype(np.float32),
                                                     number_of_threads=1)
     return regions, rag, np.asarray(features[:, 0], np.float64), np.asarray(features[:, 1], np.float64)
@@ -257,15 +264,12 @@ def fit_edge_model(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], thr
     (H, W) float32 in [0, 1] against their ``labels`` (H, W), 0 = membrane. The maps should
     come from a network that did not train on these slices. ValueError when the slices
     give no edge between two cells and none inside one."""
-    import bioimage_cpp as bic
-
     from edge_costs import EdgeCostModel, edge_features, edge_targets
 
     features, cuts = [], []
     for prob, label in zip(maps, labels):
         p = _as_map(prob)
-        regions = superpixels(p, threshold, sigma, min_distance) - 1
-        rag = bic.graph.region_adjacency_graph(regions, number_of_threads=1)
+        regions, rag = _superpixel_graph(p, threshold, sigma, min_distance)
         if rag.number_of_edges == 0:
             continue
         cut, known = edge_targets(regions, rag, label)

@@ -169,3 +169,21 @@ def test_the_parsers_method_names_are_segments():
     from cli_parser import INSTANCE_METHODS
 
     assert INSTANCE_METHODS == segment.METHODS
+
+
+def test_segment_fits_on_the_superpixels_it_will_segment_with(tmp_path):
+    """--min-distance changes the superpixels: the edge model is fitted on those, not the defaults'."""
+    from data import read_image
+
+    _write_maps(tmp_path / "fit", (1, 2), with_labels=tmp_path / "fit_labels")
+    _write_maps(tmp_path / "maps", (3,))
+    out = tmp_path / "cells"
+    assert main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(out), "--method", "learned-multicut",
+                      "--fit-maps", str(tmp_path / "fit"), "--fit-labels", str(tmp_path / "fit_labels"),
+                      "--min-distance", "4", "--quiet"]) == 0
+    saved = segment.load_parameters(out / "instance_parameters.json", "learned-multicut")
+    maps = [read_image(tmp_path / "fit" / f"{i}_predict.png")[..., 0] / np.float32(255.0) for i in range(2)]
+    labels = [read_image(tmp_path / "fit_labels" / f"{i}.png")[..., 0] for i in range(2)]
+    assert saved["min_distance"] == 4
+    assert saved["edge_model"] == segment.fit_edge_model(maps, labels, min_distance=4)
+    assert saved["edge_model"] != segment.fit_edge_model(maps, labels)
