@@ -33,6 +33,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=positive_int, help="override the recipe's steps per epoch")
     parser.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
     parser.add_argument("--width", type=positive_int, help="filters of the first level (the seed: 64)")
+    parser.add_argument("--depth", type=in_range(int, 1, 6), help="pooling steps of the U-Net (the seed: 4; 5 doubles the receptive field; sides must be multiples of 2**depth)")
     parser.add_argument("--patch-size", type=side_16, metavar="N", help="side of the random training crops, a multiple of 16 (default: 256)")
     parser.add_argument("--resize", type=side_16, metavar="N", help="the seed's way instead of crops: resize every slice to NxN, N a multiple of 16 (predictions are resized back)")
     parser.add_argument("--lr", type=in_range(float, 0, low_open=True), help="override the recipe's Adam learning rate (> 0)")

@@ -32,7 +32,7 @@ def recipe_from_args(args):
 
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-        width=args.width, learning_rate=args.lr, precision=args.precision,
+        width=args.width, depth=args.depth, learning_rate=args.lr, precision=args.precision,
         weighted_loss=args.weighted_loss, monitor=args.monitor, head_activation=args.head,
         jit_compile=jit_compile_option(args.jit_compile))
     if args.ema is not None:
@@ -45,6 +45,11 @@ def recipe_from_args(args):
         if recipe.target_size:
             raise UserError(f"recipe {recipe.name!r} resizes whole slices: set their size with --resize, not --patch-size")
         recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
+    step = 2**recipe.depth
+    for side in (recipe.patch_size or ()) + (recipe.target_size or ()):
+        if side % step:
+            raise UserError(f"a U-Net of depth {recipe.depth} takes sides that are multiples of {step}, not {side} "
+                            "(change --patch-size, --resize or --depth)")
     if args.num_class > 1 and not args.weighted_loss:  # the weight map is for binary masks
         recipe = dataclasses.replace(recipe, weighted_loss=False)
     if args.target == "affinities":
@@ -108,7 +113,10 @@ def describe(recipe) -> str:
     size = f"crops {recipe.patch_size[0]}x{recipe.patch_size[1]}" if recipe.patch_size else f"resized to {recipe.target_size[0]}x{recipe.target_size[1]}"
     limit = f", at most {recipe.time_limit_minutes:g} min" if recipe.time_limit_minutes else ""
     ema = f", weight average {recipe.ema_momentum:g}" if recipe.ema_momentum else ""
-    return (f"width {recipe.width}, batch {recipe.batch_size}, {recipe.steps_per_epoch} steps x "
+    elastic = recipe.aug_dict.get("elastic_sigma")
+    size += f", elastic {elastic:g} px" if elastic else ""
+    depth = f", depth {recipe.depth}" if recipe.depth != 4 else ""
+    return (f"width {recipe.width}{depth}, batch {recipe.batch_size}, {recipe.steps_per_epoch} steps x "
             f"{recipe.epochs} epochs, {size}, lr {recipe.learning_rate:g}, {recipe.precision}, "
             f"{recipe.head_activation} head{ema}{limit}, target {recipe.target}")
 

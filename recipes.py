@@ -41,6 +41,8 @@ class Recipe:
     "val_v_rand" / "val_v_info" of the held-out slices. ``jit_compile``: XLA (True),
     none (False), or Keras's choice ("auto"). ``head_activation``: of the 2-filter
     convolution before the sigmoid ("relu" in the seed; see model.unet).
+    ``depth``: pooling steps of the U-Net (the seed's 4; 5 doubles its receptive field,
+    and crops and selection slices must then be multiples of 32).
     ``ema_momentum``: validate, checkpoint and keep an exponential moving average of the
     weights (None or 0: the raw weights, as the seed did). ``target``: "membrane" (the
     seed's single sigmoid) or "affinities" (one sigmoid per offset of
@@ -52,6 +54,7 @@ class Recipe:
     steps_per_epoch: int
     batch_size: int
     width: int = 64
+    depth: int = 4
     learning_rate: float = 1e-4
     aug_dict: dict = field(default_factory=dict)
     patch_size: tuple[int, int] | None = (256, 256)

@@ -140,8 +140,8 @@ def load_training_data(data_dir: str | Path, recipe: Recipe, select_ids: Sequenc
 
     Masks are binary (0/255 or 0/1) when num_class is 1, else integer labels below
     num_class. In the seed's mode (recipe.target_size) every slice is resized to it.
-    Otherwise the validation slices are cropped to multiples of 16 so that the whole
-    slice fits the network.
+    Otherwise the validation slices are cropped to multiples of 2**recipe.depth (16 for
+    the seed's depth 4) so that the whole slice fits the network.
     """
     if num_class > 1 and recipe.weighted_loss:
         raise UserError("the weighted loss is for binary masks; drop --weighted-loss or --num-class")
@@ -160,18 +160,19 @@ def load_training_data(data_dir: str | Path, recipe: Recipe, select_ids: Sequenc
         masks = [resize_to(mask, recipe.target_size, order=0) for mask in masks]
     train = [(i, m) for n, i, m in zip(names, images, masks) if n in roles.train]
     val = [(i, m) for n, i, m in zip(names, images, masks) if n in roles.select]
+    step = 2**recipe.depth
     for name, (image, _) in zip(roles.select, val):
-        if min(image.shape[:2]) < 16:
+        if min(image.shape[:2]) < step:
             raise UserError(f"selection image {name} is {image.shape[1]}x{image.shape[0]} px; "
-                            "the network needs at least 16x16 (choose larger images with --val-ids)")
+                            f"the network needs at least {step}x{step} (choose larger images with --val-ids)")
 
-    def crop16(array: np.ndarray) -> np.ndarray:
-        height, width = array.shape[0] // 16 * 16, array.shape[1] // 16 * 16
+    def crop_to_step(array: np.ndarray) -> np.ndarray:
+        height, width = array.shape[0] // step * step, array.shape[1] // step * step
         return array[:height, :width]
 
     split = TrainingData(
         train_images=[i for i, _ in train], train_masks=[m for _, m in train],
-        val_images=[crop16(i) for i, _ in val], val_masks=[crop16(m) for _, m in val],
+        val_images=[crop_to_step(i) for i, _ in val], val_masks=[crop_to_step(m) for _, m in val],
         split=roles, num_class=num_class,
     )
     if recipe.weighted_loss:
@@ -209,11 +210,12 @@ def build_model(recipe: Recipe, num_class: int = 1, pretrained_weights: str | Pa
     if recipe.target == "affinities":
         from affinities import DEFAULT_OFFSETS, MaskedAffinityCrossentropy
 
-        return unet(pretrained_weights, input_size=input_size, width=recipe.width,
+        return unet(pretrained_weights, input_size=input_size, width=recipe.width, depth=recipe.depth,
                     learning_rate=recipe.learning_rate, jit_compile=recipe.jit_compile,
                     head_activation=recipe.head_activation, ema_momentum=recipe.ema_momentum or None,
                     sigmoid_outputs=len(DEFAULT_OFFSETS), loss=MaskedAffinityCrossentropy())
-    return unet(pretrained_weights, input_size=input_size, width=recipe.width, num_class=num_class,
+    return unet(pretrained_weights, input_size=input_size, width=recipe.width, depth=recipe.depth,
+                num_class=num_class,
                 learning_rate=recipe.learning_rate, jit_compile=recipe.jit_compile,
                 head_activation=recipe.head_activation, ema_momentum=recipe.ema_momentum or None,
                 loss=PixelBinaryCrossentropy() if recipe.weighted_loss else None)

@@ -123,6 +123,19 @@ def test_paper_options_train_with_weight_maps_and_elastic_deformation(tiny_datas
     assert len(history) == 3 and "val_loss" in history[0]
 
 
+def test_depth_5_trains_a_u_net_with_five_poolings_and_refuses_crops_it_cannot_pool(tiny_dataset, tmp_path, capsys):
+    from model import downsampling_factor, load_model
+
+    assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "deep",
+                      "--logs", str(tmp_path), *TINY, "--depth", "5"]) == 0
+    assert "width 4, depth 5," in capsys.readouterr().out
+    assert downsampling_factor(load_model(tmp_path / "deep" / "unet_membrane.keras")) == 32
+    assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "deep48",
+                      "--logs", str(tmp_path), *TINY, "--depth", "5", "--patch-size", "48"]) == 2
+    assert "multiples of 32, not 48" in capsys.readouterr().err
+    assert not (tmp_path / "deep48").exists()
+
+
 def test_the_paper_recipe_runs_as_the_readme_gives_it(tiny_dataset, tmp_path, capsys):
     from model import load_model
     from recipes import RECIPES
@@ -130,7 +143,8 @@ def test_the_paper_recipe_runs_as_the_readme_gives_it(tiny_dataset, tmp_path, ca
     assert RECIPES["paper"].aug_dict["elastic_sigma"] == 10.0 and RECIPES["paper"].weighted_loss
     assert main.main(["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "paper",
                       "--logs", str(tmp_path), "--recipe", "paper", *TINY]) == 0
-    assert "Training recipe 'paper'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Training recipe 'paper'" in out and "elastic 10 px" in out
     network = load_model(tmp_path / "paper" / "unet_membrane.keras")
     assert network.get_layer("head_conv").activation.__name__ == "elu"
     assert len((tmp_path / "paper" / "history.csv").read_text().splitlines()) == 3

@@ -134,3 +134,45 @@ def test_cells_time_to_quality_scores_each_run_on_its_own_choice(tmp_path: Path,
     assert out.stat().st_size > 0 and "| 5.0 | 5 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         script.main([str(tmp_path), "--labels", str(labels)])
+
+
+def test_edge_fit_slices_fits_on_each_folds_own_maps_and_scores_its_test_block(tmp_path: Path, capsys):
+    """One fold that chose TTA: the selection and training-slice maps are read from its TTA
+    folders (the plain folders hold maps that would fit nothing), and each way of fitting
+    scores the test block as a direct fit and segmentation does."""
+    import segment
+    from isbi_metric import segmentation_scores
+    from test_edge_costs import false_boundary_map
+
+    spec = importlib.util.spec_from_file_location("edge_fit_slices", ROOT / "benchmarks" / "edge_fit_slices.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    labels, run = tmp_path / "labels", tmp_path / "cv"
+    labels.mkdir()
+    fold = run / "fold1"
+    maps = {}
+    for name, seed, folder in (("0", 3, "test_slice_predictions"), ("1", 1, "selection_predictions_tta"),
+                               ("2", 2, "train_slice_predictions_tta"), ("3", 4, "train_slice_predictions_tta")):
+        prob, label = false_boundary_map(seed)
+        (fold / folder).mkdir(parents=True, exist_ok=True)
+        io.imsave(fold / folder / f"{name}_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+        io.imsave(labels / f"{name}.png", label, check_contrast=False)
+        maps[name] = np.round(prob * 255).astype(np.float32) / 255.0
+    _write_map(fold / "selection_predictions", "1", np.ones((128, 128)), 0.5, 0.5)  # the choice not made
+    (run / "crossval.json").write_text(json.dumps({"folds": [
+        {"train_names": ["2", "3"], "selection_names": ["1"], "test_names": ["0"], "selection": {"tta": True}}]}))
+    out = tmp_path / "fits.json"
+    assert script.main(["--crossval", str(run), "--data", str(tmp_path / "data"), "--json", str(out)]) == 2
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "label").symlink_to(labels)
+    assert script.main(["--crossval", str(run), "--data", str(tmp_path / "data"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    truth = {name: io.imread(labels / f"{name}.png") for name in maps}
+    fixed = {k: v for k, v in segment.DEFAULT_PARAMETERS["learned-multicut"].items() if k != "edge_model"}
+    for fit, names in (("selection", ["1"]), ("selection+training", ["1", "2", "3"]), ("training", ["2", "3"])):
+        model = segment.fit_edge_model([maps[n] for n in names], [truth[n] for n in names])
+        cells = segment.segment(maps["0"], "learned-multicut", {**fixed, "edge_model": model})
+        expected = segmentation_scores([cells], [truth["0"]])["v_rand"]
+        assert report["folds"][0][fit]["v_rand"] == pytest.approx(expected)
+        assert report["means"][fit]["v_rand"] > 0.99  # learned costs merge the false boundaries
+    assert "| selection+training |" in capsys.readouterr().out
