@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", action="append", default=[], metavar="[NAME=]PREC",
                         help="precision (float32, mixed, bfloat16, float16) of one config (NAME=PREC) or of all; repeatable")
     parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS, help="PyDataset workers of the default config (default: %(default)s)")
-    parser.add_argument("--elastic", type=in_range(float, 0), metavar="PX", help="add the paper's elastic deformation (grid std in px, e.g. 10) to the default config's augmentation")
+    parser.add_argument("--elastic", type=in_range(float, 0), metavar="PX", help="the default config's elastic deformation: grid std in px (default: the cpu recipe's, 10; 0: off)")
     parser.add_argument("--jit-compile", choices=["on", "off", "auto"], help="XLA compilation of the training step, all configs (default: each recipe's)")
     parser.add_argument("--skip-predict", action="store_true", help="time training only")
     parser.add_argument("--seed", type=in_range(int, 0, 2**32 - 1), default=1, help="seed of weights, data order and augmentation (default: %(default)s)")
@@ -258,7 +258,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         predict_slices=pick(args.slices, 3, 2), tile_size=tile_size, tile_margin=tile_margin,
         matmul_n=pick(args.matmul_n, 4096, 256), matmul_repeats=pick(args.matmul_repeats, 5, 3),
         workers=args.workers, seed=args.seed, in_process=args.in_process, quick=quick,
-        elastic=args.elastic or 0.0, skip_predict=args.skip_predict, rounds=pick(args.rounds, 3, 1),
+        elastic=args.elastic, skip_predict=args.skip_predict, rounds=pick(args.rounds, 3, 1),
         jit_compile=jit_compile_option(args.jit_compile),
     )
 

@@ -52,7 +52,7 @@ class Settings:
     in_process: bool
     quick: bool
     rounds: int = 1
-    elastic: float = 0.0
+    elastic: float | None = None  # None: the cpu recipe's; 0: off
     jit_compile: bool | str | None = None
     skip_predict: bool = False
 
@@ -63,7 +63,7 @@ def config_recipe(name: str, settings: Settings, precision: str | None) -> Recip
     if name == "default":
         recipe = RECIPES["cpu"].replace(width=settings.width, patch_size=side, precision=precision,
                                         jit_compile=settings.jit_compile)
-        if settings.elastic:
+        if settings.elastic is not None:
             recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=settings.elastic))
         return recipe
     if name == "baseline":
