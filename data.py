@@ -1,11 +1,13 @@
-"""Reading, augmenting and writing ISBI-style image/mask data.
+"""The seed's data.py: reading, augmenting and writing ISBI-style image/mask data.
 
 The seed's functions keep their names, arguments and meaning: ``adjustData``,
 ``trainGenerator``, ``testGenerator``, ``geneTrainNpy``, ``labelVisualize``,
 ``saveResult`` and ``COLOR_DICT``. They run without ImageDataGenerator: augmentation is
-``augment.py`` (numpy + skimage), batching is ``SegmentationDataset``, a
+:mod:`isbi_unet.io.augment` (numpy + skimage), batching is ``SegmentationDataset``, a
 ``keras.utils.PyDataset``, so the same code trains under the TensorFlow, JAX and PyTorch
-backends. Fetching the data is ``fetch.fetch_isbi`` (re-exported here).
+backends; the training loop (:mod:`isbi_unet.training.loop`) batches with it too.
+Image files are read and written by :mod:`isbi_unet.io.images`; the data set is fetched
+by ``python main.py fetch`` (:mod:`isbi_unet.io.fetch`).
 
 Arrays are channels-last: images (H, W, C) or batches (B, H, W, C), float32.
 """
@@ -19,18 +21,18 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
-import skimage.transform as trans
 
-from augment import AugmentSpec, augment_planes
-from errors import UserError
-from images import IMAGE_SUFFIXES, list_images, natural_key, read_image, write_image  # noqa: F401  (part of data's API)
-from fetch import fetch_isbi  # noqa: F401  (data.fetch_isbi is part of this module's API)
-from training_pairs import (  # noqa: F401  (part of data's API)
-    check_binary_mask,
-    check_label_mask,
-    find_mask,
-    load_pairs,
+from isbi_unet.errors import UserError
+from isbi_unet.io.augment import AugmentSpec, augment_planes
+from isbi_unet.io.images import (
+    natural_key,
+    read_image,
+    resize_image,
+    resize_to,
+    to_uint8,
+    write_image,
 )
+from isbi_unet.io.pairs import load_pairs
 
 Sky = [128, 128, 128]
 Building = [128, 0, 0]
@@ -47,17 +49,6 @@ Unlabelled = [0, 0, 0]
 
 COLOR_DICT = np.array([Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence,
                        Car, Pedestrian, Bicyclist, Unlabelled])
-
-# The blog's augmentation, with the meaning it was written for.
-BLOG_AUG_DICT = dict(
-    rotation_range=0.2,
-    width_shift_range=0.05,
-    height_shift_range=0.05,
-    shear_range=0.05,
-    zoom_range=0.05,
-    horizontal_flip=True,
-    fill_mode="nearest",
-)
 
 
 # --------------------------------------------------------------- the seed's functions
@@ -88,27 +79,6 @@ def adjustData(img: np.ndarray, mask: np.ndarray, flag_multi_class: bool, num_cl
     if np.max(mask) > 1:
         mask = mask / 255.0
     return img, (mask > 0.5).astype(np.float32)
-
-
-def resize_to(array: np.ndarray, target_size: Sequence[int], order: int) -> np.ndarray:
-    """Resize (H, W, C) to target_size=(h, w), keeping the value range."""
-    if tuple(array.shape[:2]) == tuple(target_size):
-        return array
-    return trans.resize(
-        array, tuple(target_size) + array.shape[2:], order=order,
-        preserve_range=True, anti_aliasing=order > 0,
-    ).astype(np.float32)
-
-
-def resize_image(image: np.ndarray, target_size: Sequence[int]) -> np.ndarray:
-    """Resize a network input (H, W, C) to (h, w, C): bilinear with anti-aliasing.
-
-    The one interpolation of images in the seed's resize mode, in training
-    (``load_training_data``, ``trainGenerator``, ``testGenerator``) and in prediction
-    (``predict.predict_resized``), so the network sees the same kind of pixels in both.
-    Masks are resized with ``resize_to(mask, size, order=0)`` to keep their labels.
-    """
-    return resize_to(image, target_size, order=1)
 
 
 class SegmentationDataset(keras.utils.PyDataset):
@@ -212,37 +182,6 @@ class SegmentationDataset(keras.utils.PyDataset):
         return self.batch(self.epoch, index)
 
 
-class SliceBatches(keras.utils.PyDataset):
-    """Whole slices in order, for validation: batches of (B, H, W, C) and masks.
-
-    Slices of one batch must share a size; ``batch_size`` 1 accepts any mix. ``copies``:
-    each batch repeated this many times along its first axis, so that every data-parallel
-    replica gets a full share; the mean loss and metrics stay those of the slices.
-    ``target_fn``: as in SegmentationDataset.
-    """
-
-    def __init__(self, images, masks, batch_size: int = 1, flag_multi_class: bool = False,
-                 num_class: int = 2, weight_maps=None, copies: int = 1, target_fn=None, **py_dataset_kwargs):
-        super().__init__(**py_dataset_kwargs)
-        self.images, self.masks, self.weight_maps = list(images), list(masks), weight_maps
-        self.batch_size = batch_size
-        self.copies = copies
-        self.target_fn = target_fn
-        self.flag_multi_class, self.num_class = flag_multi_class, num_class
-
-    def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        chunk = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        x, y = adjustData(np.stack(self.images[chunk]), np.stack(self.masks[chunk]),
-                          self.flag_multi_class, self.num_class)
-        if self.target_fn is not None:
-            y = self.target_fn(y)
-        batch = (x, y) if self.weight_maps is None else (x, y, np.stack(self.weight_maps[chunk]))
-        return tuple(np.repeat(array, self.copies, axis=0) for array in batch)
-
-
 def trainGenerator(batch_size, train_path, image_folder, mask_folder, aug_dict,
                    image_color_mode="grayscale", mask_color_mode="grayscale",
                    image_save_prefix="image", mask_save_prefix="mask",
@@ -326,14 +265,6 @@ def labelVisualize(num_class, color_dict, img) -> np.ndarray:
     for i in range(num_class):
         img_out[img == i, :] = color_dict[i]
     return img_out / 255
-
-
-def to_uint8(probability: np.ndarray) -> np.ndarray:
-    """(H, W[, 1]) values in [0, 1] -> (H, W) uint8 in 0..255."""
-    probability = np.asarray(probability, dtype=np.float32)
-    if probability.ndim == 3:
-        probability = probability[..., 0]
-    return np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
 
 
 def saveResult(save_path, npyfile, flag_multi_class=False, num_class=2,

@@ -47,19 +47,26 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
 
-from startup import start_backend  # noqa: E402
+from isbi_unet.hardware import start_backend
 
 start_backend()
 
-from benchmarks.flops import TRAIN_PASSES, machine_info, matmul_peak, model_conv_flops, unet_flops  # noqa: E402
+from benchmarks.flops import (  # noqa: E402
+    TRAIN_PASSES,
+    machine_info,
+    matmul_peak,
+    model_conv_flops,
+    unet_flops,
+)
 from benchmarks.measure import CONFIGS, PREDICT_MODES, Settings, load_slices, run_config  # noqa: E402
-from errors import UserError, exit_status  # noqa: E402
-from images import write_text  # noqa: E402
-from options import ArgumentParser, in_range, positive_int  # noqa: E402
-from model import unet  # noqa: E402
-from predict import default_tiling  # noqa: E402
-from recipes import RECIPES, jit_compile_option  # noqa: E402
-from train import DEFAULT_WORKERS, find_training_folders  # noqa: E402
+from isbi_unet.cli.parser import ArgumentParser, in_range, positive_int
+from isbi_unet.errors import UserError, exit_status
+from isbi_unet.io.images import write_text
+from isbi_unet.prediction.tiling import default_tiling
+from isbi_unet.protocol import find_training_folders
+from isbi_unet.training.loop import DEFAULT_WORKERS
+from isbi_unet.training.recipes import RECIPES, jit_compile_option
+from model import unet
 
 PRECISIONS = ("float32", "mixed", "bfloat16", "float16")
 

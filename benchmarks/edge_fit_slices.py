@@ -32,10 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import segment  # noqa: E402
-from errors import UserError, exit_status  # noqa: E402
-from isbi_metric import segmentation_scores  # noqa: E402
 from segmentation_table import crossval_folds, read_fold  # noqa: E402
+
+from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.errors import UserError, exit_status
+from isbi_unet.evaluation.metric import segmentation_scores
 
 FITS = ("selection", "selection+training", "training")
 
@@ -46,10 +47,9 @@ def training_slice_maps(fold_dir: Path, fold: dict[str, Any], image_dir: Path) -
     out = fold_dir / ("train_slice_predictions_tta" if tta else "train_slice_predictions")
     missing = [name for name in fold["train_names"] if not (out / f"{name}_predict.png").is_file()]
     if missing:
-        from data import read_image, to_uint8
-        from images import write_image
-        from model import load_model
-        from predict import predict_image
+        from isbi_unet.io.images import read_image, to_uint8, write_image
+        from isbi_unet.network import load_model
+        from isbi_unet.prediction.predict import predict_image
 
         network = load_model(fold_dir / "unet_membrane.keras")
         out.mkdir(exist_ok=True)
@@ -63,7 +63,7 @@ def fold_scores(crossval_dir: Path, data_dir: Path) -> list[dict[str, Any]]:
     """Per fold: test V_rand / V_info of the learned multicut for each way of fitting."""
     report = json.loads((crossval_dir / "crossval.json").read_text())
     labels_dir = data_dir / "train" / "label"
-    fixed = {k: v for k, v in segment.DEFAULT_PARAMETERS["learned-multicut"].items() if k != "edge_model"}
+    fixed = {k: v for k, v in cell_parameters.DEFAULT_PARAMETERS["learned-multicut"].items() if k != "edge_model"}
     superpixels = {k: fixed[k] for k in ("threshold", "sigma", "min_distance")}
     rows = []
     for fold, record in zip(crossval_folds(crossval_dir), report["folds"]):
@@ -76,9 +76,9 @@ def fold_scores(crossval_dir: Path, data_dir: Path) -> list[dict[str, Any]]:
                     "training": (train_maps, train_labels)}
         row: dict[str, Any] = {"fold": fold["fold"], "test_names": fold["test_names"]}
         for fit, (maps, labels) in fit_sets.items():
-            model = segment.fit_edge_model(maps, labels, **superpixels)
+            model = cell_parameters.fit_edge_model(maps, labels, **superpixels)
             params = {**fixed, "edge_model": model}
-            cells = [segment.segment(prob, "learned-multicut", params) for prob in test_maps]
+            cells = [cell_parameters.segment(prob, "learned-multicut", params) for prob in test_maps]
             scores = segmentation_scores(cells, test_labels)
             row[fit] = {"v_rand": scores["v_rand"], "v_info": scores["v_info"]}
         print(f"fold {row['fold']}: " + ", ".join(f"{fit} {row[fit]['v_rand']:.4f} / {row[fit]['v_info']:.4f}"

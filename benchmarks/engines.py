@@ -29,10 +29,14 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data import list_images, read_image  # noqa: E402
-from export import export_onnx, float32_model, onnx_predict_fn  # noqa: E402
-from model import downsampling_factor, load_model, unet, with_precision  # noqa: E402
-from predict import model_predict_fn, predict_whole_batch, with_tta  # noqa: E402
+from isbi_unet.export.formats import export_onnx, float32_model
+from isbi_unet.io.images import list_images, read_image
+from isbi_unet.network import downsampling_factor, load_model, with_precision
+from isbi_unet.prediction.engines import onnx_predict_fn
+from isbi_unet.prediction.predict import model_predict_fn
+from isbi_unet.prediction.tiling import predict_whole_batch
+from isbi_unet.prediction.tta import with_tta
+from model import unet
 
 BATCH = 4
 

@@ -20,12 +20,20 @@ import numpy as np
 
 from benchmarks.flops import TRAIN_PASSES, peak_rss_mib, unet_flops
 from data import trainGenerator
-from errors import UserError
-from images import list_images, read_image
-from model import downsampling_factor, unet
-from predict import model_predict_fn, predict_overlap_tile, predict_resized, predict_whole, with_tta
-from recipes import RECIPES, Recipe, set_precision
-from train import build_model, find_training_folders, load_training_data, make_datasets
+from isbi_unet.errors import UserError
+from isbi_unet.io.images import list_images, read_image
+from isbi_unet.network import downsampling_factor
+from isbi_unet.prediction.predict import model_predict_fn
+from isbi_unet.prediction.tiling import (
+    predict_overlap_tile,
+    predict_resized,
+    predict_whole,
+)
+from isbi_unet.prediction.tta import with_tta
+from isbi_unet.protocol import find_training_folders
+from isbi_unet.training.loop import build_model, load_training_data, make_datasets
+from isbi_unet.training.recipes import RECIPES, Recipe, set_precision
+from model import unet
 
 CONFIGS = ("default", "baseline")
 PREDICT_MODES = ("whole", "tile", "resize")

@@ -36,9 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import segment  # noqa: E402
-from isbi_metric import isbi_scores, segmentation_scores  # noqa: E402
-from isbi_slice_scores import SCORE_PARTS, as_probability  # noqa: E402
+from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.evaluation.metric import isbi_scores, segmentation_scores
+from isbi_unet.evaluation.slice_scores import SCORE_PARTS, as_probability
 
 
 def read_fold(maps_dir: Path, labels_dir: Path, names: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -56,7 +56,7 @@ def time_method(method: str, params: Mapping[str, Any], maps: Sequence[np.ndarra
     for prob in maps:
         for _ in range(repeats):
             start = time.perf_counter()
-            out = segment.segment(prob, method, params)
+            out = cell_parameters.segment(prob, method, params)
             seconds.append(time.perf_counter() - start)
         labels.append(out)
     return labels, statistics.median(seconds)
@@ -64,7 +64,7 @@ def time_method(method: str, params: Mapping[str, Any], maps: Sequence[np.ndarra
 
 def segmentation_table(
     maps_dir: Path, labels_dir: Path, select: Sequence[str], test: Sequence[str],
-    methods: Sequence[str] = segment.METHODS, out_dir: Path | None = None, repeats: int = 3,
+    methods: Sequence[str] = cell_parameters.METHODS, out_dir: Path | None = None, repeats: int = 3,
     grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None, test_maps_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """One row per method (and one for the official threshold sweep); see the module docstring.
@@ -78,17 +78,17 @@ def segmentation_table(
     rows = []
     for method in methods:
         start = time.perf_counter()
-        chosen = segment.select_parameters(method, sel_maps, sel_labels, grid=(grids or {}).get(method))
+        chosen = cell_parameters.select_parameters(method, sel_maps, sel_labels, grid=(grids or {}).get(method))
         select_seconds = time.perf_counter() - start
         if out_dir is not None:
-            segment.save_parameters(chosen, out_dir / f"params_{method}.json")
+            cell_parameters.save_parameters(chosen, out_dir / f"params_{method}.json")
         labels, seconds = time_method(method, chosen["parameters"], test_maps, repeats)
         scores = segmentation_scores(labels, test_labels, names=list(test))
         rows.append({"method": method, "parameters": chosen["parameters"], "selection_v_rand": chosen["v_rand"],
                      "selection_seconds": select_seconds, "seconds_per_slice": seconds,
                      **{key: scores[key] for key in ("v_rand", "v_info") + SCORE_PARTS},
                      "per_slice": scores["per_slice"]})
-        print(f"{method}: {segment.describe_parameters(chosen['parameters'])} -> test V_rand {scores['v_rand']:.4f}", flush=True)
+        print(f"{method}: {cell_parameters.describe_parameters(chosen['parameters'])} -> test V_rand {scores['v_rand']:.4f}", flush=True)
     official = isbi_scores(test_maps, test_labels, names=list(test))
     rows.append({"method": "threshold chosen on the test slices (official ISBI number)",
                  "parameters": {"v_rand_threshold": official["v_rand_threshold"],
@@ -119,7 +119,7 @@ def crossval_folds(crossval_dir: Path) -> list[dict[str, Any]]:
 
 
 def crossval_table(
-    crossval_dir: Path, labels_dir: Path, methods: Sequence[str] = segment.METHODS, out_dir: Path | None = None,
+    crossval_dir: Path, labels_dir: Path, methods: Sequence[str] = cell_parameters.METHODS, out_dir: Path | None = None,
     repeats: int = 3, grids: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> dict[str, Any]:
     """Every fold's ``segmentation_table``, then per method the mean, sample sd and per-fold
@@ -161,7 +161,7 @@ def _markdown_table(rows: Sequence[Mapping[str, Any]], cell: Callable[[Any, int]
     for row in rows:
         cells = [row["method"]]
         if parameters:
-            cells.append(segment.describe_parameters(row["parameters"]))
+            cells.append(cell_parameters.describe_parameters(row["parameters"]))
         cells += [cell(row[key], 3 if key == "seconds_per_slice" else 4) for key in AGGREGATED_KEYS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -188,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", required=True, type=Path, help="folder of N.png ground-truth labels")
     parser.add_argument("--select", help="slices that choose the parameters, e.g. 20,21,22,23,24")
     parser.add_argument("--test", help="slices that are scored, e.g. 25,26,27,28,29")
-    parser.add_argument("--methods", default=",".join(segment.METHODS), help="comma-separated (default: all)")
+    parser.add_argument("--methods", default=",".join(cell_parameters.METHODS), help="comma-separated (default: all)")
     parser.add_argument("--out", type=Path, default=Path("logs/segmentation_table"), help="where the JSON files go")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per test slice (default: 3)")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in segment.METHODS]
+    unknown = [m for m in methods if m not in cell_parameters.METHODS]
     if unknown or args.repeats < 1:
         parser.error(f"unknown methods {unknown}" if unknown else "--repeats must be at least 1")
     if args.crossval is not None:

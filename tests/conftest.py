@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +71,28 @@ def pytest_collection_modifyitems(config, items):
     """Run test_resume.py last: its interrupted trainings stop fit() by an exception, so
     that fit's clean-up (callbacks' on_train_end, its data-loading threads) never runs."""
     items.sort(key=lambda item: item.nodeid.startswith("tests/test_resume.py"))
+
+
+TINY = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2", "--width", "4",
+        "--patch-size", "64", "--precision", "float32", "--quiet"]
+
+
+def run_cli(*args, cwd=ROOT):
+    """Run main.py in a fresh interpreter: (exit code, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def false_boundary_map(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(probability map (H, W) float32, label (H, W) 0/255): blurred true membranes plus
+    three rows and three columns of thin false boundary (map 0.05, as dark as a membrane
+    but one pixel wide) crossing the cells."""
+    _, label = synthetic_slice((size, size), seed=seed, cells=10)
+    prob = ndimage.gaussian_filter((label > 0).astype(np.float32), 0.8)
+    rng = np.random.default_rng(seed)
+    for row in rng.choice(np.arange(10, size - 10), size=3, replace=False):
+        prob[row, :] = np.minimum(prob[row, :], 0.05)
+    for col in rng.choice(np.arange(10, size - 10), size=3, replace=False):
+        prob[:, col] = np.minimum(prob[:, col], 0.05)
+    prob += rng.normal(0, 0.03, prob.shape)
+    return np.clip(prob, 0, 1).astype(np.float32), label

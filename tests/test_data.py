@@ -7,7 +7,10 @@ import pytest
 from skimage import io
 
 import data
-from errors import UserError
+from isbi_unet.errors import UserError
+from isbi_unet.io import images as image_files
+from isbi_unet.io import pairs
+from isbi_unet.training.recipes import BLOG_AUG_DICT
 
 
 def test_adjust_data_binary_scales_and_binarises():
@@ -34,7 +37,7 @@ def test_adjust_data_multi_class_is_one_hot():
 
 
 def test_train_generator_shapes_dtypes_and_values(tiny_dataset):
-    generator = data.trainGenerator(2, tiny_dataset / "train", "image", "label", data.BLOG_AUG_DICT,
+    generator = data.trainGenerator(2, tiny_dataset / "train", "image", "label", BLOG_AUG_DICT,
                                     target_size=(64, 64))
     for img, mask in itertools.islice(generator, 4):
         assert img.shape == (2, 64, 64, 1) and mask.shape == (2, 64, 64, 1)
@@ -52,7 +55,7 @@ def test_train_generator_save_to_dir(tiny_dataset, tmp_path):
 
 def test_train_generator_is_reproducible_by_seed(tiny_dataset):
     def first_batches(seed):
-        generator = data.trainGenerator(2, tiny_dataset / "train", "image", "label", data.BLOG_AUG_DICT,
+        generator = data.trainGenerator(2, tiny_dataset / "train", "image", "label", BLOG_AUG_DICT,
                                         target_size=(32, 32), seed=seed)
         return [batch[0] for batch in itertools.islice(generator, 3)]
 
@@ -62,7 +65,7 @@ def test_train_generator_is_reproducible_by_seed(tiny_dataset):
 
 
 def test_segmentation_dataset_crops_and_visits_every_slice(tiny_dataset):
-    names, images, masks = data.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
+    names, images, masks = pairs.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
     for k, image in enumerate(images):
         image[:] = k  # tag each slice with its index
     dataset = data.SegmentationDataset(images, masks, batch_size=3, steps_per_epoch=2, patch_size=(32, 32))
@@ -76,22 +79,13 @@ def test_segmentation_dataset_crops_and_visits_every_slice(tiny_dataset):
 
 
 def test_segmentation_dataset_weight_maps_follow_the_mask(tiny_dataset):
-    _, images, masks = data.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
+    _, images, masks = pairs.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
     weights = [mask.copy() for mask in masks]
     dataset = data.SegmentationDataset(images, masks, batch_size=2, steps_per_epoch=1, patch_size=(48, 48),
                                        aug_dict=dict(rotation_range=20, elastic_sigma=5.0), weight_maps=weights)
     x, y, w = dataset[0]
     assert w.shape == (2, 48, 48, 1)
     np.testing.assert_array_equal(y, (w > 127.5).astype(np.float32))
-
-
-def test_slice_batches_keep_order_and_native_size(tiny_dataset):
-    _, images, masks = data.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
-    batches = data.SliceBatches(images, masks, batch_size=4)
-    assert len(batches) == 2
-    x, y = batches[1]
-    assert x.shape == (2, 96, 96, 1)
-    np.testing.assert_allclose(x[0], images[4] / 255)
 
 
 def test_test_generator_resizes_like_the_seed_or_keeps_native_size(tiny_dataset):
@@ -146,15 +140,15 @@ def test_label_visualize_colours_labels():
 def test_load_pairs_reports_unmatched_and_mismatched_files(tiny_dataset):
     (tiny_dataset / "train/label/5.png").unlink()
     with pytest.raises(UserError, match="5.png: no mask"):
-        data.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
+        pairs.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
     (tiny_dataset / "train/image/5.png").unlink()
     io.imsave(tiny_dataset / "train/label/9.png", np.zeros((96, 96), np.uint8), check_contrast=False)
     with pytest.raises(UserError, match="9.png: mask without an image"):
-        data.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
+        pairs.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
     (tiny_dataset / "train/label/9.png").unlink()
     io.imsave(tiny_dataset / "train/label/0.png", np.zeros((50, 96), np.uint8), check_contrast=False)
     with pytest.raises(UserError, match="same size"):
-        data.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
+        pairs.load_pairs(tiny_dataset / "train/image", tiny_dataset / "train/label")
 
 
 def test_masks_are_matched_by_mask_suffix(tmp_path):
@@ -162,7 +156,7 @@ def test_masks_are_matched_by_mask_suffix(tmp_path):
     (tmp_path / "label").mkdir()
     io.imsave(tmp_path / "image/cell.png", np.zeros((16, 16), np.uint8), check_contrast=False)
     io.imsave(tmp_path / "label/cell_mask.png", np.full((16, 16), 255, np.uint8), check_contrast=False)
-    names, _, masks = data.load_pairs(tmp_path / "image", tmp_path / "label")
+    names, _, masks = pairs.load_pairs(tmp_path / "image", tmp_path / "label")
     assert names == ["cell"] and masks[0].max() == 255
 
 
@@ -173,24 +167,24 @@ def test_truncated_image_is_a_user_error(tmp_path):
     io.imsave(path, synthetic_slice((64, 64), 0)[0], check_contrast=False)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(UserError, match="0.png: cannot read this image"):
-        data.read_image(path)
+        image_files.read_image(path)
 
 
 def test_read_image_converts_rgb_to_gray(tmp_path):
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 1] = 255
     io.imsave(tmp_path / "rgb.png", rgb, check_contrast=False)
-    gray = data.read_image(tmp_path / "rgb.png")
+    gray = image_files.read_image(tmp_path / "rgb.png")
     assert gray.shape == (8, 8, 1) and 150 < gray.mean() < 200  # luminance of pure green
-    assert data.read_image(tmp_path / "rgb.png", as_gray=False).shape == (8, 8, 3)
+    assert image_files.read_image(tmp_path / "rgb.png", as_gray=False).shape == (8, 8, 3)
 
 
 def test_list_images_skips_predictions_and_sorts_numerically(tmp_path):
     for name in ["10.png", "2.png", "2_predict.png", "notes.txt"]:
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in data.list_images(tmp_path)] == ["2.png", "10.png"]
+    assert [p.name for p in image_files.list_images(tmp_path)] == ["2.png", "10.png"]
     with pytest.raises(UserError, match="folder not found"):
-        data.list_images(tmp_path / "missing")
+        image_files.list_images(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
-        data.list_images(tmp_path / "empty")
+        image_files.list_images(tmp_path / "empty")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import model
-from errors import UserError
+from isbi_unet import network as model_files
+from isbi_unet.errors import UserError
 
 
 def test_default_is_the_seed_architecture():
@@ -50,7 +51,7 @@ def test_keras_round_trip_gives_the_same_predictions(tmp_path):
     x = np.random.default_rng(0).random((1, 32, 32, 1)).astype(np.float32)
     path = tmp_path / "unet.keras"
     network.save(path)
-    loaded = model.load_model(path)
+    loaded = model_files.load_model(path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), network.predict(x, verbose=0), atol=1e-6)
 
 
@@ -72,8 +73,8 @@ def test_weights_of_another_architecture_are_a_user_error(tmp_path):
 
 def test_load_model_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        model.load_model(tmp_path / "none.keras")
+        model_files.load_model(tmp_path / "none.keras")
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="bad.keras: not a .keras model"):
-        model.load_model(bad)
+        model_files.load_model(bad)

@@ -1,9 +1,12 @@
-"""trainUnet.ipynb runs headless under papermill's command line with tiny parameters."""
+"""trainUnet.ipynb runs headless under papermill's command line with tiny parameters, and its
+training is the command line's: the same settings give the same weights."""
 
 import subprocess
 import sys
 
+import keras
 import nbformat
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -11,7 +14,7 @@ from conftest import ROOT
 pytest.importorskip("papermill")
 
 
-def test_notebook_runs_under_papermill_with_tiny_parameters(tiny_dataset, tmp_path):
+def test_notebook_runs_under_papermill_and_trains_as_main_py_train(tiny_dataset, tmp_path):
     source = nbformat.read(ROOT / "trainUnet.ipynb", as_version=4)
     tagged = [cell for cell in source.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
@@ -34,3 +37,20 @@ def test_notebook_runs_under_papermill_with_tiny_parameters(tiny_dataset, tmp_pa
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
     assert any("image/png" in output.get("data", {}) for output in outputs), "no figure was drawn"
     assert not [output for output in outputs if output.get("output_type") == "error"]
+    assert (tmp_path / "run" / "test_slice_instances" / "cells.csv").is_file()  # cells of the test slice
+
+    # the same settings on the command line: the same weights, to the last bit
+    done = subprocess.run([sys.executable, "main.py", "train", "--data", str(tiny_dataset), "--epochs", "1",
+                           "--steps-per-epoch", "2", "--batch-size", "2", "--width", "4", "--patch-size", "64",
+                           "--val-ids", "4,5", "--test-ids", "3", "--time-limit", "1", "--seed", "1",
+                           "--logs", str(tmp_path), "--run", "cli", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from_notebook = keras.models.load_model(tmp_path / "run" / "unet_membrane.keras", compile=False)
+    from_cli = keras.models.load_model(tmp_path / "cli" / "unet_membrane.keras", compile=False)
+    for mine, theirs in zip(from_notebook.get_weights(), from_cli.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert (tmp_path / "run" / "history.csv").read_text().splitlines()[0] == \
+        (tmp_path / "cli" / "history.csv").read_text().splitlines()[0]
+
+

@@ -1,0 +1,1 @@
+"""Cells: instance segmentation of membrane maps (threshold, watershed, multicut, GASP, learned multicut, mutex watershed)."""

@@ -1,0 +1,197 @@
+"""Instance segmentation of a folder of probability maps: label images, overlays and a cell table.
+
+For each map ``N_predict.png`` (or ``N.png``/``N.tif`` in a folder without
+``*_predict`` files) :func:`segment_folder` writes ``N_labels.tif`` (one id per cell,
+0 on boundaries; uint16 when the ids fit, else uint32), ``N_overlay.png`` (cells
+coloured over the image, or over the map without ``images_dir``) and, per folder,
+``cells.csv`` with one row per cell (scikit-image ``regionprops_table``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isbi_unet.errors import UserError
+
+__all__ = ["CELL_COLUMNS", "label_image_dtype", "overlay", "cell_rows", "segment_folder"]
+
+CELL_COLUMNS = ("image", "label", "area", "centroid_row", "centroid_col", "bbox_min_row", "bbox_min_col",
+                "bbox_max_row", "bbox_max_col", "perimeter", "eccentricity", "mean_intensity")
+_MAP_SUFFIX = "_predict"
+_OUTPUT_SUFFIXES = ("_labels", "_overlay")
+
+
+def label_image_dtype(labels: np.ndarray) -> np.dtype:
+    """uint16 when every id of ``labels`` fits in 16 bits, else uint32."""
+    return np.dtype(np.uint16) if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
+
+
+def overlay(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Cells of ``labels`` (H, W) coloured over the grey ``image`` (H, W, 0-255):
+    uint8 (H, W, 3); boundaries (0) show the image."""
+    from skimage.color import label2rgb
+
+    grey = np.clip(np.asarray(image, np.float64) / 255.0, 0.0, 1.0)
+    rgb = label2rgb(labels, image=grey, bg_label=0, alpha=0.35, image_alpha=1.0, kind="overlay")
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def cell_rows(labels: np.ndarray, image: np.ndarray, name: str) -> Iterator[dict[str, Any]]:
+    """One dict per cell of ``labels`` (H, W): the :data:`CELL_COLUMNS`, in pixels;
+    ``mean_intensity`` is the mean of ``image`` (H, W, 0-255) over the cell."""
+    from skimage.measure import regionprops_table
+
+    props = regionprops_table(
+        labels.astype(np.int64), intensity_image=np.asarray(image, np.float64),
+        properties=("label", "area", "centroid", "bbox", "perimeter", "eccentricity", "intensity_mean"))
+    columns = {"label": "label", "area": "area", "centroid_row": "centroid-0", "centroid_col": "centroid-1",
+               "bbox_min_row": "bbox-0", "bbox_min_col": "bbox-1", "bbox_max_row": "bbox-2",
+               "bbox_max_col": "bbox-3", "perimeter": "perimeter", "eccentricity": "eccentricity",
+               "mean_intensity": "intensity_mean"}
+    for index in range(len(props["label"])):
+        row: dict[str, Any] = {"image": name}
+        for column, key in columns.items():
+            value = props[key][index]
+            row[column] = int(value) if column in ("label", "area") or column.startswith("bbox") else round(float(value), 4)
+        yield row
+
+
+def _map_files(pred_root: Path, names: Sequence[str] | None) -> dict[str, Path]:
+    """{name: map file} in natural order: ``N_predict.*`` files, or every image when none."""
+    from isbi_unet.io.images import list_images
+
+    files = [p for p in list_images(pred_root, exclude_suffix=_OUTPUT_SUFFIXES[0])
+             if not p.stem.endswith(_OUTPUT_SUFFIXES)]
+    maps = [p for p in files if p.stem.endswith(_MAP_SUFFIX)] or files
+    found: dict[str, Path] = {}
+    for path in maps:
+        name = path.stem[: -len(_MAP_SUFFIX)] if path.stem.endswith(_MAP_SUFFIX) else path.stem
+        if name in found:
+            raise UserError(f"two probability maps for {name!r} in {pred_root}: {found[name].name} and {path.name}; keep one")
+        found[name] = path
+    if names is not None:
+        missing = [str(n) for n in names if str(n) not in found]
+        if missing:
+            raise UserError(f"no probability map for {', '.join(missing[:5])} in {pred_root}: check the names")
+        found = {str(n): found[str(n)] for n in names}
+    if not found:
+        raise UserError(f"{pred_root}: no probability maps (N_predict.png) in this folder")
+    return found
+
+
+def _image_for(name: str, images_root: Path) -> Path:
+    matches = [p for p in sorted(images_root.glob(f"{name}.*")) if p.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg")]
+    if not matches:
+        raise UserError(f"no image {name}.png/.tif in {images_root} for the map of {name}: pass the folder of the input images")
+    return matches[0]
+
+
+def _progress(total: int, enabled: bool) -> Callable[[int], None]:
+    if not enabled:
+        return lambda done: None
+    from keras.utils import Progbar
+
+    bar = Progbar(total, unit_name="image")
+    return bar.update
+
+
+def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.PathLike,
+                              superpixel_parameters: Mapping[str, Any], progress: bool = True) -> dict[str, Any]:
+    """An edge model (segment.fit_edge_model, as ``EdgeCostModel.to_dict``) fitted on the maps
+    ``N_predict.png`` of ``pred_dir`` against the labels ``N.<ext>`` of ``labels_dir``
+    (0 = membrane), on superpixels of ``superpixel_parameters`` (threshold, sigma,
+    min_distance: those the model will be used with). The maps should be of slices the
+    network did not train on. UserError for a missing folder, label or size mismatch, or
+    edges of one kind only."""
+    from isbi_unet.cells import parameters as cell_parameters
+    from isbi_unet.io.images import read_image
+
+    labels_root = Path(labels_dir)
+    if not labels_root.is_dir():
+        raise UserError(f"{labels_root}: labels folder not found")
+    maps, labels = [], []
+    for name, path in _map_files(Path(pred_dir), None).items():
+        prob = read_image(path)[..., 0] / np.float32(255.0)
+        label = read_image(_image_for(name, labels_root))[..., 0]
+        if label.shape != prob.shape:
+            raise UserError(f"label of {name} is {label.shape[1]}x{label.shape[0]} but its map {path} is "
+                            f"{prob.shape[1]}x{prob.shape[0]}")
+        maps.append(prob)
+        labels.append(label)
+    if progress:
+        print(f"Fitting the edge model on {len(maps)} labelled maps of {pred_dir}", flush=True)
+    try:
+        return cell_parameters.fit_edge_model(maps, labels, **{key: superpixel_parameters[key]
+                                                       for key in ("threshold", "sigma", "min_distance")})
+    except ValueError as exc:
+        raise UserError(f"--fit-maps {pred_dir}: {exc}") from exc
+
+
+def segment_folder(
+    pred_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    method: str = "watershed",
+    parameters: Mapping[str, Any] | None = None,
+    images_dir: str | os.PathLike | None = None,
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Segment every probability map of ``pred_dir`` with ``segment.segment`` and write the
+    label images, overlays and ``cells.csv`` (see the module docstring) to ``output_dir``.
+
+    ``images_dir`` holds the input images ``N.<ext>`` for the overlays and the cells'
+    mean intensity (default: the maps themselves, 0-255). ``names`` restricts the maps.
+    Every input is read and checked before anything is written; raises UserError for
+    a missing folder or image, an unreadable file, a size mismatch or bad parameters.
+    Returns the written label image paths.
+    """
+    import tifffile
+
+    from isbi_unet.cells import parameters as cell_parameters
+    from isbi_unet.cells.methods import require_edge_model
+    from isbi_unet.io.images import atomic_path, read_image, write_image
+
+    try:
+        params = cell_parameters.check_parameters(method, parameters)
+        require_edge_model(method, params)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    pred_root, out_root = Path(pred_dir), Path(output_dir)
+    if out_root.exists() and not out_root.is_dir():
+        raise UserError(f"{out_root}: exists and is not a folder; choose another --output")
+    maps = _map_files(pred_root, names)
+    images_root = Path(images_dir) if images_dir is not None else None
+    if images_root is not None and not images_root.is_dir():
+        raise UserError(f"{images_root}: images folder not found")
+    inputs = []
+    for name, path in maps.items():
+        grey = read_image(path)[..., 0]
+        image = grey if images_root is None else read_image(_image_for(name, images_root))[..., 0]
+        if image.shape != grey.shape:
+            raise UserError(f"image of {name} is {image.shape[1]}x{image.shape[0]} but its map {path} is "
+                            f"{grey.shape[1]}x{grey.shape[0]}: pass the images the maps were predicted from")
+        inputs.append((name, grey / np.float32(255.0), image))
+    out_root.mkdir(parents=True, exist_ok=True)
+    update = _progress(len(inputs), progress)
+    written, rows = [], []
+    for done, (name, prob, image) in enumerate(inputs, start=1):
+        labels = cell_parameters.segment(prob, method, params)
+        target = out_root / f"{name}_labels.tif"
+        with atomic_path(target) as temporary:
+            tifffile.imwrite(temporary, labels.astype(label_image_dtype(labels)))
+        write_image(out_root / f"{name}_overlay.png", overlay(labels, image))
+        rows.extend(cell_rows(labels, image, name))
+        written.append(target)
+        update(done)
+
+    with atomic_path(out_root / "cells.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CELL_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return written

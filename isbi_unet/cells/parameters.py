@@ -1,0 +1,183 @@
+"""Parameters of the cell methods: defaults, search grids, checks, choice on selection slices, JSON files.
+
+:data:`DEFAULT_PARAMETERS` and :data:`DEFAULT_GRIDS` hold each method's defaults and
+search grid; :func:`select_parameters` picks them by V_rand on selection slices (so that
+test slices choose nothing) and fits the learned multicut's edge model there;
+:func:`segment` runs a method by name. Maps are (H, W) float32 in [0, 1], high = cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from isbi_unet.cells.methods import (
+    LEARNED_METHODS,
+    METHOD_FUNCTIONS,
+    as_map,
+    superpixel_graph,
+)
+
+DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
+    "threshold": {"threshold": 0.5},
+    "watershed": {"threshold": 0.5, "sigma": 2.0, "min_distance": 5},
+    "multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5},
+    "gasp": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "bias": 0.5},
+    "learned-multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "edge_model": None},
+}
+
+
+METHODS: tuple[str, ...] = tuple(DEFAULT_PARAMETERS)
+
+
+DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
+    "threshold": {"threshold": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
+    "watershed": {"threshold": [0.2, 0.4, 0.6], "sigma": [2.0, 4.0, 8.0], "min_distance": [5, 10, 20]},
+    "multicut": {"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
+    "gasp": {"bias": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
+    "learned-multicut": {"beta": [0.5]},
+}
+
+
+# parameter -> (lowest, highest, integer?) allowed
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "threshold": (0.0, 1.0, False),
+    "sigma": (0.0, 100.0, False),
+    "min_distance": (1, 1000, True),
+    "beta": (1e-6, 1.0 - 1e-6, False),
+    "bias": (0.0, 1.0, False),
+}
+
+
+def fit_edge_model(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], threshold: float = 0.5,
+                   sigma: float = 1.0, min_distance: int = 2) -> dict[str, Any]:
+    """An edge model (``EdgeCostModel.to_dict``) fitted on the superpixel graphs of ``maps``
+    (H, W) float32 in [0, 1] against their ``labels`` (H, W), 0 = membrane. The maps should
+    come from a network that did not train on these slices. ValueError when the slices
+    give no edge between two cells and none inside one."""
+    from isbi_unet.cells.edge_costs import EdgeCostModel, edge_features, edge_targets
+
+    features, cuts = [], []
+    for prob, label in zip(maps, labels):
+        p = as_map(prob)
+        regions, rag = superpixel_graph(p, threshold, sigma, min_distance)
+        if rag.number_of_edges == 0:
+            continue
+        cut, known = edge_targets(regions, rag, label)
+        features.append(edge_features(p, regions, rag)[known])
+        cuts.append(cut[known])
+    if not features:
+        raise ValueError("no superpixel edges to fit the edge model on")
+    return EdgeCostModel.fit(np.concatenate(features), np.concatenate(cuts)).to_dict()
+
+
+def describe_parameters(parameters: Mapping[str, Any]) -> str:
+    """``name=value, ...`` of a method's parameters; an edge model is named, not listed."""
+    parts = []
+    for key, value in parameters.items():
+        if key == "edge_model":
+            parts.append("edge_model=" + ("none" if value is None else
+                                          f"logistic regression of {len(value['weights'])} edge features"))
+        else:
+            parts.append(f"{key}={value:g}")
+    return ", ".join(parts)
+
+
+def check_parameters(method: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The method's defaults updated with ``parameters``, checked; ValueError for an
+    unknown method, an unknown parameter or a value out of its range."""
+    if method not in METHOD_FUNCTIONS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    merged: dict[str, Any] = dict(DEFAULT_PARAMETERS[method])
+    for key, value in (parameters or {}).items():
+        if key not in merged:
+            raise ValueError(f"method {method!r} has no parameter {key!r} (it has {', '.join(merged)})")
+        if key == "edge_model":
+            from isbi_unet.cells.edge_costs import EdgeCostModel
+
+            merged[key] = None if value is None else EdgeCostModel.from_dict(value).to_dict()
+            continue
+        low, high, integer = _RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{method} parameter {key}={value!r} must be a number in [{low:g}, {high:g}]")
+        if integer and value != int(value):
+            raise ValueError(f"{method} parameter {key}={value!r} must be a whole number")
+        merged[key] = int(value) if integer else float(value)
+    return merged
+
+
+def segment(prob: np.ndarray, method: str = "watershed", parameters: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Label image (H, W) uint32 of ``prob`` (H, W) by ``method`` with ``parameters``
+    (missing ones take the defaults of :data:`DEFAULT_PARAMETERS`)."""
+    return METHOD_FUNCTIONS[method](prob, **check_parameters(method, parameters))
+
+
+def select_parameters(
+    method: str,
+    maps: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    grid: Mapping[str, Sequence[float]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Choose ``method``'s parameters by the mean V_rand on *selection* slices.
+
+    ``maps``: probability maps (H, W) float32 in [0, 1]; ``labels``: their ground
+    truth (H, W), 0 = membrane. ``grid`` maps parameter names to candidate values
+    (default :data:`DEFAULT_GRIDS`); every combination is tried, the first best wins.
+    ``progress(done, total)`` is called after each combination. Returns a JSON-ready
+    dict: ``method``, ``parameters`` (the chosen ones), ``v_rand``/``v_info`` of that
+    choice on these slices, ``n_slices`` and ``trials`` (every combination's scores).
+    A learned method first fits its edge model on the same slices (:func:`fit_edge_model`,
+    with the default superpixel parameters); the trials do not repeat the model.
+    """
+    from isbi_unet.evaluation.metric import segmentation_scores
+
+    grid = dict(DEFAULT_GRIDS[method] if grid is None else grid)
+    keys = list(grid)
+    combos = list(itertools.product(*(grid[key] for key in keys)))
+    maps, labels = list(maps), list(labels)
+    if not maps or not combos:
+        raise ValueError("nothing to select from: no slices or an empty grid")
+    fitted: dict[str, Any] = {}
+    if method in LEARNED_METHODS:
+        superpixel_keys = ("threshold", "sigma", "min_distance")
+        if set(keys) & set(superpixel_keys):
+            raise ValueError(f"{method}: the grid may not vary the superpixels its edge model is fitted on")
+        fitted["edge_model"] = fit_edge_model(maps, labels, **{k: DEFAULT_PARAMETERS[method][k] for k in superpixel_keys})
+    trials, best = [], None
+    for done, values in enumerate(combos, start=1):
+        params = check_parameters(method, {**fitted, **dict(zip(keys, values))})
+        scores = segmentation_scores([segment(p, method, params) for p in maps], labels)
+        trials.append({"parameters": {k: v for k, v in params.items() if k != "edge_model"}, "v_rand": scores["v_rand"], "v_info": scores["v_info"]})
+        if best is None or (scores["v_rand"] or 0.0) > (best["v_rand"] or 0.0):
+            best = trials[-1]
+        if progress is not None:
+            progress(done, len(combos))
+    return {"method": method, "parameters": {**best["parameters"], **fitted}, "v_rand": best["v_rand"],
+            "v_info": best["v_info"], "n_slices": len(maps), "trials": trials}
+
+
+def save_parameters(selection: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write a selection (or ``{"method": ..., "parameters": ...}``) as JSON to ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(dict(selection), indent=2) + "\n", encoding="utf-8")
+
+
+def load_parameters(path: str | os.PathLike, method: str) -> dict[str, Any]:
+    """Parameters for ``method`` from a JSON file written by :func:`save_parameters`
+    (its ``method`` must match) or holding a plain ``{"name": value}`` dict. ValueError
+    for a file of another method or bad values; OSError when it cannot be read."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    if "parameters" in data:
+        if data.get("method", method) != method:
+            raise ValueError(f"the parameters are for method {data['method']!r}, not {method!r}")
+        data = data["parameters"]
+    return check_parameters(method, data)

@@ -1,0 +1,1 @@
+"""The command line: ``unet`` (console script) and ``python main.py``."""

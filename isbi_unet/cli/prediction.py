@@ -1,0 +1,127 @@
+"""The ``predict`` and ``segment`` commands: membrane maps, cells, and the cell parameters' file."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from isbi_unet.cli.parser import DEFAULT_DATA
+from isbi_unet.errors import UserError
+
+
+def cmd_predict(args) -> list:
+    from isbi_unet.io.stacks import is_tiff_file
+    from isbi_unet.network import load_model
+    from isbi_unet.prediction.engines import (
+        cached_onnx,
+        onnx_predict_fn,
+        resolve_engine,
+        resolve_precision,
+    )
+    from isbi_unet.prediction.predict import affinity_offsets, predict_folder
+
+    if args.params and not args.instances:
+        raise UserError("--params needs --instances METHOD")
+    if args.isbi_submission and args.output:
+        raise UserError("give either --output or --isbi-submission, not both")
+    if args.isbi_submission and not is_tiff_file(args.isbi_submission):
+        raise UserError(f"--isbi-submission {args.isbi_submission}: give a .tif file name")
+    stack_output = args.isbi_submission or (args.output if args.output and is_tiff_file(args.output) else None)
+    if is_tiff_file(args.input) and not stack_output:
+        if args.output:
+            raise UserError(f"--output {args.output}: the predictions of a TIFF stack go to a stack; give a .tif file name")
+        stack_output = str(Path(args.input).with_name(Path(args.input).stem + "_predict.tif"))
+    if stack_output and args.instances:
+        raise UserError("--instances writes label images per file; predict a folder of images, not a TIFF stack")
+    params = instance_parameters(args.instances, args.params, {}) if args.instances else None
+    predict_fn = None
+    if resolve_engine(args.engine) == "onnx":
+        # Before the model is loaded here: the export runs in a child process, and this
+        # process should not hold a second copy meanwhile.
+        try:
+            predict_fn = onnx_predict_fn(cached_onnx(args.model))
+        except UserError:
+            if args.engine == "onnx":
+                raise  # auto: Keras when the ONNX file cannot be written beside the model
+    network = load_model(args.model, precision=resolve_precision(args.engine, args.precision))
+    if args.instances and network.output_shape[-1] != 1:
+        raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
+    if stack_output:
+        from isbi_unet.prediction.streaming import predict_to_stack
+
+        predict_to_stack(network, args.input, stack_output, mode=args.mode, tta=args.tta,
+                         progress=not args.quiet, isbi_submission=bool(args.isbi_submission),
+                         predict_fn=predict_fn)
+        print(f"Wrote the prediction stack {stack_output}")
+        return [Path(stack_output)]
+    output = args.output or f"{DEFAULT_DATA}/test"
+    picture = None
+    offsets = affinity_offsets(network)
+    if offsets is not None:
+        from isbi_unet.cells.mutex_watershed import segments_mask
+
+        picture = functools.partial(segments_mask, offsets=offsets, short_bias=args.mws_short_bias,
+                                    long_bias=args.mws_long_bias, long_stride=args.mws_stride,
+                                    min_size=args.mws_min_size)
+    written = predict_folder(network, args.input, output, mode=args.mode, tta=args.tta,
+                             progress=not args.quiet, picture=picture, predict_fn=predict_fn)
+    print(f"Wrote {len(written)} predictions to {output}")
+    if args.instances:
+        from isbi_unet.cells.folders import segment_folder
+
+        names = [Path(path).stem.removesuffix("_predict") for path in written]
+        labels = segment_folder(output, output, args.instances, params, images_dir=args.input,
+                                names=names, progress=not args.quiet)
+        print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {output}")
+    return written
+
+
+def instance_parameters(method: str, params_file: str | None, overrides: dict, fitting: bool = False) -> dict:
+    """The method's parameters: defaults, then the JSON file, then the command-line options.
+    A learned method needs its edge model from the file unless it is ``fitting`` one."""
+    from isbi_unet.cells import parameters as cell_parameters
+    from isbi_unet.cells.methods import require_edge_model
+
+    params: dict = {}
+    if params_file:
+        try:
+            params = cell_parameters.load_parameters(params_file, method)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--params {params_file}: {exc}") from exc
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        checked = cell_parameters.check_parameters(method, {**params, **given})
+        if not fitting:
+            require_edge_model(method, checked)
+        return checked
+    except ValueError as exc:
+        raise UserError(f"{exc}: see segment --help") from exc
+
+
+def cmd_segment(args) -> list:
+    from isbi_unet.cells import parameters as cell_parameters
+    from isbi_unet.cells.folders import segment_folder
+
+    overrides = {key: getattr(args, key) for key in ("threshold", "sigma", "min_distance", "beta", "bias")}
+    fitting = args.fit_maps is not None
+    if fitting != (args.fit_labels is not None):
+        raise UserError("--fit-maps and --fit-labels go together")
+    if fitting and args.method not in cell_parameters.LEARNED_METHODS:
+        raise UserError(f"--fit-maps fits the edge model of {', '.join(cell_parameters.LEARNED_METHODS)}; "
+                        f"--method {args.method} has none")
+    if fitting and args.params:
+        raise UserError("give either --params (a fitted edge model) or --fit-maps/--fit-labels, not both")
+    params = instance_parameters(args.method, args.params, overrides, fitting=fitting)
+    if fitting:
+        from isbi_unet.cells.folders import fit_edge_model_on_folders
+
+        params = {**params, "edge_model": fit_edge_model_on_folders(args.fit_maps, args.fit_labels, params,
+                                                                     progress=not args.quiet)}
+    written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
+                             progress=not args.quiet)
+    if fitting:
+        cell_parameters.save_parameters({"method": args.method, "parameters": params},
+                                Path(args.output) / "instance_parameters.json")
+    print(f"Wrote {len(written)} label images ({args.method}, {cell_parameters.describe_parameters(params)}) "
+          f"and cells.csv to {args.output}" + (" with the fitted parameters in instance_parameters.json" if fitting else ""))
+    return written

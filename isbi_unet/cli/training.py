@@ -1,0 +1,136 @@
+"""The ``train``, ``all`` and ``crossval`` commands: a recipe from the options, then the pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from isbi_unet.errors import UserError
+
+if TYPE_CHECKING:
+    from isbi_unet.pipeline.run import TrainingRun
+
+
+def recipe_from_args(args):
+    import dataclasses
+
+    from isbi_unet.training.recipes import jit_compile_option, resolve_recipe
+
+    recipe = resolve_recipe(args.recipe).replace(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        width=args.width, depth=args.depth, learning_rate=args.lr, precision=args.precision,
+        weighted_loss=args.weighted_loss, monitor=args.monitor, head_activation=args.head,
+        jit_compile=jit_compile_option(args.jit_compile))
+    if args.ema is not None:
+        recipe = dataclasses.replace(recipe, ema_momentum=args.ema or None)
+    if args.elastic is not None:
+        recipe = recipe.replace(aug_dict=dict(recipe.aug_dict, elastic_sigma=args.elastic))
+    if args.resize:
+        recipe = dataclasses.replace(recipe, target_size=(args.resize, args.resize), patch_size=None)
+    if args.patch_size:
+        if recipe.target_size:
+            raise UserError(f"recipe {recipe.name!r} resizes whole slices: set their size with --resize, not --patch-size")
+        recipe = recipe.replace(patch_size=(args.patch_size, args.patch_size))
+    step = 2**recipe.depth
+    for side in (recipe.patch_size or ()) + (recipe.target_size or ()):
+        if side % step:
+            raise UserError(f"a U-Net of depth {recipe.depth} takes sides that are multiples of {step}, not {side} "
+                            "(change --patch-size, --resize or --depth)")
+    if args.num_class > 1 and not args.weighted_loss:  # the weight map is for binary masks
+        recipe = dataclasses.replace(recipe, weighted_loss=False)
+    if args.target == "affinities":
+        if args.weighted_loss or args.num_class > 1 or (args.monitor or "").startswith("val_v_"):
+            raise UserError("--target affinities takes binary masks, the unweighted loss and --monitor val_loss")
+        recipe = dataclasses.replace(recipe, target="affinities", weighted_loss=False)
+    if args.time_limit is not None:  # 0 lifts the recipe's limit
+        recipe = dataclasses.replace(recipe, time_limit_minutes=args.time_limit or None)
+    return recipe
+
+
+def run_dir_for(args, recipe) -> Path:
+    return Path(args.logs) / (args.run or f"{time.strftime('%Y%m%d-%H%M%S')}-{recipe.name}")
+
+
+def training_run(args, recipe) -> "TrainingRun":
+    from isbi_unet.pipeline.run import TrainingRun
+    from isbi_unet.training.loop import DEFAULT_WORKERS
+
+    return TrainingRun(args.data, run_dir_for(args, recipe), select_ids=args.val_ids, test_ids=args.test_ids,
+                       seed=args.seed, workers=args.workers or DEFAULT_WORKERS, verbose=0 if args.quiet else 1,
+                       num_class=args.num_class, pretrained_weights=args.pretrained, distribute=args.distribute,
+                       model_path=getattr(args, "out", None))
+
+
+def prepare_training(args):
+    """(recipe, TrainingRun) of the training options, after checking the training folder
+    (check.py) and splitting the CPU if asked."""
+    from isbi_unet.io.check import require_clean
+
+    require_clean(args.data, num_class=args.num_class)
+    if args.cpu_devices:
+        from isbi_unet.training.distribute import split_cpu
+
+        split_cpu(args.cpu_devices)
+    recipe = recipe_from_args(args)
+    run = training_run(args, recipe)
+    print(f"Training recipe {recipe.name!r} ({describe(recipe)}); logs in {run.run_dir}")
+    return recipe, run
+
+
+def cmd_train(args) -> dict:
+    from isbi_unet.pipeline.run import train_run
+
+    summary = train_run(*prepare_training(args))
+    best = summary["best_val_loss"]
+    print(f"Trained {summary['epochs']} epochs in {summary['train_seconds'] / 60:.1f} min; best val_loss "
+          f"{'none' if best is None else f'{best:.4f}'} on selection slices {','.join(summary['selection_names'])}; "
+          f"model: {summary['model']}")
+    return summary
+
+
+def describe(recipe) -> str:
+    size = f"crops {recipe.patch_size[0]}x{recipe.patch_size[1]}" if recipe.patch_size else f"resized to {recipe.target_size[0]}x{recipe.target_size[1]}"
+    limit = f", at most {recipe.time_limit_minutes:g} min" if recipe.time_limit_minutes else ""
+    ema = f", weight average {recipe.ema_momentum:g}" if recipe.ema_momentum else ""
+    elastic = recipe.aug_dict.get("elastic_sigma")
+    size += f", elastic {elastic:g} px" if elastic else ""
+    depth = f", depth {recipe.depth}" if recipe.depth != 4 else ""
+    return (f"width {recipe.width}{depth}, batch {recipe.batch_size}, {recipe.steps_per_epoch} steps x "
+            f"{recipe.epochs} epochs, {size}, lr {recipe.learning_rate:g}, {recipe.precision}, "
+            f"{recipe.head_activation} head{ema}{limit}, target {recipe.target}")
+
+
+def cmd_all(args) -> int:
+    """The main job: fetch, train with the machine's default, choose on the selection
+    slices, score the test slices once, predict the challenge's test images."""
+    from isbi_unet.io.fetch import fetch_isbi
+    from isbi_unet.pipeline.choose import png_picture
+    from isbi_unet.pipeline.run import train_and_score
+    from isbi_unet.prediction.predict import predict_folder
+
+    started = time.monotonic()
+    fetch_isbi(args.source, args.data, verify=True, progress=not args.quiet)
+    summary, network = train_and_score(*prepare_training(args), tta=args.tta, progress=not args.quiet)
+    run_dir = Path(summary["run_dir"])
+    test_dir = run_dir / "test_predictions"
+    written = predict_folder(network, Path(args.data) / "test", test_dir, tta=summary["selection"]["tta"],
+                             progress=not args.quiet, picture=png_picture(network))
+    summary.update(total_seconds=time.monotonic() - started, test_predictions=str(test_dir))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"Wrote {len(written)} predictions of the challenge's test images to {test_dir}; total "
+          f"{summary['total_seconds'] / 60:.1f} min; summary in {run_dir / 'summary.json'}")
+    return 0
+
+
+def cmd_crossval(args) -> dict:
+    """Nested k-fold cross-validation (see pipeline.crossval)."""
+    from isbi_unet.pipeline.run import crossval
+
+    if args.val_ids or args.test_ids is not None:
+        raise UserError("crossval chooses the selection and test slices of each fold itself; drop --val-ids/--test-ids")
+    if not args.run:
+        args.run = f"{time.strftime('%Y%m%d-%H%M%S')}-crossval"
+    recipe, run = prepare_training(args)
+    return crossval(recipe, run, args.folds, tta=args.tta, progress=not args.quiet)

@@ -1,0 +1,1 @@
+"""Prediction at native size: whole image, overlap tiles, test-time augmentation, streamed stacks, engines."""

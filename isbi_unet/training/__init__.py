@@ -1,0 +1,1 @@
+"""Training: recipes, losses, callbacks, exact resume, data parallelism and the training loop."""

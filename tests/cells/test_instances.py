@@ -1,0 +1,110 @@
+"""instances.py and the command line: `segment`, `predict --instances`, `evaluate --segmentation`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import io
+
+from conftest import synthetic_slice
+from isbi_unet.cli import main as cli_main
+
+
+@pytest.fixture
+def map_folder(tmp_path):
+    """maps/N_predict.png (8-bit, cells bright), images/N.png and labels/N.png for N = 0, 1."""
+    folders = {name: tmp_path / name for name in ("maps", "images", "labels")}
+    for folder in folders.values():
+        folder.mkdir()
+    for index in range(2):
+        image, label = synthetic_slice((64, 80), seed=10 + index, cells=6)
+        io.imsave(folders["maps"] / f"{index}_predict.png", label, check_contrast=False)
+        io.imsave(folders["images"] / f"{index}.png", image, check_contrast=False)
+        io.imsave(folders["labels"] / f"{index}.png", label, check_contrast=False)
+    return folders
+
+
+def test_segment_writes_labels_overlays_and_a_cell_table(map_folder, tmp_path, capsys):
+    out = tmp_path / "cells"
+    assert cli_main.main(["segment", "--pred", str(map_folder["maps"]), "--output", str(out), "--images",
+                      str(map_folder["images"]), "--method", "watershed", "--min-distance", "4", "--quiet"]) == 0
+    labels = tifffile.imread(out / "0_labels.tif")
+    assert labels.dtype == np.uint16 and labels.shape == (64, 80)
+    overlay = io.imread(out / "0_overlay.png")
+    assert overlay.shape == (64, 80, 3) and overlay.dtype == np.uint8
+    with open(out / "cells.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    first = [row for row in rows if row["image"] == "0"]
+    assert len(first) == labels.max() == 6
+    areas = {int(row["label"]): int(row["area"]) for row in first}
+    assert areas == {k: int(np.count_nonzero(labels == k)) for k in range(1, 7)}
+    image = io.imread(map_folder["images"] / "0.png").astype(float)
+    assert float(first[0]["mean_intensity"]) == pytest.approx(image[labels == int(first[0]["label"])].mean(), abs=1e-3)
+    assert "min_distance=4" in capsys.readouterr().out
+    # the label images score perfectly as they are
+    scores_path = tmp_path / "scores.json"
+    assert cli_main.main(["evaluate", "--segmentation", str(out), "--labels", str(map_folder["labels"]),
+                      "--json", str(scores_path), "--quiet"]) == 0
+    scores = json.loads(scores_path.read_text())
+    assert scores["v_rand"] == pytest.approx(1.0) and scores["v_rand_merge"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "watershed", "--beta", "0.5"], "no parameter 'beta'"),
+    (["--params", "missing.json"], "--params"),
+])
+def test_segment_user_errors_write_nothing(map_folder, tmp_path, capsys, extra, message):
+    out = tmp_path / "cells"
+    assert cli_main.main(["segment", "--pred", str(map_folder["maps"]), "--output", str(out), "--quiet", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_segment_rejects_out_of_range_options(map_folder, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main(["segment", "--pred", str(map_folder["maps"]), "--output", str(tmp_path / "o"), "--threshold", "1.5"])
+    assert exit_info.value.code == 2
+
+
+def test_segment_with_a_params_file_and_a_missing_image(map_folder, tmp_path, capsys):
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"method": "threshold", "parameters": {"threshold": 0.3}}))
+    out = tmp_path / "cells"
+    (map_folder["images"] / "1.png").unlink()
+    assert cli_main.main(["segment", "--pred", str(map_folder["maps"]), "--output", str(out), "--images",
+                      str(map_folder["images"]), "--method", "threshold", "--params", str(params), "--quiet"]) == 2
+    assert "no image 1" in capsys.readouterr().err and not out.exists()
+    assert cli_main.main(["segment", "--pred", str(map_folder["maps"]), "--output", str(out),
+                      "--method", "threshold", "--params", str(params), "--quiet"]) == 0
+    assert "threshold=0.3" in capsys.readouterr().out
+
+
+def test_predict_instances(tmp_path):
+    import model
+
+    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
+    model_path = tmp_path / "tiny.keras"
+    network.save(model_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    image, _ = synthetic_slice((32, 32), seed=3)
+    io.imsave(images / "5.png", image, check_contrast=False)
+    assert cli_main.main(["predict", "--model", str(model_path), "--input", str(images), "--output", str(images),
+                      "--instances", "threshold", "--quiet"]) == 0
+    assert sorted(p.name for p in images.iterdir()) == ["5.png", "5_labels.tif", "5_overlay.png", "5_predict.png", "cells.csv"]
+    # a second run in the same folder takes only 5.png as input
+    assert cli_main.main(["predict", "--model", str(model_path), "--input", str(images), "--output", str(images),
+                      "--instances", "watershed", "--quiet"]) == 0
+    assert len(list(images.iterdir())) == 5
+
+
+def test_segment_defaults_to_the_main_jobs_method():
+    from isbi_unet.cli.parser import build_parser
+    from isbi_unet.pipeline.choose import DEFAULT_INSTANCE_METHOD
+
+    args = build_parser().parse_args(["segment", "--pred", "p", "--output", "o"])
+    assert args.method == DEFAULT_INSTANCE_METHOD

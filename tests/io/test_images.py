@@ -1,0 +1,90 @@
+"""images.py: listing order, reading, RGB -> gray, bad files, atomic writes."""
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import io
+
+from isbi_unet.errors import UserError
+from isbi_unet.io import images
+
+
+def test_natural_order_and_filters(tmp_path):
+    for name in ["10.png", "2.png", "a10.tif", "a9.tif", "2_predict.png", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.png").mkdir()
+    assert [p.name for p in images.list_images(tmp_path)] == ["2.png", "10.png", "a9.tif", "a10.tif"]
+    kept = [p.name for p in images.list_images(tmp_path, exclude_suffix=None)]
+    assert kept == ["2.png", "2_predict.png", "10.png", "a9.tif", "a10.tif"]
+    with pytest.raises(UserError, match="missing: label folder not found"):
+        images.list_images(tmp_path / "missing", what="label")
+    with pytest.raises(UserError, match="is a file"):
+        images.list_images(tmp_path / "10.png")
+
+
+@pytest.mark.parametrize("content, reason", [(b"", "empty file"), (b"this is text, not pixels", "cannot read"),
+                                             (b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "cannot read")])
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_a_file_that_is_no_image_is_one_plain_user_error(tmp_path, content, reason, suffix):
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(content)
+    for read in (images.read_image, images.read_gray):
+        with pytest.raises(UserError) as caught:
+            read(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and reason in message
+        assert "\n" not in message and "pip install" not in message and "plugin" not in message
+
+
+def test_rgb_gives_the_same_gray_to_training_and_evaluation(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    io.imsave(tmp_path / "rgb.png", rgb, check_contrast=False)
+    luminance = rgb @ np.array([0.2125, 0.7154, 0.0721])
+    for_training = images.read_image(tmp_path / "rgb.png")[..., 0]
+    for_evaluation = images.read_gray(tmp_path / "rgb.png")  # what evaluation reads
+    assert for_evaluation.dtype == np.uint8
+    np.testing.assert_array_equal(for_training, for_evaluation)
+    np.testing.assert_allclose(for_training, luminance, atol=0.5)
+    assert np.abs(for_training - rgb[..., 0]).max() > 20  # not the first channel
+
+
+def test_gray_stored_as_rgb_or_rgba_keeps_its_values(tmp_path):
+    gray = np.random.default_rng(1).integers(0, 256, (5, 5), dtype=np.uint8)
+    io.imsave(tmp_path / "rgb.png", np.stack([gray] * 3, -1), check_contrast=False)
+    np.testing.assert_array_equal(images.read_gray(tmp_path / "rgb.png"), gray)
+    rgba = np.stack([gray] * 3 + [np.full_like(gray, 255)], -1)
+    rgba[0, 0, 3] = 0  # fully transparent: white
+    io.imsave(tmp_path / "rgba.png", rgba, check_contrast=False)
+    expected = gray.copy()
+    expected[0, 0] = 255
+    np.testing.assert_array_equal(images.read_gray(tmp_path / "rgba.png"), expected)
+    np.testing.assert_array_equal(images.read_image(tmp_path / "rgba.png")[..., 0], expected)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused_as_network_input(tmp_path, bad):
+    image = np.full((8, 8), 0.5, np.float32)
+    image[3, 4] = bad
+    tifffile.imwrite(tmp_path / "f.tif", image)
+    with pytest.raises(UserError, match="f.tif: 1 pixel"):
+        images.read_image(tmp_path / "f.tif")
+    assert np.isnan(images.read_gray(tmp_path / "f.tif")[3, 4]) == np.isnan(bad)  # maps keep NaN (metric's rule)
+
+
+def test_sixteen_bit_and_float_scales(tmp_path):
+    tifffile.imwrite(tmp_path / "u16.tif", np.array([[0, 65535]], np.uint16))
+    tifffile.imwrite(tmp_path / "f.tif", np.array([[0.0, 1.0]], np.float32))
+    for name in ("u16.tif", "f.tif"):
+        np.testing.assert_allclose(images.read_image(tmp_path / name)[..., 0], [[0, 255]])
+
+
+def test_atomic_write_replaces_whole_files_only(tmp_path):
+    target = tmp_path / "out" / "a.png"
+    images.write_image(target, np.full((4, 4), 7, np.uint8))
+    assert io.imread(target).tolist() == np.full((4, 4), 7).tolist()
+    with pytest.raises(RuntimeError):
+        with images.atomic_path(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert io.imread(target).tolist() == np.full((4, 4), 7).tolist()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.png"]
