@@ -93,7 +93,7 @@ class SegmentationDataset(keras.utils.PyDataset):
       images: slices (H, W, C) on the 0-255 scale (sizes may differ when cropping).
       masks: matching (H, W, 1) masks.
       batch_size, steps_per_epoch: batches of (B, h, w, C) images and (B, h, w, K) masks.
-      aug_dict: the seed's augmentation dict (see augment.py).
+      aug_dict: the seed's augmentation dict (see isbi_unet/io/augment.py).
       patch_size: (h, w) random crops at native resolution; None keeps the whole slice
         (the seed's mode, after resizing everything to its target_size).
       weight_maps: optional per-slice (H, W, 1) loss weights, transformed with the mask

@@ -92,9 +92,9 @@ def unet(
         output is a constant and training never leaves it. "elu" has the same parameters
         and passes a gradient for negative inputs too.
       ema_momentum: keep an exponential moving average of the weights in the optimizer
-        (Adam(use_ema=True)); ``callbacks.make_callbacks`` then validates and saves it.
+        (Adam(use_ema=True)); ``isbi_unet.training.callback_set.make_callbacks`` then validates and saves it.
       sigmoid_outputs: with num_class 1, K > 1 independent sigmoid channels (e.g. one
-        affinity per offset, see affinities.py) after a head of 2K filters; output
+        affinity per offset, see isbi_unet/training/affinities.py) after a head of 2K filters; output
         layer "affinities", (B, H, W, K). Pass a loss for them (accuracy is not tracked).
 
     Returns:

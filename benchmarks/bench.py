@@ -12,7 +12,7 @@ Two configurations of the same architecture (same width):
 
 - ``default``: ``train.RECIPES["cpu"]``: its precision ("mixed", bfloat16 on a CPU), random
   256x256 crops of native-resolution slices with its aug_dict, the ``SegmentationDataset``
-  PyDataset pipeline (``train.make_datasets``).
+  PyDataset pipeline (``isbi_unet.training.dataset.make_datasets``).
 - ``baseline``: the seed's way: float32, ``data.trainGenerator`` with ``BLOG_AUG_DICT``
   resizing every slice to 256x256, a Python generator fed to ``model.fit``.
 

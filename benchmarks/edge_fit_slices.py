@@ -3,7 +3,7 @@
     python benchmarks/edge_fit_slices.py --crossval logs/RUN --data data/membrane [--json FILE]
 
 For every fold of a finished ``main.py crossval`` run, the edge model
-(``segment.fit_edge_model``) is fitted three ways:
+(``isbi_unet.cells.parameters.fit_edge_model``) is fitted three ways:
 
 * ``selection``: on the selection block's maps, as the runs do (5 slices the network
   never trained on);
@@ -15,7 +15,7 @@ The training slices' maps are predicted here by the fold's model, with the TTA c
 selection block made, in float32 as the pipeline predicts, and cached as 8-bit
 ``N_predict.png`` in ``FOLD/train_slice_predictions[_tta]``. Each model segments the
 fold's test block once with the learned multicut's fixed parameters
-(``segment.DEFAULT_PARAMETERS``); no test slice is used for any fit. Prints per-fold test
+(``isbi_unet.cells.parameters.DEFAULT_PARAMETERS``); no test slice is used for any fit. Prints per-fold test
 V_rand / V_info and the means over all folds.
 """
 

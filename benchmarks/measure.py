@@ -239,7 +239,7 @@ def load_slices(settings: Settings) -> list[np.ndarray]:
 
 def predict_once(mode: str, image: np.ndarray, predict_fn, settings: Settings,
                  multiple: int) -> np.ndarray:
-    """One slice (H, W, 1) -> (H, W, 1) in a prediction mode of predict.py."""
+    """One slice (H, W, 1) -> (H, W, 1) in a prediction mode of isbi_unet/prediction."""
     if mode == "whole":
         return predict_whole(image, predict_fn, multiple)
     if mode == "tile":

@@ -7,7 +7,7 @@
 ``--maps`` holds the probability maps ``N_predict.png`` (8-bit, high = cell) of a model
 that saw neither the selection nor the test slices in training; ``--labels`` the
 ground truth ``N.png``. Each method's parameters are chosen by V_rand on the
-``--select`` slices only (``segment.select_parameters`` over ``segment.DEFAULT_GRIDS``,
+``--select`` slices only (``isbi_unet.cells.parameters.select_parameters`` over ``isbi_unet.cells.parameters.DEFAULT_GRIDS``,
 saved to ``OUT/params_METHOD.json``); the ``--test`` slices are then scored once
 (V_rand, V_info and their split / merge parts) and timed (median seconds per slice of
 the segmentation alone, over ``--repeats`` runs of every test slice). One more row

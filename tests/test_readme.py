@@ -35,7 +35,7 @@ def project_arguments(command: str) -> list[str] | None:
     words = shlex.split(command, comments=True)
     if words[:2] == ["python", "main.py"] or words[:2] == ["python3", "main.py"]:
         return words[2:]
-    if words[:1] == ["unet"]:
+    if words and (words[0] == "unet" or words[0].endswith("/unet")):
         return words[1:]
     if words[:1] == ["./run.sh"]:
         return None if words[1:2] == ["test"] else ["all", *words[1:]]

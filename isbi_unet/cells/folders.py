@@ -142,7 +142,7 @@ def segment_folder(
     names: Sequence[str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Segment every probability map of ``pred_dir`` with ``segment.segment`` and write the
+    """Segment every probability map of ``pred_dir`` with ``isbi_unet.cells.parameters.segment`` and write the
     label images, overlays and ``cells.csv`` (see the module docstring) to ``output_dir``.
 
     ``images_dir`` holds the input images ``N.<ext>`` for the overlays and the cells'

@@ -14,7 +14,7 @@ a label image (H, W) uint32: segments 1..K, 0 on the boundary pixels.
 * :func:`gasp`: the same graph, GASP average-linkage agglomeration of signed edge
   weights ``bias - mean boundary probability``, weighted by edge length;
 * :func:`learned_multicut`: the multicut with each edge's cut probability from an
-  :class:`edge_costs.EdgeCostModel` (a logistic regression of boundary statistics along
+  :class:`isbi_unet.cells.edge_costs.EdgeCostModel` (a logistic regression of boundary statistics along
   the edge) instead of its mean boundary probability. :func:`fit_edge_model` fits it on
   labelled slices; :func:`select_parameters` does so on the selection slices.
 
@@ -170,7 +170,7 @@ def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_d
 def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
                      beta: float = 0.5, edge_model: Mapping[str, Any] | None = None) -> np.ndarray:
     """:func:`multicut` with q = each edge's cut probability from ``edge_model`` (an
-    :class:`edge_costs.EdgeCostModel` as its ``to_dict``, from :func:`fit_edge_model`):
+    :class:`isbi_unet.cells.edge_costs.EdgeCostModel` as its ``to_dict``, from :func:`fit_edge_model`):
     uint32 (H, W), 0 on 1-pixel boundaries. ValueError without a model."""
     from isbi_unet.cells.edge_costs import EdgeCostModel, edge_features
 

@@ -124,7 +124,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="main.py", description="U-Net for ISBI 2012 cell-membrane segmentation.")
+    # prog: "main.py" or "unet", as the program was started (argparse's default)
+    parser = ArgumentParser(description="U-Net for ISBI 2012 cell-membrane segmentation.")
     common = ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -65,7 +65,7 @@ def training_run(args, recipe) -> "TrainingRun":
 
 def prepare_training(args):
     """(recipe, TrainingRun) of the training options, after checking the training folder
-    (check.py) and splitting the CPU if asked."""
+    (isbi_unet/io/check.py) and splitting the CPU if asked."""
     from isbi_unet.io.check import require_clean
 
     require_clean(args.data, num_class=args.num_class)

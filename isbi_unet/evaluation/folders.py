@@ -156,7 +156,7 @@ def evaluate_segmentation_folders(
     A ground-truth label ``N.png`` (or ``N_mask.png``) is matched with ``N_labels.tif``
     (what ``main.py segment`` writes; when the folder has such files only they count)
     or ``N.png``/``N.tif``: integer images, one id per cell, 0 = boundary. Returns the
-    dict of :func:`isbi_metric.segmentation_scores` (V_rand, V_info and their split and
+    dict of :func:`isbi_unet.evaluation.metric.segmentation_scores` (V_rand, V_info and their split and
     merge parts) with ``pred_dir`` and ``label_dir``, written as JSON to ``json_path``
     when given. Raises UserError as :func:`evaluate_folders` does, and for a
     segmentation that is not an integer image.

@@ -5,7 +5,7 @@ A run folder (``logs/<run>/``) holds ``history.csv`` (per-epoch ``val_v_rand``,
 (``main.py all`` or ``crossval``), ``test_scores.json``: the ISBI scores of the saved model
 on the test slices, which chose nothing (``chosen``: read at the thresholds that the
 selection slices chose). ``main.py compare`` prints one row per run and, for two or
-more runs, their mean and standard deviation; ``plots.plot_runs_time_to_quality`` draws
+more runs, their mean and standard deviation; ``isbi_unet.evaluation.plots.plot_runs_time_to_quality`` draws
 the curves together.
 """
 

@@ -15,7 +15,7 @@ outputs are (B, H, W, K) float32 probabilities (K = 1: probability of cell inter
 
 ONNX needs the packages of ``requirements-export.txt`` (onnx, tf2onnx, onnxruntime,
 bioimageio.spec/core); ``onnx_predict_fn`` runs an ONNX file with ONNX Runtime as a
-``predict.PredictFn``.
+``isbi_unet.prediction.tiling.PredictFn``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ DIM_NAMES = ("batch", "height", "width")
 
 
 def float32_model(model: keras.Model) -> keras.Model:
-    """``model`` computing in float32 (``model.with_precision``), called once on zeros:
+    """``model`` computing in float32 (``isbi_unet.network.with_precision``), called once on zeros:
     Keras's ``export`` refuses a model that has never been called."""
     model = with_precision(model, "float32")
     height, width, channels = (side or 32 for side in model.input_shape[1:])

@@ -1,7 +1,7 @@
 """Check a training folder before training: pairs, formats, mask values, balance, duplicates.
 
 ``check_dataset`` reads every image/mask pair once (with ``list_images``, ``read_image`` and
-``training_pairs.find_mask``) and returns a :class:`DataReport`: what was found and
+``isbi_unet.io.pairs.find_mask``) and returns a :class:`DataReport`: what was found and
 the list of problems that make training fail or meaningless (a missing mask, a
 non-binary or lossy-JPEG mask, masks mixing the 0/1 and 0/255 conventions, an all-zero
 or all-one mask, a constant image, duplicate images), plus warnings that do not stop

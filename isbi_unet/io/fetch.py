@@ -133,7 +133,7 @@ def fetch_isbi(
     ``source``: a PNG-layout folder, a folder with the three TIFF stacks, or an
     http(s) base URL in the PNG layout; ``None`` means :func:`default_source`.
     ``dest`` is relative to the current directory. ``manifest``: a manifest path or a
-    ``{relpath: (file_sha256, pixel_sha256)}`` mapping (default :data:`data_manifest.MANIFEST_PATH`).
+    ``{relpath: (file_sha256, pixel_sha256)}`` mapping (default :data:`isbi_unet.io.manifest.MANIFEST_PATH`).
     PNG sources are checked by file SHA-256, TIFF sources by pixel hash;
     ``verify=False`` skips both (a warning is printed; files must still decode as
     8-bit grayscale) -- meant for TIFF stacks whose pixels legitimately differ.

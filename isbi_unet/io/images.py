@@ -226,7 +226,7 @@ def resize_image(image: np.ndarray, target_size: Sequence[int]) -> np.ndarray:
 
     The one interpolation of images in the seed's resize mode, in training
     (``load_training_data``, ``trainGenerator``, ``testGenerator``) and in prediction
-    (``predict.predict_resized``), so the network sees the same kind of pixels in both.
+    (``isbi_unet.prediction.tiling.predict_resized``), so the network sees the same kind of pixels in both.
     Masks are resized with ``resize_to(mask, size, order=0)`` to keep their labels.
     """
     return resize_to(image, target_size, order=1)

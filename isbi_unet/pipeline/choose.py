@@ -103,7 +103,7 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
                                selection: Sequence[str], test: Sequence[str], out_dir: Path,
                                methods: Sequence[str] = INSTANCE_METHOD_CANDIDATES, progress: bool = True) -> dict:
     """Cells of the test slices: choose each of ``methods``' parameters on the selection
-    slices' maps (segment.select_parameters), keep the method with the best selection
+    slices' maps (cell_parameters.select_parameters), keep the method with the best selection
     V_rand (the first on ties), then segment the test slices' maps once and score the label
     images as they are. A learned method that cannot be fitted (the selection maps' graphs
     hold edges of one kind only) is left out; with none left, DEFAULT_INSTANCE_METHOD is used.

@@ -18,10 +18,10 @@ from isbi_unet.network import check_model_file
 
 
 def onnx_predict_fn(path: str | Path, threads: int | None = None, max_batch: int = 8):
-    """A ``predict.PredictFn`` running an ONNX file with ONNX Runtime on the CPU.
+    """A ``isbi_unet.prediction.tiling.PredictFn`` running an ONNX file with ONNX Runtime on the CPU.
 
     (B, H, W, C) float32 in [0, 1] -> (B, H, W, K) float32. Batches larger than
-    ``max_batch`` run in chunks, as ``predict.model_predict_fn`` does (TTA multiplies a
+    ``max_batch`` run in chunks, as ``isbi_unet.prediction.predict.model_predict_fn`` does (TTA multiplies a
     batch by 8; one run of 32 slices of 512x512 held over 4 GB of activations).
     ``threads``: intra-op threads (default: ONNX Runtime's, one per core).
     """

@@ -46,7 +46,7 @@ def model_predict_fn(model: keras.Model, max_batch: int = 8) -> PredictFn:
 
 
 def affinity_offsets(model: keras.Model) -> tuple | None:
-    """The (dy, dx) offsets of an affinity model's channels (affinities.py), None for others."""
+    """The (dy, dx) offsets of an affinity model's channels (isbi_unet/training/affinities.py), None for others."""
     from isbi_unet.training.affinities import DEFAULT_OFFSETS, OUTPUT_LAYER
 
     if model.layers[-1].name != OUTPUT_LAYER:
@@ -78,7 +78,7 @@ def predict_image(
     "resize" (the seed's: to the model's fixed input size and back), or "auto": resize
     for a fixed-size model, else whole or tile by image size and free memory
     (inference_memory.choose_mode). predict_fn: runs the network instead of
-    ``model_predict_fn(model)`` (e.g. ``export.onnx_predict_fn``); model still gives the
+    ``model_predict_fn(model)`` (e.g. ``isbi_unet.prediction.engines.onnx_predict_fn``); model still gives the
     sizes.
     """
     from isbi_unet.network import downsampling_factor

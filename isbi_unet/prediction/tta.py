@@ -76,9 +76,9 @@ def restore_view(output: np.ndarray, offsets: Sequence[Sequence[int]], flip: boo
 def with_tta(predict_fn: PredictFn, offsets: Sequence[Sequence[int]] | None = None) -> PredictFn:
     """Wrap predict_fn to average over the 8 flips and quarter turns (square inputs).
 
-    ``offsets``: the outputs are affinities of these (dy, dx) offsets (affinities.py);
+    ``offsets``: the outputs are affinities of these (dy, dx) offsets (isbi_unet/training/affinities.py);
     a flip or turn changes an offset's direction, so each view's channels are mapped
-    back to the offsets they stand for (``affinities.restore_view``) before averaging.
+    back to the offsets they stand for (``restore_view``) before averaging.
     """
 
     def averaged(batch: np.ndarray) -> np.ndarray:

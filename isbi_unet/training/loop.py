@@ -1,8 +1,9 @@
-"""The training loop shared by main.py, pipeline.py and the notebook.
+"""The training loop: the model of a recipe, fitted with the run's callbacks, resumable.
 
-A run writes everything under ``logs/<run>/``: TensorBoard event files, ``history.csv``,
-``curves.png`` (the seed's plot_performance), a ``backup/`` folder for resuming (see
-resume.py), and, unless told otherwise, the best model ``unet_membrane.keras`` (by the
+``python main.py train``/``all``/``crossval`` and the notebook reach it through
+:func:`isbi_unet.pipeline.run.train_run`. A run writes everything under ``logs/<run>/``:
+TensorBoard event files, ``history.csv``, ``curves.png`` (the seed's plot_performance), a
+``backup/`` folder for resuming (see :mod:`isbi_unet.training.resume`), and, unless told otherwise, the best model ``unet_membrane.keras`` (by the
 selection slices' val_loss), saved in float32.
 
 The training folder's slices have three disjoint roles (``Split``): training slices;
@@ -91,8 +92,8 @@ def train(
     ``split_slices``). Writes the best model (float32) to model_path (default
     run_dir/unet_membrane.keras), and history.csv, curves.png and TensorBoard logs to
     run_dir. Re-running with the same run_dir after an interruption continues exactly
-    from the last completed epoch (resume.py). ``distribute``: "none", or data
-    parallelism over several devices (see distribute.py); the recipe's batch size is then
+    from the last completed epoch (isbi_unet/training/resume.py). ``distribute``: "none", or data
+    parallelism over several devices (see isbi_unet/training/distribute.py); the recipe's batch size is then
     the global batch, split evenly across the replicas. ``seed_callbacks``: the seed's
     four callbacks made by the caller (the notebook writes them out), default
     ``callback_set.seed_callbacks``. The global dtype policy is back to float32 when this

@@ -57,7 +57,7 @@ class Recipe:
     ``ema_momentum``: validate, checkpoint and keep an exponential moving average of the
     weights (None or 0: the raw weights, as the seed did). ``target``: "membrane" (the
     seed's single sigmoid) or "affinities" (one sigmoid per offset of
-    affinities.DEFAULT_OFFSETS, computed from each augmented crop; see affinities.py).
+    affinities.DEFAULT_OFFSETS, computed from each augmented crop; see isbi_unet/training/affinities.py).
     """
 
     name: str
