@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 MAX_CLASSES = 12  # colours of data.COLOR_DICT, which draws multi-class predictions
 MAX_SEED = 2**32 - 1  # numpy's seeds
@@ -124,8 +126,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # prog: "main.py" or "unet", as the program was started (argparse's default)
-    parser = ArgumentParser(description="U-Net for ISBI 2012 cell-membrane segmentation.")
+    program = "unet" if Path(sys.argv[0]).name == "unet" else "main.py"  # the console command, or main.py
+    parser = ArgumentParser(prog=program, description="U-Net for ISBI 2012 cell-membrane segmentation.")
     common = ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
