@@ -41,6 +41,29 @@ def needs_keras(args) -> bool:
     return not (args.command in ("fetch", "evaluate") and args.quiet)
 
 
+# The paths each command writes: (option's attribute, option, "file" / "folder" / "any").
+OUTPUTS = {
+    "fetch": [("dest", "--dest", "folder")],
+    "train": [("out", "--out", "file"), ("logs", "--logs", "folder")],
+    "all": [("logs", "--logs", "folder")],
+    "crossval": [("logs", "--logs", "folder")],
+    "predict": [("output", "--output", "any"), ("isbi_submission", "--isbi-submission", "file")],
+    "segment": [("output", "--output", "folder")],
+    "evaluate": [("json", "--json", "file")],
+    "compare": [("json", "--json", "file"), ("plot", "--plot", "file")],
+    "export": [("out", "--out", "folder")],
+}
+
+
+def check_outputs(args) -> None:
+    """One ``error:`` line for an output path that cannot be written, before any work."""
+    from isbi_unet.io.images import writable_path
+
+    for attribute, option, kind in OUTPUTS.get(args.command, []):
+        if getattr(args, attribute, None):
+            writable_path(getattr(args, attribute), option, kind)
+
+
 COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "segment": cmd_segment, "check": cmd_check, "all": cmd_all,
             "crossval": cmd_crossval, "compare": cmd_compare, "export": cmd_export}
@@ -53,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         from isbi_unet.hardware import start_backend
 
         start_backend()
-    return exit_status(COMMANDS[args.command], args)
+    return exit_status(lambda: check_outputs(args) or COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

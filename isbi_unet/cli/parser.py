@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", parents=[common], help="predict masks at each image's native size")
     predict.add_argument("--model", required=True, help="a .keras model written by train")
     predict.add_argument("--input", default=f"{DEFAULT_DATA}/test", help="folder of images, or a multi-page TIFF stack (default: %(default)s)")
-    predict.add_argument("--output", help=f"folder for N_predict.png, or FILE.tif: one float32 stack in the input's page order "
-                                          f"(default: {DEFAULT_DATA}/test; for a TIFF input: INPUT_predict.tif)")
+    predict.add_argument("--output", help="folder for N_predict.png, or FILE.tif: one float32 stack in the input's page order "
+                                          "(default: INPUT_predictions/ beside the input folder; for a TIFF input: INPUT_predict.tif)")
     predict.add_argument("--isbi-submission", metavar="FILE.tif", help="instead of --output: the ISBI 2012 challenge's format, "
                          "a float32 stack of 30 slices of 512x512, 0 = membrane, 1 = non-membrane")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize; auto: resize for a fixed-size model, else whole images that fit in memory, tiles otherwise (default: auto)")
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
     check.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1")
 
-    everything = commands.add_parser("all", parents=[common], help="fetch, train, predict the held-out and test slices, evaluate")
+    everything = commands.add_parser("all", parents=[common], help="fetch, train, choose on the selection slices, score the test slices once, cells")
     add_training_options(everything)
     everything.add_argument("--source", help="data source for fetch (see fetch --help)")
     everything.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="test-time augmentation (8 flips and rotations) when predicting (default: on if it scores better on the selection slices)")
@@ -208,10 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(crossval)
     crossval.add_argument("--folds", type=in_range(int, 3), default=6, help="number of blocks of consecutive slices; fold k tests on block k and selects on block k+1 (default: %(default)s)")
     crossval.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="test-time augmentation when predicting (default: on if it scores better on each fold's selection slices)")
-    compare = commands.add_parser("compare", parents=[common], help="compare finished runs: held-out scores, time to quality, mean +- sd")
+    compare = commands.add_parser("compare", parents=[common], help="compare finished runs: test scores, time to quality on the selection slices, mean +- sd")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (logs/RUN) with a history.csv")
     compare.add_argument("--target", type=in_range(float, 0, 1), default=0.98, help="V_rand whose first epoch is reported (default: %(default)s)")
-    compare.add_argument("--plot", metavar="FILE", help="draw the runs' held-out V_rand against minutes of training (PNG; an existing file is replaced)")
+    compare.add_argument("--plot", metavar="FILE", help="draw the runs' per-epoch selection V_rand against minutes of training (PNG; an existing file is replaced)")
     compare.add_argument("--ymin", type=in_range(float, 0, 1, high_open=True), help="lower end of the plot's score axis, in [0, 1)")
     compare.add_argument("--json", help="write each run's figures to this JSON file")
 

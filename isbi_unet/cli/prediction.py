@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from isbi_unet.cli.parser import DEFAULT_DATA
 from isbi_unet.errors import UserError
 
 
@@ -54,7 +53,8 @@ def cmd_predict(args) -> list:
                          predict_fn=predict_fn)
         print(f"Wrote the prediction stack {stack_output}")
         return [Path(stack_output)]
-    output = args.output or f"{DEFAULT_DATA}/test"
+    # default: a new folder beside the input, so that no file of the input folder is replaced
+    output = args.output or str(Path(args.input).parent / f"{Path(args.input).name}_predictions")
     picture = None
     offsets = affinity_offsets(network)
     if offsets is not None:

@@ -1,4 +1,4 @@
-"""Compare finished training runs: held-out scores, time to quality, mean +- sd.
+"""Compare finished training runs: test scores, time to quality on the selection slices, mean +- sd.
 
 A run folder (``logs/<run>/``) holds ``history.csv`` (per-epoch ``val_v_rand``,
 ``val_v_info`` and ``minutes`` of training) and, when it was scored after training
@@ -71,7 +71,7 @@ def summarize_run(run_dir: str | Path, target: float = 0.98) -> RunSummary:
     scores = {}
     if scores_path.is_file():
         stored = json.loads(scores_path.read_text())["chosen"]
-        scores = {key: float(stored[key]) for key in SCORED_KEYS if key in stored}
+        scores = {key: float(stored[key]) for key in SCORED_KEYS if stored.get(key) is not None}
     return RunSummary(
         name=run_dir.name,
         epochs=len(history["loss"]),
@@ -110,8 +110,8 @@ def comparison_table(summaries: Sequence[RunSummary], target: float = 0.98) -> s
     """A plain-text table: one row per run, then mean +- sd over the runs when there are
     two or more. A run whose per-epoch V_rand never reached ``target`` shows "never";
     the mean row then counts the runs that did (a mean over those alone would flatter)."""
-    headers = ["run", "epochs", "minutes", "best epoch V_rand", f"min to {target:g}",
-               "V_rand", "V_info", "pixel error"]
+    headers = ["run", "epochs", "minutes", "selection: best epoch V_rand", f"selection: min to {target:g}",
+               "test: V_rand", "test: V_info", "test: pixel error"]
     never = [run.best_epoch_v_rand is not None and run.minutes_to_target is None for run in summaries]
     rows = [[run.name, str(run.epochs), _number(run.minutes, 1), _number(run.best_epoch_v_rand),
              "never" if missed else _number(run.minutes_to_target, 1),

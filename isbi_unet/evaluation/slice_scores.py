@@ -77,7 +77,6 @@ def ground_truth_segments(label: np.ndarray) -> np.ndarray:
     return segments.astype(np.int32, copy=False)
 
 
-
 def above_threshold(prob: np.ndarray, threshold: float) -> np.ndarray:
     """Fiji's ``pixel > threshold``: bool (H, W), True where the float32 pixel of ``prob``
     (H, W) (see :func:`as_probability`) exceeds the double ``threshold``.
@@ -207,13 +206,3 @@ def foreground_restricted_scores(gt: np.ndarray, seg: np.ndarray) -> tuple[float
     return parts["v_rand"], parts["v_info"]
 
 
-def foreground_restricted_rand(gt: np.ndarray, seg: np.ndarray) -> float:
-    """Foreground-restricted Rand score V_rand of one slice (shapes (H, W)); see
-    :func:`foreground_restricted_scores` for the label conventions."""
-    return foreground_restricted_scores(gt, seg)[0]
-
-
-def foreground_restricted_info(gt: np.ndarray, seg: np.ndarray) -> float:
-    """Foreground-restricted information-theoretic score V_info of one slice (shapes
-    (H, W)); see :func:`foreground_restricted_scores` for the label conventions."""
-    return foreground_restricted_scores(gt, seg)[1]

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import skimage.transform as trans
 
 from isbi_unet.errors import UserError
 
@@ -168,6 +167,22 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return np.rint(rgb).astype(rgba.dtype) if np.issubdtype(rgba.dtype, np.integer) else rgb.astype(rgba.dtype)
 
 
+def writable_path(path: str | Path, option: str, kind: str) -> Path:
+    """``path`` when a command can write it; UserError otherwise, before anything is written.
+
+    ``kind``: "file" (must not be an existing folder), "folder" (must not be an existing
+    file) or "any". In every kind, no parent of ``path`` may be an existing file.
+    """
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{option} {path}: {parent} is a file, not a folder; choose another {option}")
+    if kind == "file" and path.is_dir():
+        raise UserError(f"{option} {path}: is a folder; give a file name")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: is a file; give a folder")
+    return path
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
@@ -215,6 +230,8 @@ def resize_to(array: np.ndarray, target_size: Sequence[int], order: int) -> np.n
     """Resize (H, W, C) to target_size=(h, w), keeping the value range."""
     if tuple(array.shape[:2]) == tuple(target_size):
         return array
+    import skimage.transform as trans  # lazy: the command line imports this module for its paths
+
     return trans.resize(
         array, tuple(target_size) + array.shape[2:], order=order,
         preserve_range=True, anti_aliasing=order > 0,

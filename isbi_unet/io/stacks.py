@@ -53,12 +53,15 @@ class TiffStack:
             page_bytes = self.height * self.width * self.channels * self.dtype.itemsize
             return np.memmap(self.path, dtype=self.dtype, mode="r", shape=self.page_shape,
                              offset=self.offset + index * page_bytes)
-        with tifffile.TiffFile(self.path) as tif:
-            series = tif.series[0]
-            if self.count > 1 and len(series.pages) == self.count:
-                page = tif.asarray(series=0, key=index)
-            else:  # one TIFF page holds every slice (e.g. planar samples): decode it
-                page = series.asarray().reshape(self.count, *self.page_shape)[index]
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                series = tif.series[0]
+                if self.count > 1 and len(series.pages) == self.count:
+                    page = tif.asarray(series=0, key=index)
+                else:  # one TIFF page holds every slice (e.g. planar samples): decode it
+                    page = series.asarray().reshape(self.count, *self.page_shape)[index]
+        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as error:
+            raise UserError(f"{self.path}: page {index} cannot be read ({error}); the file is damaged, replace it") from error
         return page.reshape(self.page_shape)
 
 
@@ -91,6 +94,11 @@ def open_stack(path: str | Path) -> TiffStack:
         count, height, width, channels = shape
     else:
         raise UserError(f"{path}: a TIFF of shape {shape} (axes {axes}); expected pages of 2-D grayscale or RGB images")
+    if offset is not None:
+        needed = offset + count * height * width * channels * dtype.itemsize
+        if path.stat().st_size < needed:
+            raise UserError(f"{path}: truncated: {path.stat().st_size} bytes where its {count} pages need {needed}; "
+                            "copy or save it again")
     return TiffStack(path, count, height, width, channels, dtype, offset)
 
 

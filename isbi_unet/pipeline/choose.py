@@ -152,13 +152,19 @@ def describe_scores(report: dict) -> str:
     """Lines that print a ``choose_and_score`` report."""
     selection = report["selection"]
     lines = [f"Selection slices (chose TTA {'on' if selection['tta'] else 'off'} and the thresholds): "
-             f"V_rand {selection['v_rand']:.4f} (threshold {selection['v_rand_threshold']:.1f}), "
-             f"V_info {selection['v_info']:.4f} (threshold {selection['v_info_threshold']:.1f})"]
+             f"V_rand {score_text(selection['v_rand'])} (threshold {selection['v_rand_threshold']:.1f}), "
+             f"V_info {score_text(selection['v_info'])} (threshold {selection['v_info_threshold']:.1f})"]
     test = report["test"]
     if test is None:
         lines.append("No test slices (--test-ids): the scores above chose the checkpoint, so they are not test scores.")
     else:
-        lines.append(f"Test slices, scored once: V_rand {test['v_rand']:.4f}, V_info {test['v_info']:.4f} "
-                     f"at the selection's thresholds; official maxima over thresholds {test['v_rand_official']:.4f} / "
-                     f"{test['v_info_official']:.4f}; pixel error {test['pixel_error']:.4f}, Dice {test['dice']:.4f}")
+        lines.append(f"Test slices, scored once: V_rand {score_text(test['v_rand'])}, V_info {score_text(test['v_info'])} "
+                     f"at the selection's thresholds; official maxima over thresholds "
+                     f"{score_text(test['v_rand_official'])} / {score_text(test['v_info_official'])}; "
+                     f"pixel error {score_text(test['pixel_error'])}, Dice {score_text(test['dice'])}")
     return "\n".join(lines)
+
+
+def score_text(value: float | None) -> str:
+    """A score with 4 decimals; "n/a" for None (a NaN score: V_info can divide 0 by 0)."""
+    return "n/a" if value is None else f"{value:.4f}"

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from isbi_unet.pipeline.choose import (
     choose_and_score,
     choose_and_score_instances,
     describe_scores,
+    score_text,
 )
 from isbi_unet.protocol import consecutive_folds
 from isbi_unet.training.recipes import Recipe
@@ -138,16 +137,22 @@ def crossval(recipe: Recipe, run: TrainingRun, folds: int, tta: bool | None = No
     report = {"protocol": "nested: fold k tests on block k, selects on block k+1, trains on the rest",
               "minutes": (time.monotonic() - started) / 60, "folds": results}
     for key in ("v_rand", "v_info", "v_rand_official", "v_info_official", "pixel_error", "dice"):
-        values = np.array([fold["test"][key] for fold in results])
-        report[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)), "values": values.tolist()}
+        report[key] = over_folds([fold["test"][key] for fold in results])
     if all("instances" in fold for fold in results):
         for key in ("v_rand", "v_info"):
-            values = np.array([fold["instances"]["test"][key] for fold in results])
-            report[f"instances_{key}"] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)),
-                                          "values": values.tolist()}
+            report[f"instances_{key}"] = over_folds([fold["instances"]["test"][key] for fold in results])
     path = run.run_dir / "crossval.json"
     path.write_text(json.dumps(report, indent=2))
-    print(f"{len(blocks)}-fold nested cross-validation, test slices: V_rand {report['v_rand']['mean']:.4f} +- "
-          f"{report['v_rand']['sd']:.4f}, V_info {report['v_info']['mean']:.4f} +- {report['v_info']['sd']:.4f}; "
-          f"details in {path}")
+    print(f"{len(blocks)}-fold nested cross-validation, test slices: V_rand {score_text(report['v_rand']['mean'])} +- "
+          f"{score_text(report['v_rand']['sd'])}, V_info {score_text(report['v_info']['mean'])} +- "
+          f"{score_text(report['v_info']['sd'])}; details in {path}")
     return report
+
+
+def over_folds(values: Sequence[float | None]) -> dict:
+    """{"mean", "sd" (sample), "values"} of per-fold scores; a fold whose score is None
+    (NaN: V_info can divide 0 by 0) is left out of the mean and sd."""
+    from isbi_unet.evaluation.runs import mean_and_sd
+
+    mean, sd = mean_and_sd(values)
+    return {"mean": mean, "sd": sd, "values": list(values)}

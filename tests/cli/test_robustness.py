@@ -206,3 +206,46 @@ def test_a_finished_run_is_not_trained_over(tiny_dataset, tmp_path):
     assert again.returncode == 2 and "finished run" in again.stderr and "Traceback" not in again.stderr
     assert (tmp_path / "done" / "history.csv").read_bytes() == history
     assert not (tmp_path / "other.keras").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--data", "{tmp}/data", "--out", "{tmp}/FILE/m.keras"],
+    ["train", "--data", "{tmp}/data", "--logs", "{tmp}/FILE"],
+    ["evaluate", "--pred", "{tmp}/data", "--labels", "{tmp}/data", "--json", "{tmp}/folder"],
+    ["predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/data", "--output", "{tmp}/FILE/out.tif"],
+    ["predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/data", "--isbi-submission", "{tmp}/folder"],
+    ["segment", "--pred", "{tmp}/data", "--output", "{tmp}/FILE"],
+    ["compare", "{tmp}/data", "--plot", "{tmp}/folder"],
+    ["compare", "{tmp}/data", "--json", "{tmp}/FILE/runs.json"],
+    ["export", "--model", "{tmp}/m.keras", "--out", "{tmp}/FILE/exported"],
+    ["fetch", "--dest", "{tmp}/FILE"],
+], ids=lambda command: "-".join(word.lstrip("-") for word in command if not word.startswith("{")))
+def test_an_output_that_cannot_be_written_is_one_error_line_and_nothing_is_written(command, tmp_path, capsys):
+    """A folder where a file is expected, a file where a folder is, a file among the parents."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "FILE").write_text("a file")
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    assert cli_main.main([word.format(tmp=tmp_path) for word in command]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and str(tmp_path) in errors[0]
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
+    assert (tmp_path / "FILE").read_text() == "a file"
+
+
+def test_a_truncated_tiff_stack_is_one_error_line(tmp_path):
+    import tifffile
+
+    from model import unet
+
+    unet(input_size=(None, None, 1), width=4).save(tmp_path / "m.keras")
+    tifffile.imwrite(tmp_path / "whole.tif", np.zeros((3, 64, 64), np.uint8))
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    code, _, stderr = run_cli("predict", "--model", tmp_path / "m.keras", "--input", tmp_path / "cut.tif",
+                              "--output", tmp_path / "out.tif", "--quiet")
+    assert code == 2 and "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path / 'cut.tif'}: truncated: {len(data) // 2} bytes where its 3 pages need {len(data)}; "
+        "copy or save it again"]
+    assert not (tmp_path / "out.tif").exists()

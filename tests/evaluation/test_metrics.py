@@ -86,8 +86,10 @@ def test_split_cell_matches_hand_calculation():
     v_rand, v_info = slice_scores.foreground_restricted_scores(gt, seg)
     assert v_rand == pytest.approx(6 / 7, abs=1e-12)
     assert v_info == pytest.approx(0.8, abs=1e-12)
-    assert slice_scores.foreground_restricted_rand(gt, seg) == v_rand
-    assert slice_scores.foreground_restricted_info(gt, seg) == v_info
+    # the proposal only splits: one part of each score is perfect, the other is the hand value
+    parts = slice_scores.foreground_restricted_parts(gt, seg)
+    assert sorted([parts["v_rand_split"], parts["v_rand_merge"]]) == pytest.approx([3 / 4, 1.0], abs=1e-12)
+    assert sorted([parts["v_info_split"], parts["v_info_merge"]]) == pytest.approx([2 / 3, 1.0], abs=1e-12)
 
 
 def test_merged_cells_match_hand_calculation():

@@ -86,3 +86,16 @@ def test_mistakes_are_user_errors(tmp_path, capsys):
     run = write_run(tmp_path / "run", [0.9], [1.0])
     assert cli_main.main(["compare", str(run), "--plot", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_the_table_says_which_slices_each_score_comes_from(tmp_path):
+    """The per-epoch V_rand is the selection slices' (they chose the checkpoint); only
+    test_scores.json holds test scores."""
+    from isbi_unet.evaluation.runs import comparison_table, summarize_run
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "history.csv").write_text("epoch,loss,val_v_rand,minutes\n0,0.5,0.97,1.0\n1,0.4,0.98,2.0\n")
+    header = comparison_table([summarize_run(run)]).splitlines()[0]
+    assert "selection: best epoch V_rand" in header and "test: V_rand" in header
+    assert "held-out" not in header

@@ -146,3 +146,20 @@ def keras_outputs(network, batch):
 
     probe = keras.Model(network.inputs, [layer.output for layer in network.layers[1:]])
     return [np.asarray(output) for output in probe.predict_on_batch(batch)]
+
+
+def test_a_damaged_compressed_page_is_a_user_error(tmp_path):
+    """Compressed pages are decoded when read: a damaged one names its page."""
+    from isbi_unet.errors import UserError
+    from isbi_unet.io.stacks import open_stack
+
+    pages = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "z.tif", pages, compression="zlib")
+    stack = open_stack(tmp_path / "z.tif")
+    np.testing.assert_array_equal(stack.page(1)[..., 0], pages[1])
+    data = bytearray((tmp_path / "z.tif").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 200] = bytes(200)  # zeros inside the compressed data
+    (tmp_path / "z.tif").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="cannot be read"):
+        for index in range(2):
+            open_stack(tmp_path / "z.tif").page(index)

@@ -153,3 +153,20 @@ def test_a_learned_method_that_cannot_be_fitted_gives_way_to_the_default(tmp_pat
                                         progress=False)
     assert report["method"] == DEFAULT_INSTANCE_METHOD and set(report["candidates"]) == {DEFAULT_INSTANCE_METHOD}
     assert "learned-multicut left out: the edges to fit on are all cut or all merged" in capsys.readouterr().out
+
+
+def test_a_nan_score_is_reported_as_n_a_and_left_out_of_the_fold_mean():
+    """V_info divides 0 by 0 on some slices: the JSON holds None there, and the report and
+    the cross-validation's mean and sd go on without it."""
+    from isbi_unet.pipeline.choose import describe_scores, read_at_thresholds
+    from isbi_unet.pipeline.run import over_folds
+
+    scores = {"thresholds": [0.0, 0.5], "v_rand_curve": [0.5, 0.9], "v_info_curve": [None, None], "v_rand": 0.9,
+              "v_info": 0.0, "pixel_error": 0.1, "dice": 0.8}
+    test = read_at_thresholds(scores, 0.5, 0.0)
+    assert test["v_info"] is None and test["v_rand"] == 0.9
+    text = describe_scores({"selection": dict(test, tta=False), "test": test})
+    assert "V_info n/a" in text and "V_rand 0.9000" in text
+    summary = over_folds([0.9, None, 0.8])
+    assert summary["mean"] == pytest.approx(0.85) and summary["sd"] == pytest.approx(0.0707107, abs=1e-6)
+    assert summary["values"] == [0.9, None, 0.8]

@@ -148,13 +148,13 @@ def test_batched_folder_prediction_equals_one_by_one(tmp_path):
 ])
 def test_predict_loads_the_model_in_the_precision_of_its_engine(tmp_path, monkeypatch, native_bfloat16, engine,
                                                                  precision, expected):
-    """``predict`` hands load_model the precision that export.resolve_precision gives."""
+    """``predict`` hands load_model the precision that engines.resolve_precision gives."""
     from conftest import synthetic_slice
     from isbi_unet.cli import main as cli_main
-    from isbi_unet.training import recipes
+    from isbi_unet import hardware
 
-    monkeypatch.setattr(recipes, "has_gpu", lambda: False)
-    monkeypatch.setattr(recipes, "cpu_has_bfloat16", lambda: native_bfloat16)
+    monkeypatch.setattr(hardware, "has_gpu", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bfloat16", lambda: native_bfloat16)
     network = model.unet(input_size=(None, None, 1), width=2, depth=2, compile=False)
     network.save(tmp_path / "m.keras")
     (tmp_path / "in").mkdir()
@@ -171,3 +171,19 @@ def test_predict_loads_the_model_in_the_precision_of_its_engine(tmp_path, monkey
                       "--output", str(tmp_path / "out"), "--engine", engine, "--precision", precision, "--quiet"]) == 0
     assert loaded == [expected]
     assert io.imread(tmp_path / "out" / "a_predict.png").shape == (32, 32)
+
+
+def test_predict_without_output_writes_beside_the_input_and_leaves_it_alone(tmp_path):
+    from conftest import synthetic_slice
+    from isbi_unet.cli import main as cli_main
+    from model import unet
+
+    unet(input_size=(None, None, 1), width=4).save(tmp_path / "m.keras")
+    (tmp_path / "scans").mkdir()
+    for name in ("a", "a_predict"):  # an image whose name a prediction would take
+        io.imsave(tmp_path / "scans" / f"{name}.png", synthetic_slice((32, 32), 1)[0], check_contrast=False)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "scans").iterdir()}
+    assert cli_main.main(["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path / "scans"),
+                          "--quiet"]) == 0
+    assert {path.name: path.read_bytes() for path in (tmp_path / "scans").iterdir()} == before
+    assert sorted(path.name for path in (tmp_path / "scans_predictions").iterdir()) == ["a_predict.png"]
