@@ -46,19 +46,22 @@ class TrainingRun:
     model_path: str | Path | None = None
 
 
-def train_run(recipe: Recipe, run: TrainingRun, seed_callbacks: Sequence | None = None) -> dict:
+def train_run(recipe: Recipe, run: TrainingRun, seed_callbacks: Sequence | None = None,
+              reuse_finished: bool = False) -> dict:
     """Train (:func:`isbi_unet.training.loop.train`); a JSON-ready summary of the run.
 
     ``python main.py train`` and the notebook's training cell both call this.
     ``seed_callbacks``: the seed's four callbacks, when the caller made them (see
-    :func:`isbi_unet.training.callback_set.seed_callbacks`).
+    :func:`isbi_unet.training.callback_set.seed_callbacks`). ``reuse_finished``: a run
+    folder that holds a finished run with the same settings gives that run (``all`` and
+    ``crossval`` continue after a kill this way); otherwise it is refused.
     """
     from isbi_unet.training.loop import train
 
     result = train(run.data_dir, recipe, run.run_dir, model_path=run.model_path, select_ids=run.select_ids,
                    test_ids=run.test_ids, seed=run.seed, workers=run.workers, verbose=run.verbose,
                    num_class=run.num_class, pretrained_weights=run.pretrained_weights,
-                   distribute=run.distribute, seed_callbacks=seed_callbacks)
+                   distribute=run.distribute, seed_callbacks=seed_callbacks, reuse_finished=reuse_finished)
     val_loss = result.history.get("val_loss", [])
     return {"recipe": recipe.name, "run_dir": str(result.run_dir), "model": str(result.model_path),
             "train_seconds": result.seconds, "epochs": len(result.history.get("loss", [])),
@@ -97,11 +100,13 @@ def train_and_score(recipe: Recipe, run: TrainingRun, tta: bool | None = None,
                     progress: bool = True) -> tuple[dict, object]:
     """Train (:func:`train_run`), then choose and score (:func:`score_run`) in the run folder.
 
-    Returns (summary, best model); the summary gains the report of :func:`score_run`.
+    A rerun with the same settings after a kill continues: an interrupted training
+    resumes, a finished one is reused, and the scoring is done again. Returns (summary,
+    best model); the summary gains the report of :func:`score_run`.
     """
     from isbi_unet.network import load_model
 
-    summary = train_run(recipe, run)
+    summary = train_run(recipe, run, reuse_finished=True)
     network = load_model(summary["model"])
     report = score_run(network, run.data_dir, Path(summary["run_dir"]), summary["selection_names"],
                        summary["test_names"], tta=tta, progress=progress)
@@ -116,7 +121,8 @@ def crossval(recipe: Recipe, run: TrainingRun, folds: int, tta: bool | None = No
     Fold k tests on block k, selects on block k+1 (the first block for the last fold)
     and trains on the others. Writes ``crossval.json`` (per fold summaries; mean and
     sample sd of the test scores) into run.run_dir, whose ``fold<k>`` folders hold the
-    runs. Returns that report.
+    runs. Rerun with the same settings after a kill, it continues where it stopped:
+    finished folds keep their training, the interrupted one resumes. Returns that report.
     """
     import copy
 

@@ -14,6 +14,7 @@ never reads and which are scored once at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,14 @@ from isbi_unet.training.dataset import (
 from isbi_unet.training.distribute import distribution_scope
 from isbi_unet.training.losses import PixelBinaryCrossentropy
 from isbi_unet.training.recipes import Recipe, set_precision
-from isbi_unet.training.resume import BACKUP_FOLDER, committed_epochs, trim_history
+from isbi_unet.training.resume import (
+    BACKUP_FOLDER,
+    check_configuration,
+    check_finished,
+    committed_epochs,
+    record_finished,
+    trim_history,
+)
 from model import unet
 
 
@@ -84,6 +92,7 @@ def train(
     pretrained_weights: str | Path | None = None,
     distribute: str = "none",
     seed_callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    reuse_finished: bool = False,
 ) -> TrainResult:
     """Train a U-Net with ``recipe`` on ``data_dir`` (train/image, train/label).
 
@@ -96,8 +105,10 @@ def train(
     parallelism over several devices (see isbi_unet/training/distribute.py); the recipe's batch size is then
     the global batch, split evenly across the replicas. ``seed_callbacks``: the seed's
     four callbacks made by the caller (the notebook writes them out), default
-    ``callback_set.seed_callbacks``. The global dtype policy is back to float32 when this
-    returns or raises.
+    ``callback_set.seed_callbacks``. A run_dir that holds a finished run is refused,
+    unless ``reuse_finished`` (``all`` and ``crossval`` continuing after a kill) and the
+    run was made with these very settings: its model and history are then returned as
+    they are. The global dtype policy is back to float32 when this returns or raises.
     """
     run_dir = Path(run_dir)
     for folder in (run_dir, *run_dir.parents):
@@ -105,14 +116,23 @@ def train(
             raise UserError(f"{folder}: is a file, not a folder for the run's logs; choose another --logs or --run")
     model_path = Path(model_path) if model_path else run_dir / "unet_membrane.keras"
     unfinished = (run_dir / BACKUP_FOLDER).is_dir()
-    if model_path.exists() and not unfinished:
+    finished = not unfinished and bool(read_history(run_dir / "history.csv"))
+    if model_path.exists() and not unfinished and not (finished and reuse_finished):
         raise UserError(f"{model_path}: already exists; choose another --out or remove it")
-    if read_history(run_dir / "history.csv") and not unfinished:
+    if finished and not reuse_finished:
         raise UserError(f"{run_dir}: holds a finished run; choose another --run (a new run gets a new folder)")
     if model_path.suffix != ".keras":
         raise UserError(f"{model_path}: the model is saved in the .keras format; use a .keras name")
     data = load_training_data(data_dir, recipe, select_ids, test_ids, num_class=num_class)
+    config = {"recipe": dataclasses.asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()),
+              "model": str(model_path.resolve()), "split": dataclasses.asdict(data.split), "num_class": num_class,
+              "pretrained_weights": pretrained_weights and str(pretrained_weights), "distribute": distribute}
+    if finished:
+        seconds = check_finished(run_dir, config)
+        print(f"{run_dir} holds a finished run with these settings: its model is used as it is")
+        return TrainResult(model_path, run_dir, read_history(run_dir / "history.csv"), seconds, data.split)
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_configuration(run_dir, config)
     keras.utils.set_random_seed(seed)
     try:
         set_precision(recipe.precision)
@@ -130,6 +150,7 @@ def train(
         raise UserError(f"training stopped at epoch {collapsed_at}: the network's output has been the same "
                         f"value on every pixel for several epochs, and it does not recover from that. Start "
                         f"again with another --seed (or a lower --lr) and a new --run; this run's logs are in {run_dir}")
+    record_finished(run_dir, config, seconds)
     plot_performance(full_history, run_dir / "curves.png")
     if full_history.get("val_v_rand"):
         plot_time_to_quality(full_history, run_dir / "time_to_quality.png")

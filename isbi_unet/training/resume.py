@@ -9,6 +9,10 @@ that goes with them appear together or not at all:
 - ``state.json``: the epoch, the states of the dropout layers' random generators, and
   the counters of the callbacks that decide when to lower the rate, stop and save.
 
+Beside them, ``config.json`` holds the run's settings (recipe, seed, slices); a run is
+only continued with the same ones (:func:`check_configuration`). Each backup is synced
+to disk before it replaces the previous one.
+
 Only committed folders are read: a kill at any moment, during a step or in the middle
 of writing a backup, leaves the last completed epoch to continue from, and the
 continued run repeats the uninterrupted one (same seed) epoch for epoch.
@@ -28,6 +32,8 @@ import numpy as np
 BACKUP_FOLDER = "backup"
 WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"
+FINISHED_FILE = "run.json"  # a finished run's settings and training time
 
 # The counters of Keras's own callbacks that a continued run needs (ours define
 # ``training_state`` / ``restore_training_state`` instead).
@@ -53,6 +59,72 @@ def committed_epochs(run_dir: str | Path) -> int:
     """Epochs that the run in run_dir completed and backed up (0: none)."""
     folders = _epoch_folders(Path(run_dir) / BACKUP_FOLDER)
     return folders[-1][0] if folders else 0
+
+
+def check_configuration(run_dir: str | Path, config: dict) -> None:
+    """Record the run's settings in its backup folder, or, when the run is being
+    continued, refuse settings other than those it started with (UserError naming the
+    first that differs). ``config``: JSON-ready settings, e.g. the recipe and the slices."""
+    from isbi_unet.errors import UserError
+
+    backup_dir = Path(run_dir) / BACKUP_FOLDER
+    stored_path = backup_dir / CONFIG_FILE
+    if committed_epochs(run_dir) and stored_path.is_file():
+        difference = _first_difference(json.loads(stored_path.read_text()), config)
+        if difference:
+            raise UserError(f"{run_dir}: this interrupted run started with {difference}; continue it with its own "
+                            "settings, or start a new --run")
+        return
+    _write_synced(stored_path, config)
+
+
+def record_finished(run_dir: str | Path, config: dict, seconds: float) -> None:
+    """Keep a finished run's settings and training time in ``run_dir/run.json``."""
+    _write_synced(Path(run_dir) / FINISHED_FILE, {"config": config, "train_seconds": seconds})
+
+
+def check_finished(run_dir: str | Path, config: dict) -> float:
+    """The training seconds of the finished run in run_dir, made with ``config``;
+    UserError when it was made with other settings, or its record is missing."""
+    from isbi_unet.errors import UserError
+
+    path = Path(run_dir) / FINISHED_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: holds a finished run without its settings ({FINISHED_FILE}); choose another --run")
+    record = json.loads(path.read_text())
+    difference = _first_difference(record["config"], config)
+    if difference:
+        raise UserError(f"{run_dir}: holds a finished run made with {difference}; choose another --run "
+                        "or the same settings")
+    return float(record["train_seconds"])
+
+
+def _first_difference(stored: dict, config: dict) -> str | None:
+    """"KEY = STORED, not NEW" for the first setting that differs; None when all agree."""
+    config = json.loads(json.dumps(config))
+    for key in sorted(set(stored) | set(config)):
+        if stored.get(key) != config.get(key):
+            return f"{key} = {stored.get(key)!r}, not {config.get(key)!r}"
+    return None
+
+
+def _write_synced(path: Path, data: dict) -> None:
+    """Write JSON through a synced temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2))
+    _sync(partial)
+    os.replace(partial, path)
+    _sync(path.parent)
+
+
+def _sync(path: Path) -> None:
+    """fsync a file, or a folder's entries, so that a power cut cannot undo a rename."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def trim_history(run_dir: str | Path, epochs: int) -> None:
@@ -137,6 +209,8 @@ class ResumableBackup(keras.callbacks.Callback):
             "callbacks": [callback_state(callback) for callback in self.stateful],
         }
         (partial / STATE_FILE).write_text(json.dumps(state))
+        for path in (partial / WEIGHTS_FILE, partial / STATE_FILE, partial):
+            _sync(path)
         self._commit(partial, epoch + 1)
 
     def _commit(self, partial: Path, epoch: int) -> None:
@@ -145,6 +219,7 @@ class ResumableBackup(keras.callbacks.Callback):
         committed = self.backup_dir / f"epoch-{epoch:04d}"
         shutil.rmtree(committed, ignore_errors=True)
         os.replace(partial, committed)
+        _sync(self.backup_dir)  # the new backup is on disk before the older ones go
         for number, older in _epoch_folders(self.backup_dir):
             if number < epoch:
                 shutil.rmtree(older, ignore_errors=True)

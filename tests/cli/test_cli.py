@@ -140,18 +140,49 @@ def test_the_paper_recipe_runs_as_the_readme_gives_it(tiny_dataset, tmp_path, ca
     assert len((tmp_path / "paper" / "history.csv").read_text().splitlines()) == 3
 
 
-def test_crossval_reports_mean_and_sd_over_folds(tiny_dataset, tmp_path):
-    report = training.cmd_crossval(parser.build_parser().parse_args(
-        ["crossval", "--data", str(tiny_dataset), "--folds", "3", "--run", "cv", "--logs", str(tmp_path),
-         "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--width", "4", "--patch-size", "64",
-         "--precision", "float32", "--quiet"]))
+def test_crossval_reports_mean_and_sd_over_folds_and_continues_after_a_kill(tiny_dataset, tmp_path, monkeypatch,
+                                                                              capsys):
+    """Killed in fold 2, a rerun keeps fold 1's training, trains folds 2 and 3, and reports
+    the mean and sd of the folds' own test scores; other settings are refused."""
+    import statistics
+
+    from isbi_unet.training import loop
+
+    options = ["crossval", "--data", str(tiny_dataset), "--folds", "3", "--run", "cv", "--logs", str(tmp_path),
+               "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--width", "4", "--patch-size", "64",
+               "--precision", "float32", "--quiet"]
+    fits, fit = [], loop._fit
+
+    def killed_in_fold_2(*args, **kwargs):
+        fits.append(args[2])  # run_dir
+        if len(fits) == 2:
+            raise KeyboardInterrupt
+        return fit(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_fit", killed_in_fold_2)
+        assert cli_main.main(options) == 130
+    fold1_model = tmp_path / "cv" / "fold1" / "unet_membrane.keras"
+    written = fold1_model.stat().st_mtime_ns
+    assert not (tmp_path / "cv" / "crossval.json").exists()
+    fits.clear()
+    monkeypatch.setattr(loop, "_fit", lambda *args, **kwargs: fits.append(args[2]) or fit(*args, **kwargs))
+    report = training.cmd_crossval(parser.build_parser().parse_args(options))
+    assert [path.name for path in fits] == ["fold2", "fold3"]  # fold 1 was not trained again
+    assert fold1_model.stat().st_mtime_ns == written
     assert [fold["test_names"] for fold in report["folds"]] == [["0", "1"], ["2", "3"], ["4", "5"]]
     assert [fold["selection_names"] for fold in report["folds"]] == [["2", "3"], ["4", "5"], ["0", "1"]]
     for fold in report["folds"]:  # nested: the three roles are disjoint in every fold
         roles = [set(fold["train_names"]), set(fold["selection_names"]), set(fold["test_names"])]
         assert sum(map(len, roles)) == len(set.union(*roles)) == 6
-    assert len(report["v_rand"]["values"]) == 3 and report["v_rand"]["sd"] >= 0
-    assert (tmp_path / "cv" / "crossval.json").is_file()
+    values = [fold["test"]["v_rand"] for fold in report["folds"]]
+    assert report["v_rand"]["values"] == values
+    assert report["v_rand"]["mean"] == pytest.approx(statistics.mean(values))
+    assert report["v_rand"]["sd"] == pytest.approx(statistics.stdev(values))
+    assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["v_rand"] == report["v_rand"]
+    capsys.readouterr()
+    assert cli_main.main([word if word != "2" else "1" for word in options]) == 2  # --batch-size 1
+    assert "holds a finished run made with recipe = " in capsys.readouterr().err
 
 
 def test_seed_resize_mode_trains_on_resized_slices_and_predicts_at_native_size(tiny_dataset, tmp_path):

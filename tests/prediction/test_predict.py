@@ -150,8 +150,8 @@ def test_predict_loads_the_model_in_the_precision_of_its_engine(tmp_path, monkey
                                                                  precision, expected):
     """``predict`` hands load_model the precision that engines.resolve_precision gives."""
     from conftest import synthetic_slice
-    from isbi_unet.cli import main as cli_main
     from isbi_unet import hardware
+    from isbi_unet.cli import main as cli_main
 
     monkeypatch.setattr(hardware, "has_gpu", lambda: False)
     monkeypatch.setattr(hardware, "cpu_has_bfloat16", lambda: native_bfloat16)

@@ -204,3 +204,28 @@ def test_a_killed_process_continues_to_the_uninterrupted_history(dataset, tmp_pa
     expected_weights = keras.models.load_model(reference / "unet_membrane.keras", compile=False).get_weights()
     for got, expected in zip(weights, expected_weights):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("change", [dict(width=4), dict(learning_rate=1e-3), dict(epochs=6), "seed", "selection"],
+                         ids=["width", "lr", "epochs", "seed", "selection"])
+def test_an_interrupted_run_continues_only_with_its_own_settings(dataset, tmp_path, monkeypatch, change):
+    """Other settings would mix two runs (or end in a traceback when the weights no longer
+    fit): one error line naming the setting, and the backup is left as it was."""
+    from isbi_unet.errors import UserError
+
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt(patch, ("batch", 3))
+        with pytest.raises(Interrupted):
+            run_training(dataset, run_dir)
+    backup = {path: path.read_bytes() for path in (run_dir / resume.BACKUP_FOLDER).rglob("*") if path.is_file()}
+    recipe, seed, select = RECIPE, SEED, ["4"]
+    if isinstance(change, dict):
+        recipe = RECIPE.replace(**change)
+    elif change == "seed":
+        seed = SEED + 1
+    else:
+        select = ["3"]
+    with pytest.raises(UserError, match="this interrupted run started with"):
+        loop.train(dataset, recipe, run_dir, select_ids=select, test_ids=[], seed=seed, workers=1, verbose=0)
+    assert {path: path.read_bytes() for path in (run_dir / resume.BACKUP_FOLDER).rglob("*") if path.is_file()} == backup
