@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 from skimage import io
 
 from conftest import synthetic_slice
@@ -102,9 +103,22 @@ def test_predict_instances(tmp_path):
     assert len(list(images.iterdir())) == 5
 
 
-def test_segment_defaults_to_the_main_jobs_method():
-    from isbi_unet.cli.parser import build_parser
+def test_segment_without_method_segments_with_the_default_method(tmp_path):
+    """`segment` with no --method writes the cells of DEFAULT_INSTANCE_METHOD with its
+    default parameters, pixel for pixel."""
+    from isbi_unet.cells.parameters import DEFAULT_PARAMETERS, segment
+    from isbi_unet.cli import main as cli_main
     from isbi_unet.pipeline.choose import DEFAULT_INSTANCE_METHOD
 
-    args = build_parser().parse_args(["segment", "--pred", "p", "--output", "o"])
-    assert args.method == DEFAULT_INSTANCE_METHOD
+    _, label = synthetic_slice((64, 64), seed=4)
+    prob = ndimage.gaussian_filter((label > 0).astype(np.float32), 1.0)
+    (tmp_path / "maps").mkdir()
+    io.imsave(tmp_path / "maps" / "7_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
+                          "--quiet"]) == 0
+    written = tifffile.imread(tmp_path / "cells" / "7_labels.tif")
+    stored = io.imread(tmp_path / "maps" / "7_predict.png") / np.float32(255)
+    expected = segment(stored, DEFAULT_INSTANCE_METHOD, DEFAULT_PARAMETERS[DEFAULT_INSTANCE_METHOD])
+    np.testing.assert_array_equal(written, expected)
+    others = [segment(stored, method, DEFAULT_PARAMETERS[method]) for method in ("threshold", "watershed")]
+    assert not any(np.array_equal(written, other) for other in others)  # the methods differ on this map

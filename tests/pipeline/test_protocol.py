@@ -103,8 +103,9 @@ def test_mixed_precision_is_bfloat16_only_on_cpus_that_compute_it(monkeypatch):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _clean_cell_folders(tmp_path):
-    """Selection maps of slices 0, 1 and a test map of slice 2, with images and labels."""
+def _clean_cell_folders(tmp_path, test_levels=(0.55, 0.45)):
+    """Selection maps of slices 0, 1 and a test map of slice 2, with images and labels.
+    ``test_levels``: (cell, membrane) values of the test map."""
     from skimage import io
 
     from conftest import synthetic_slice
@@ -115,7 +116,8 @@ def _clean_cell_folders(tmp_path):
     for index, role in ((0, "select"), (1, "select"), (2, "test")):
         image, label = synthetic_slice((48, 48), seed=60 + index, cells=5)
         # selection maps: cells 0.55, membranes 0.45, so only threshold 0.5 separates them
-        prob = np.where(label > 0, 0.55, 0.45)
+        cell, membrane = test_levels if role == "test" else (0.55, 0.45)
+        prob = np.where(label > 0, cell, membrane)
         io.imsave(folders[role] / f"{index}_predict.png", (prob * 255).astype(np.uint8), check_contrast=False)
         io.imsave(folders["images"] / f"{index}.png", image, check_contrast=False)
         io.imsave(folders["labels"] / f"{index}.png", label, check_contrast=False)
@@ -124,10 +126,16 @@ def _clean_cell_folders(tmp_path):
 
 def test_cells_choose_method_and_parameters_on_the_selection_slices_only(tmp_path):
     """choose_and_score_instances keeps the method that scores best on the selection maps,
-    with the parameters chosen there, and segments the test maps once with that choice."""
+    with the parameters chosen there, and segments the test maps once with that choice.
+    The test map would prefer another threshold (its cells are 0.25, its membranes 0.15):
+    had it chosen, the threshold would be 0.2 and its score far higher."""
+    from skimage import io
+
+    from isbi_unet.cells.methods import threshold
+    from isbi_unet.evaluation.metric import segmentation_scores
     from isbi_unet.pipeline.choose import choose_and_score_instances
 
-    folders = _clean_cell_folders(tmp_path)
+    folders = _clean_cell_folders(tmp_path, test_levels=(0.25, 0.15))
     report = choose_and_score_instances(folders["select"], folders["test"], folders["images"], folders["labels"],
                                         ["0", "1"], ["2"], tmp_path / "out", methods=("watershed", "threshold"),
                                         progress=False)
@@ -136,7 +144,11 @@ def test_cells_choose_method_and_parameters_on_the_selection_slices_only(tmp_pat
     assert report["method"] == best and report["selection"]["v_rand"] == report["candidates"][best]["v_rand"]
     assert best == "threshold" and report["parameters"] == {"threshold": 0.5}
     assert report["candidates"]["threshold"]["v_rand"] > report["candidates"]["watershed"]["v_rand"]
-    assert report["test"]["n_slices"] == 1 and 0 <= report["test"]["v_rand"] <= 1
+    assert report["test"]["n_slices"] == 1
+    test_map = io.imread(folders["test"] / "2_predict.png") / 255.0
+    label = io.imread(folders["labels"] / "2.png")
+    if_the_test_slice_chose = segmentation_scores([threshold(test_map, 0.2)], [label])["v_rand"]
+    assert report["test"]["v_rand"] < if_the_test_slice_chose - 0.2
     assert (tmp_path / "out" / "test_slice_instances" / "2_labels.tif").is_file()
 
 
@@ -170,3 +182,44 @@ def test_a_nan_score_is_reported_as_n_a_and_left_out_of_the_fold_mean():
     summary = over_folds([0.9, None, 0.8])
     assert summary["mean"] == pytest.approx(0.85) and summary["sd"] == pytest.approx(0.0707107, abs=1e-6)
     assert summary["values"] == [0.9, None, 0.8]
+
+
+def test_the_test_slices_labels_choose_nothing(tiny_dataset, tmp_path):
+    """Invert only the test slices' labels: every choice stays what it was (the training
+    history and so the checkpoint and early stop, the weights, TTA, the thresholds, the
+    cell method and its parameters); only the test scores change."""
+    import json
+    import shutil
+
+    from skimage import io
+
+    from isbi_unet.evaluation.runs import read_history
+    from isbi_unet.pipeline.run import TrainingRun, train_and_score
+    from isbi_unet.training.recipes import RECIPES
+
+    recipe = RECIPES["cpu"].replace(epochs=3, steps_per_epoch=2, batch_size=2, width=4, patch_size=(64, 64),
+                                    precision="float32", time_limit_minutes=None)
+    flipped = tmp_path / "flipped"
+    shutil.copytree(tiny_dataset, flipped)
+    for name in ("4", "5"):
+        label = io.imread(flipped / "train" / "label" / f"{name}.png")
+        io.imsave(flipped / "train" / "label" / f"{name}.png", (255 - label).astype(np.uint8), check_contrast=False)
+    runs = {}
+    for key, data in (("original", tiny_dataset), ("flipped", flipped)):
+        run = TrainingRun(data, tmp_path / key, select_ids=["2", "3"], test_ids=["4", "5"], seed=3, workers=1,
+                          verbose=0)
+        summary, network = train_and_score(recipe, run, progress=False)
+        history = read_history(tmp_path / key / "history.csv")
+        runs[key] = summary, network.get_weights(), {column: values for column, values in history.items()
+                                                     if column != "minutes"}  # wall-clock time differs
+    (original, weights, history), (changed, changed_weights, changed_history) = runs["original"], runs["flipped"]
+    assert changed_history == history
+    for mine, theirs in zip(weights, changed_weights, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert changed["selection"] == original["selection"]  # TTA and the thresholds
+    for key in ("tta", "v_rand_threshold", "v_info_threshold"):
+        assert changed["test"][key] == original["test"][key]
+    assert changed["instances"]["method"] == original["instances"]["method"]
+    assert json.dumps(changed["instances"]["parameters"]) == json.dumps(original["instances"]["parameters"])
+    assert changed["instances"]["selection"] == original["instances"]["selection"]
+    assert changed["test"]["v_rand"] != original["test"]["v_rand"]  # the test labels were read, and scored

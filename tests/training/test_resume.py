@@ -137,13 +137,26 @@ def test_an_interrupted_run_continues_to_the_uninterrupted_history(dataset, unin
     assert not (run_dir / resume.BACKUP_FOLDER).exists()
 
 
-def test_the_random_generator_state_is_part_of_the_backup(dataset, tmp_path):
+def test_the_random_generator_state_is_part_of_the_backup(dataset, tmp_path, monkeypatch):
     """Dropout draws from a generator whose state is no weight: without it a continued
-    run would draw other masks."""
+    run would draw other masks. The backup of epoch 1 holds the generators' state after
+    that epoch, which is not their initial state."""
+    import json
+
     network = loop.build_model(RECIPE)
     states = resume.random_states(network)
     assert states, "the network's dropout layers should have random-generator states"
     assert not {id(v) for v in states} & {id(v) for v in network.weights}
+    initial = [keras.ops.convert_to_numpy(v).tolist() for v in states]
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt(patch, ("batch", 3))  # in epoch 2, after epoch 1's backup
+        with pytest.raises(Interrupted):
+            run_training(dataset, run_dir)
+    (folder,) = [path for path in (run_dir / resume.BACKUP_FOLDER).iterdir() if path.name.startswith("epoch-")]
+    saved = json.loads((folder / resume.STATE_FILE).read_text())
+    assert saved["epoch"] == 1 and len(saved["random_states"]) == len(initial)
+    assert saved["random_states"] != initial
 
 
 def test_a_backup_without_the_random_generator_states_does_not_resume_exactly(dataset, uninterrupted,
