@@ -30,34 +30,57 @@ CITATIONS = (
      "for connectomics. Frontiers in Neuroanatomy 2015 (ISBI 2012 challenge).",
      "10.3389/fnana.2015.00142"),
 )
-SCORE_KEYS = ("v_rand", "v_info", "pixel_error", "dice")
-
-
 def training_record(run_dir: Path) -> dict:
-    """What the run folder says about training: summary.json fields, the epochs and
-    last learning rate of history.csv, and validation_scores.json's held-out scores.
-    Empty dict entries are left out; {} when the folder has none of these files."""
+    """What the run folder says about the model, from the files the run wrote.
+
+    ``run``: recipe, seed, epochs, training minutes and the code's commit (run.json,
+    history.csv); ``protocol``: the slices in their roles; ``selection``: the selection
+    slices' scores (they chose the checkpoint, TTA, the thresholds and the cells'
+    parameters: not test scores); ``test``: the test slices' scores, read once at the
+    selection's thresholds (test_scores.json), and ``cells``: the test slices' cells
+    (summary.json). Sections the folder has no file for are left out.
+    """
     from isbi_unet.evaluation.runs import read_history
 
+    def read(name: str) -> dict | None:
+        path = run_dir / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
     record: dict = {}
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        fields = json.loads(summary.read_text())
-        record["run"] = {key: fields[key] for key in ("recipe", "epochs", "train_seconds", "best_val_loss",
-                                                      "validation_names") if key in fields}
-    history = read_history(run_dir / "history.csv")
+    finished, history = read("run.json"), read_history(run_dir / "history.csv")
+    if finished:
+        config = finished["config"]
+        record["run"] = {"recipe": config["recipe"]["name"], "seed": config["seed"],
+                         "training minutes": round(finished["train_seconds"] / 60, 1),
+                         "commit": finished.get("commit") or "unknown"}
+        record["protocol"] = {"training slices": ",".join(config["split"]["train"]),
+                              "selection slices (chose the checkpoint, TTA, thresholds, cell parameters)":
+                                  ",".join(config["split"]["select"]),
+                              "test slices (chose nothing, scored once)": ",".join(config["split"]["test"]) or "none"}
     if history.get("loss"):
-        record["history"] = {"epochs": len(history["loss"]),
-                             **{key: values[-1] for key, values in history.items() if key in ("learning_rate", "lr")}}
-        if history.get("val_v_rand"):
-            record["history"]["best_epoch_val_v_rand"] = max(history["val_v_rand"])
-    scores = run_dir / "validation_scores.json"
-    if scores.is_file():
-        values = json.loads(scores.read_text())
-        record["held_out_scores"] = {key: values[key] for key in SCORE_KEYS if key in values}
-        if "per_slice" in values:
-            record["held_out_scores"]["slices"] = len(values["per_slice"])
+        record.setdefault("run", {})["epochs"] = len(history["loss"])
+    selection = read("selection_scores.json")
+    if selection:
+        record["selection"] = {"V_rand": selection["v_rand"], "V_info": selection["v_info"],
+                               "TTA": bool(selection.get("tta"))}
+    test = read("test_scores.json")
+    if test:
+        chosen = test["chosen"]
+        record["test"] = {"slices": len(test["per_slice"]),
+                          "V_rand (at the selection's threshold)": chosen["v_rand"],
+                          "V_info (at the selection's threshold)": chosen["v_info"],
+                          "V_rand, maximum over thresholds (the challenge's number)": chosen["v_rand_official"],
+                          "V_info, maximum over thresholds": chosen["v_info_official"],
+                          "pixel error": chosen["pixel_error"], "Dice": chosen["dice"]}
+    cells = (read("summary.json") or {}).get("instances")
+    if cells:
+        record["cells"] = {"method (parameters chosen on the selection slices)": cells["method"],
+                           "test V_rand": cells["test"]["v_rand"], "test V_info": cells["test"]["v_info"]}
     return record
+
+
+TITLES = (("Run", "run"), ("Protocol", "protocol"), ("Selection slices (ISBI 2012 metric; they chose)", "selection"),
+          ("Test slices (ISBI 2012 metric)", "test"), ("Cells of the test slices", "cells"))
 
 
 def documentation(model: keras.Model, record: dict, sample_source: str, num_class: int) -> str:
@@ -90,12 +113,12 @@ def documentation(model: keras.Model, record: dict, sample_source: str, num_clas
         "",
     ]
     if not record:
-        lines.append("None recorded: the model file had no run folder (history.csv, validation_scores.json) next to it.")
-    for title, key in (("Run", "run"), ("Per-epoch history", "history"), ("Held-out scores (ISBI 2012 metric)", "held_out_scores")):
+        lines.append("None recorded: the model file has no run folder (run.json, history.csv) beside it.")
+    for title, key in TITLES:
         if key in record:
             lines += [f"{title}:", ""] + [f"- {name}: {value}" for name, value in record[key].items()] + [""]
-    if "held_out_scores" not in record and record:
-        lines.append("Held-out scores: none recorded (no validation_scores.json in the run folder).")
+    if record and "test" not in record:
+        lines.append("Test scores: none; this run was not scored on test slices (`python main.py all` scores them).")
     return "\n".join(lines) + "\n"
 
 
@@ -193,6 +216,7 @@ def write_package(
             inputs=inputs,
             outputs=outputs,
             weights=weights,
+            config={"isbi_unet": record} if record else {},
         )
     save_bioimageio_yaml_only(description, file=folder / "rdf.yaml")
     zip_path = staging / PACKAGE_ZIP

@@ -108,9 +108,11 @@ def train_and_score(recipe: Recipe, run: TrainingRun, tta: bool | None = None,
 
     summary = train_run(recipe, run, reuse_finished=True)
     network = load_model(summary["model"])
-    report = score_run(network, run.data_dir, Path(summary["run_dir"]), summary["selection_names"],
-                       summary["test_names"], tta=tta, progress=progress)
+    run_dir = Path(summary["run_dir"])
+    report = score_run(network, run.data_dir, run_dir, summary["selection_names"], summary["test_names"],
+                       tta=tta, progress=progress)
     summary.update(report)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary, network
 
 

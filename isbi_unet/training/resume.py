@@ -79,8 +79,27 @@ def check_configuration(run_dir: str | Path, config: dict) -> None:
 
 
 def record_finished(run_dir: str | Path, config: dict, seconds: float) -> None:
-    """Keep a finished run's settings and training time in ``run_dir/run.json``."""
-    _write_synced(Path(run_dir) / FINISHED_FILE, {"config": config, "train_seconds": seconds})
+    """Keep a finished run's settings, training time and code commit in ``run_dir/run.json``."""
+    _write_synced(Path(run_dir) / FINISHED_FILE, {"config": config, "train_seconds": seconds,
+                                                  "commit": code_commit()})
+
+
+def code_commit() -> str | None:
+    """The git commit of this code (with "+changes" when the checkout has uncommitted
+    changes to tracked files); None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
 
 
 def check_finished(run_dir: str | Path, config: dict) -> float:

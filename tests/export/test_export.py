@@ -22,8 +22,8 @@ from conftest import synthetic_slice  # noqa: E402
 
 @pytest.fixture(scope="module")
 def bf16_model_path(tmp_path_factory) -> Path:
-    """A width-4 U-Net built and saved under mixed_bfloat16, as the cpu recipe trains it,
-    with random weights and a run folder beside it (history.csv, validation_scores.json)."""
+    """A width-4 U-Net built and saved under mixed_bfloat16, with random weights, alone in
+    its folder (no run files: its package says so)."""
     from model import unet
 
     folder = tmp_path_factory.mktemp("run")
@@ -34,9 +34,6 @@ def bf16_model_path(tmp_path_factory) -> Path:
         model.save(folder / "unet_membrane.keras")
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    (folder / "history.csv").write_text("epoch,loss,learning_rate,val_v_rand\n0,0.5,0.001,0.91\n1,0.4,0.001,0.93\n")
-    (folder / "validation_scores.json").write_text(json.dumps(
-        {"v_rand": 0.9512, "v_info": 0.9601, "pixel_error": 0.07, "dice": 0.9, "per_slice": [{}, {}]}))
     return folder / "unet_membrane.keras"
 
 
@@ -121,7 +118,41 @@ def test_bioimageio_package_passes_bioimageio_core_model_test(exported, monkeypa
     packed = load_description(exported / "unet.bioimageio.zip")
     assert packed.validation_summary.status == "valid-format", packed.validation_summary.format()
     readme = (folder / "README.md").read_text()
-    assert "v_rand: 0.9512" in readme and "epochs: 2" in readme
+    assert "None recorded: the model file has no run folder" in readme
+
+
+def test_the_package_carries_the_runs_own_test_and_selection_scores(tmp_path_factory):
+    """A real tiny run (train, choose on the selection slices, score the test slices once):
+    its package's README and rdf.yaml hold the figures the run wrote, labelled by role."""
+    pytest.importorskip("bioimageio.spec")
+    import yaml
+
+    from conftest import write_dataset
+    from isbi_unet.export.formats import export_model
+    from isbi_unet.pipeline.run import TrainingRun, train_and_score
+    from isbi_unet.training.recipes import RECIPES
+
+    root = tmp_path_factory.mktemp("scored")
+    data = write_dataset(root / "membrane", count=6, size=(64, 64), test_count=0)
+    recipe = RECIPES["cpu"].replace(epochs=2, steps_per_epoch=2, batch_size=2, width=4, patch_size=(64, 64),
+                                    precision="float32", time_limit_minutes=None)
+    summary, _ = train_and_score(recipe, TrainingRun(data, root / "run", select_ids=["2", "3"], test_ids=["4", "5"],
+                                                     workers=1, verbose=0), progress=False)
+    sample = synthetic_slice((64, 64), seed=5)[0][..., None]
+    written = export_model(summary["model"], root / "exported", formats=("bioimageio",), sample=sample,
+                           sample_source="a synthetic slice", progress=False)
+    folder = written["bioimageio_folder"]
+    readme = (folder / "README.md").read_text()
+    chosen = json.loads((root / "run" / "test_scores.json").read_text())["chosen"]
+    assert f"- V_rand (at the selection's threshold): {chosen['v_rand']}" in readme
+    assert f"- V_rand, maximum over thresholds (the challenge's number): {chosen['v_rand_official']}" in readme
+    assert "- test slices (chose nothing, scored once): 4,5" in readme and "- recipe: cpu" in readme
+    assert f"- V_rand: {summary['selection']['v_rand']}" in readme  # under the selection slices
+    assert f"- test V_rand: {summary['instances']['test']['v_rand']}" in readme
+    assert "Held-out" not in readme and "none recorded" not in readme.lower()
+    record = yaml.safe_load((folder / "rdf.yaml").read_text())["config"]["isbi_unet"]
+    assert record["test"]["V_rand (at the selection's threshold)"] == chosen["v_rand"]
+    assert record["run"]["epochs"] == summary["epochs"] and record["run"]["commit"] != "unknown"
 
 
 def test_bioimageio_description_says_axes_preprocessing_and_output(exported):
