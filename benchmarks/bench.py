@@ -64,7 +64,7 @@ from isbi_unet.errors import UserError, exit_status
 from isbi_unet.io.images import write_text
 from isbi_unet.prediction.tiling import default_tiling
 from isbi_unet.protocol import find_training_folders
-from isbi_unet.training.loop import DEFAULT_WORKERS
+from isbi_unet.training.dataset import DEFAULT_WORKERS
 from isbi_unet.training.recipes import RECIPES, jit_compile_option
 from model import unet
 

@@ -84,12 +84,17 @@ def silenced_stderr_fd() -> Iterator[None]:
 
 
 def start_backend() -> None:
-    """Set TF_CPP_MIN_LOG_LEVEL=2 (unless set) and, for the TensorFlow backend on a machine
-    without a GPU driver, import TensorFlow and probe its devices with stderr silenced.
+    """Quiet TensorFlow's C++ log (unless TF_CPP_MIN_LOG_LEVEL is set) and, for the
+    TensorFlow backend on a machine without a GPU driver, import TensorFlow and probe its
+    devices with stderr silenced.
 
-    Call it before anything imports keras. Other backends and GPU machines are left alone.
+    The level is 2 (errors only) where a GPU driver exists, whose CUDA errors matter, and
+    3 on other machines, where the C++ errors are lines such as ``oneDNN supports DT_INT32
+    only on platforms with AVX-512`` that read like failures and are none (TensorFlow's
+    real errors reach Python as exceptions). Call it before anything imports keras.
+    Other backends are left alone.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if has_gpu_driver() else "3")
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend != "tensorflow" or "tensorflow" in sys.modules or has_gpu_driver():
         return

@@ -20,7 +20,8 @@ PACKAGE = ROOT / "isbi_unet"
 # the steps before it, never from a later one. ``data`` and ``model`` are the seed's
 # top-level modules: data in, and the network the training step builds.
 LAYERS = (
-    ("isbi_unet.errors", "isbi_unet.hardware", "isbi_unet.protocol", "isbi_unet.network", "model"),
+    ("isbi_unet.errors", "isbi_unet.hardware", "isbi_unet.progress", "isbi_unet.protocol", "isbi_unet.network",
+     "model"),
     ("isbi_unet.io",),
     ("data", "isbi_unet.evaluation"),
     ("isbi_unet.training",),

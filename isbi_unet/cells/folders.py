@@ -95,9 +95,9 @@ def _image_for(name: str, images_root: Path) -> Path:
 def _progress(total: int, enabled: bool) -> Callable[[int], None]:
     if not enabled:
         return lambda done: None
-    from keras.utils import Progbar
+    from isbi_unet.progress import progress_bar
 
-    bar = Progbar(total, unit_name="image")
+    bar = progress_bar(total, "image")
     return bar.update
 
 

@@ -55,10 +55,12 @@ def run_dir_for(args, recipe) -> Path:
 
 def training_run(args, recipe) -> "TrainingRun":
     from isbi_unet.pipeline.run import TrainingRun
-    from isbi_unet.training.loop import DEFAULT_WORKERS
+    from isbi_unet.progress import interactive
+    from isbi_unet.training.dataset import DEFAULT_WORKERS
 
     return TrainingRun(args.data, run_dir_for(args, recipe), select_ids=args.val_ids, test_ids=args.test_ids,
-                       seed=args.seed, workers=args.workers or DEFAULT_WORKERS, verbose=0 if args.quiet else 1,
+                       seed=args.seed, workers=args.workers or DEFAULT_WORKERS,
+                       verbose=0 if args.quiet else 1 if interactive() else 2,
                        num_class=args.num_class, pretrained_weights=args.pretrained, distribute=args.distribute,
                        model_path=getattr(args, "out", None))
 

@@ -25,16 +25,16 @@ __all__ = ["evaluate_folders", "evaluate_segmentation_folders"]
 
 
 def _progress_reporter(enabled: bool) -> Callable[[int, int, str], None] | None:
-    """A progress bar over slices (keras.utils.Progbar, like the other commands), or None."""
+    """A progress bar over slices (isbi_unet.progress, like the other commands), or None."""
     if not enabled:
         return None
-    from keras.utils import Progbar
+    from isbi_unet.progress import progress_bar
 
     state: dict[str, Any] = {}
 
     def report(done: int, total: int, name: str) -> None:
         if "bar" not in state:
-            state["bar"] = Progbar(total, unit_name="slice")
+            state["bar"] = progress_bar(total, "slice")
         state["bar"].update(done)
 
     return report

@@ -57,9 +57,9 @@ def evaluate_stacks(
         raise UserError(f"{pred_path} is not a probability stack ({error}): save values in [0, 1] or 0-255") from error
     bar = None
     if progress:
-        import keras
+        from isbi_unet.progress import progress_bar
 
-        bar = keras.utils.Progbar(len(wanted), unit_name="slice")
+        bar = progress_bar(len(wanted), "slice")
     scores = isbi_scores(probabilities, [labels[int(name)] for name in wanted], names=wanted,
                          progress=(lambda done, total: bar.update(done)) if bar else None)
     scores["pred_dir"], scores["label_dir"] = str(pred_path), str(label_path)

@@ -167,9 +167,9 @@ def check_dataset(data_dir: str | Path, num_class: int = 1, progress: bool = Fal
         report.problems.append(f"{path}: mask without an image in {image_dir}; add the image or remove the mask")
     bar = None
     if progress:
-        import keras
+        from isbi_unet.progress import progress_bar
 
-        bar = keras.utils.Progbar(len(matched), unit_name="pair")
+        bar = progress_bar(len(matched), "pair")
     seen: dict[bytes, Path] = {}
     foreground = total = 0
     for image_path, mask_path in matched.items():

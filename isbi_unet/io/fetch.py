@@ -115,9 +115,9 @@ def _tiff_location(rel: str) -> tuple[str, int]:
 def _make_progbar(total: int, progress: bool) -> Any:
     if not progress or total == 0:
         return None
-    from keras.utils import Progbar  # lazy: importing keras takes seconds
+    from isbi_unet.progress import progress_bar
 
-    return Progbar(total, unit_name="file")
+    return progress_bar(total, "file")
 
 
 def fetch_isbi(

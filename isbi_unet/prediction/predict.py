@@ -26,6 +26,7 @@ from isbi_unet.prediction.tiling import (
     predict_whole_batch,
 )
 from isbi_unet.prediction.tta import with_tta
+from isbi_unet.progress import progress_bar
 
 MODES = ("auto", "whole", "tile", "resize")
 
@@ -160,7 +161,7 @@ def predict_folder(
         if image.shape[-1] != channels:
             raise UserError(f"{path}: has {image.shape[-1]} channels but the model expects {channels}")
     output_dir.mkdir(parents=True, exist_ok=True)
-    bar = keras.utils.Progbar(len(inputs), unit_name="image") if progress else None
+    bar = progress_bar(len(inputs), "image") if progress else None
     offsets = affinity_offsets(model)
     if offsets is not None and picture is None:
         raise ValueError("an affinity model's prediction needs picture= (e.g. the mutex watershed's segments_mask)")

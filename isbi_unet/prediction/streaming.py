@@ -37,6 +37,7 @@ from isbi_unet.prediction.tiling import (
     predict_whole_batch,
 )
 from isbi_unet.prediction.tta import with_tta
+from isbi_unet.progress import progress_bar
 
 
 def predict_to_stack(
@@ -94,7 +95,7 @@ def predict_to_stack(
         tiles_at_once = TILE_MEMORY_BYTES // max(1, whole_image_bytes(model, tile, tile, views))
         batch_size = int(min(batch_size, max(1, tiles_at_once)))
     per_page = math.ceil(height / (tile - 2 * margin)) * math.ceil(width / (tile - 2 * margin)) if mode == "tile" else 1
-    bar = keras.utils.Progbar(len(source.names) * per_page, unit_name="tile" if mode == "tile" else "page") if progress else None
+    bar = progress_bar(len(source.names) * per_page, "tile" if mode == "tile" else "page") if progress else None
     writer = StackWriter(output_path, len(source.names), height, width, classes)
     try:
         group = batch_size if mode == "whole" else 1

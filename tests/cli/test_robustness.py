@@ -249,3 +249,22 @@ def test_a_truncated_tiff_stack_is_one_error_line(tmp_path):
         f"error: {tmp_path / 'cut.tif'}: truncated: {len(data) // 2} bytes where its 3 pages need {len(data)}; "
         "copy or save it again"]
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_logs_and_pipes_get_plain_lines_without_tensorflow_noise(tiny_dataset, tmp_path):
+    """Piped, `check` and `train` write no terminal control codes, and TensorFlow's C++ log
+    lines (E0000 ... oneDNN ..., cuInit) stay out of stderr on a machine without a GPU."""
+    import re
+
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    for command in (["check", "--data", str(tiny_dataset)],
+                    ["train", "--data", str(tiny_dataset), "--val-ids", "5", "--run", "plain", "--logs", str(tmp_path),
+                     *[word for word in TINY if word != "--quiet"]]):
+        done = subprocess.run([sys.executable, "main.py", *command], cwd=ROOT, capture_output=True, text=True,
+                              env=environment, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert not re.search(r"[\x1b\x08\r]", done.stdout), repr(done.stdout[:300])
+        if not os.path.exists("/proc/driver/nvidia/version"):
+            assert not re.findall(r"^[EWI]\d{4} .*", done.stderr, re.M)
+    assert "  6/6 pairs" in subprocess.run([sys.executable, "main.py", "check", "--data", str(tiny_dataset)], cwd=ROOT,
+                                           capture_output=True, text=True, env=environment, timeout=300).stdout
