@@ -201,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     everything = commands.add_parser("all", parents=[common], help="fetch, train, choose on the selection slices, score the test slices once, cells")
     add_training_options(everything)
-    everything.add_argument("--source", help="data source for fetch (see fetch --help)")
+    everything.add_argument("--source", help="fetch ISBI 2012 from this source into --data (see fetch --help); "
+                                             "without it, only the default --data is fetched into, and any other "
+                                             "--data is your own folder, read and never written")
     everything.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="test-time augmentation (8 flips and rotations) when predicting (default: on if it scores better on the selection slices)")
 
     crossval = commands.add_parser("crossval", parents=[common], help="k-fold cross-validation with the ISBI metric")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from isbi_unet.cli.parser import DEFAULT_DATA
 from isbi_unet.errors import UserError
 
 if TYPE_CHECKING:
@@ -106,23 +107,32 @@ def describe(recipe) -> str:
 
 def cmd_all(args) -> int:
     """The main job: fetch, train with the machine's default, choose on the selection
-    slices, score the test slices once, predict the challenge's test images."""
+    slices, score the test slices once, predict the unlabelled images of DATA/test.
+
+    ISBI 2012 is fetched into the default data folder, or where ``--source`` asks; any
+    other ``--data`` is the user's own folder, which is read and never written: its pairs
+    are split by the usual rules and everything goes to the run folder.
+    """
     from isbi_unet.io.fetch import fetch_isbi
     from isbi_unet.pipeline.choose import png_picture
     from isbi_unet.pipeline.run import train_and_score
     from isbi_unet.prediction.predict import predict_folder
 
     started = time.monotonic()
-    fetch_isbi(args.source, args.data, verify=True, progress=not args.quiet)
+    if args.source or Path(args.data).resolve() == Path(DEFAULT_DATA).resolve():
+        fetch_isbi(args.source, args.data, verify=True, progress=not args.quiet)
     summary, network = train_and_score(*prepare_training(args), tta=args.tta, progress=not args.quiet)
     run_dir = Path(summary["run_dir"])
-    test_dir = run_dir / "test_predictions"
-    written = predict_folder(network, Path(args.data) / "test", test_dir, tta=summary["selection"]["tta"],
-                             progress=not args.quiet, picture=png_picture(network))
-    summary.update(total_seconds=time.monotonic() - started, test_predictions=str(test_dir))
+    unlabelled = Path(args.data) / "test"
+    written = []
+    if unlabelled.is_dir():
+        written = predict_folder(network, unlabelled, run_dir / "test_predictions", tta=summary["selection"]["tta"],
+                                 progress=not args.quiet, picture=png_picture(network))
+        summary["test_predictions"] = str(run_dir / "test_predictions")
+    summary["total_seconds"] = time.monotonic() - started
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"Wrote {len(written)} predictions of the challenge's test images to {test_dir}; total "
-          f"{summary['total_seconds'] / 60:.1f} min; summary in {run_dir / 'summary.json'}")
+    predicted = f"wrote {len(written)} predictions of {unlabelled} to {run_dir / 'test_predictions'}; " if written else ""
+    print(f"Done: {predicted}total {summary['total_seconds'] / 60:.1f} min; summary in {run_dir / 'summary.json'}")
     return 0
 
 

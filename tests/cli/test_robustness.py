@@ -268,3 +268,26 @@ def test_logs_and_pipes_get_plain_lines_without_tensorflow_noise(tiny_dataset, t
             assert not re.findall(r"^[EWI]\d{4} .*", done.stderr, re.M)
     assert "  6/6 pairs" in subprocess.run([sys.executable, "main.py", "check", "--data", str(tiny_dataset)], cwd=ROOT,
                                            capture_output=True, text=True, env=environment, timeout=300).stdout
+
+
+def test_the_main_job_on_your_own_folder_reads_it_and_writes_nothing_there(tmp_path):
+    """`all --data DIR` on a folder of one's own pairs (image/, label/, test/): no ISBI
+    fetched into it, its slices split by the own-data rules, the unlabelled test/ images
+    predicted into the run folder, and every file of DIR byte for byte as it was."""
+    own = tmp_path / "my_cells"
+    for folder in ("image", "label", "test"):
+        (own / folder).mkdir(parents=True)
+    names = [f"cell{index}" for index in (1, 2, 3, 5, 8, 13)]
+    for seed, name in enumerate(names):
+        image, label = synthetic_slice((64, 64), seed=seed)
+        io.imsave(own / "image" / f"{name}.png", image, check_contrast=False)
+        io.imsave(own / "label" / f"{name}_mask.png", label, check_contrast=False)
+    io.imsave(own / "test" / "new.png", synthetic_slice((64, 64), seed=40)[0], check_contrast=False)
+    before = {path.relative_to(own): path.read_bytes() for path in own.rglob("*") if path.is_file()}
+    code, _, stderr = run_cli("all", "--data", own, "--run", "mine", "--logs", tmp_path / "logs", *TINY)
+    assert code == 0, stderr[-2000:]
+    assert {path.relative_to(own): path.read_bytes() for path in own.rglob("*") if path.is_file()} == before
+    summary = json.loads((tmp_path / "logs" / "mine" / "summary.json").read_text())
+    assert summary["selection_names"] == ["cell13"] and summary["test_names"] == []  # the own-data rules
+    assert summary["train_names"] == names[:-1]
+    assert [path.name for path in (tmp_path / "logs" / "mine" / "test_predictions").iterdir()] == ["new_predict.png"]
