@@ -76,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         from isbi_unet.hardware import start_backend
 
         start_backend()
-    return exit_status(lambda: check_outputs(args) or COMMANDS[args.command](args))
+    return exit_status(run_command, args)
+
+
+def run_command(args):
+    """Check the command's output paths, then run it."""
+    check_outputs(args)
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":
