@@ -23,7 +23,8 @@ if [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ] || [ requirements.txt 
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-export.txt
   # the pinned packages are in place: install the checkout itself, offline, with the venv's setuptools
-  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . >.venv/install-checkout.log 2>&1 \
+    || { cat .venv/install-checkout.log >&2; exit 1; }
   touch .venv/.installed
 fi
 

@@ -60,7 +60,7 @@ class TiffStack:
                     page = tif.asarray(series=0, key=index)
                 else:  # one TIFF page holds every slice (e.g. planar samples): decode it
                     page = series.asarray().reshape(self.count, *self.page_shape)[index]
-        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as error:
+        except (OSError, ValueError, IndexError, RuntimeError, tifffile.TiffFileError) as error:
             raise UserError(f"{self.path}: page {index} cannot be read ({error}); the file is damaged, replace it") from error
         return page.reshape(self.page_shape)
 
@@ -81,7 +81,7 @@ def open_stack(path: str | Path) -> TiffStack:
             shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
             offset = series.dataoffset
             dtype = dtype.newbyteorder(tif.byteorder)
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as error:
+    except (OSError, ValueError, IndexError, RuntimeError, tifffile.TiffFileError) as error:
         raise UserError(f"{path}: cannot read this TIFF ({error}); replace it") from error
     has_samples = axes.endswith("S")
     if len(shape) == 2:

@@ -149,7 +149,8 @@ def keras_outputs(network, batch):
 
 
 def test_a_damaged_compressed_page_is_a_user_error(tmp_path):
-    """Compressed pages are decoded when read: a damaged one names its page."""
+    """Compressed pages are decoded when read: damage inside page 1's data names that page,
+    and damage to the file's structure is one error too."""
     from isbi_unet.errors import UserError
     from isbi_unet.io.stacks import open_stack
 
@@ -157,9 +158,16 @@ def test_a_damaged_compressed_page_is_a_user_error(tmp_path):
     tifffile.imwrite(tmp_path / "z.tif", pages, compression="zlib")
     stack = open_stack(tmp_path / "z.tif")
     np.testing.assert_array_equal(stack.page(1)[..., 0], pages[1])
+    with tifffile.TiffFile(tmp_path / "z.tif") as tif:
+        start, length = tif.pages[1].dataoffsets[0], tif.pages[1].databytecounts[0]
     data = bytearray((tmp_path / "z.tif").read_bytes())
-    data[len(data) // 2: len(data) // 2 + 200] = bytes(200)  # zeros inside the compressed data
+    data[start + length // 4: start + length // 2] = bytes(length // 2 - length // 4)  # inside the zlib stream
     (tmp_path / "z.tif").write_bytes(bytes(data))
-    with pytest.raises(UserError, match="cannot be read"):
+    np.testing.assert_array_equal(open_stack(tmp_path / "z.tif").page(0)[..., 0], pages[0])
+    with pytest.raises(UserError, match="page 1 cannot be read"):
+        open_stack(tmp_path / "z.tif").page(1)
+    data[8:200] = bytes(192)  # the first page's directory
+    (tmp_path / "z.tif").write_bytes(bytes(data))
+    with pytest.raises(UserError):
         for index in range(2):
             open_stack(tmp_path / "z.tif").page(index)
