@@ -118,12 +118,18 @@ def check_finished(run_dir: str | Path, config: dict) -> float:
     return float(record["train_seconds"])
 
 
-def _first_difference(stored: dict, config: dict) -> str | None:
-    """"KEY = STORED, not NEW" for the first setting that differs; None when all agree."""
+def _first_difference(stored: dict, config: dict, prefix: str = "") -> str | None:
+    """"KEY = STORED, not NEW" for the first setting that differs (nested keys joined by
+    dots, e.g. recipe.width); None when all agree."""
     config = json.loads(json.dumps(config))
     for key in sorted(set(stored) | set(config)):
-        if stored.get(key) != config.get(key):
-            return f"{key} = {stored.get(key)!r}, not {config.get(key)!r}"
+        old, new = stored.get(key), config.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found = _first_difference(old, new, f"{prefix}{key}.")
+            if found:
+                return found
+        elif old != new:
+            return f"{prefix}{key} = {old!r}, not {new!r}"
     return None
 
 

@@ -192,7 +192,7 @@ def test_crossval_reports_mean_and_sd_over_folds_and_continues_after_a_kill(tiny
     assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["v_rand"] == report["v_rand"]
     capsys.readouterr()
     assert cli_main.main([word if word != "2" else "1" for word in options]) == 2  # --batch-size 1
-    assert "holds a finished run made with recipe = " in capsys.readouterr().err
+    assert "holds a finished run made with recipe.batch_size = 2, not 1;" in capsys.readouterr().err
 
 
 def test_seed_resize_mode_trains_on_resized_slices_and_predicts_at_native_size(tiny_dataset, tmp_path):

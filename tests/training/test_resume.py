@@ -10,6 +10,7 @@ backup (the dropout generators') breaks that equality.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,9 +220,7 @@ def test_a_killed_process_continues_to_the_uninterrupted_history(dataset, tmp_pa
         np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("change", [dict(width=4), dict(learning_rate=1e-3), dict(epochs=6), "seed", "selection"],
-                         ids=["width", "lr", "epochs", "seed", "selection"])
-def test_an_interrupted_run_continues_only_with_its_own_settings(dataset, tmp_path, monkeypatch, change):
+def test_an_interrupted_run_continues_only_with_its_own_settings(dataset, tmp_path, monkeypatch):
     """Other settings would mix two runs (or end in a traceback when the weights no longer
     fit): one error line naming the setting, and the backup is left as it was."""
     from isbi_unet.errors import UserError
@@ -232,13 +231,13 @@ def test_an_interrupted_run_continues_only_with_its_own_settings(dataset, tmp_pa
         with pytest.raises(Interrupted):
             run_training(dataset, run_dir)
     backup = {path: path.read_bytes() for path in (run_dir / resume.BACKUP_FOLDER).rglob("*") if path.is_file()}
-    recipe, seed, select = RECIPE, SEED, ["4"]
-    if isinstance(change, dict):
-        recipe = RECIPE.replace(**change)
-    elif change == "seed":
-        seed = SEED + 1
-    else:
-        select = ["3"]
-    with pytest.raises(UserError, match="this interrupted run started with"):
-        loop.train(dataset, recipe, run_dir, select_ids=select, test_ids=[], seed=seed, workers=1, verbose=0)
+    changes = {"recipe.width = 2, not 4": dict(recipe=RECIPE.replace(width=4)),
+               "recipe.learning_rate = 0.003, not 0.001": dict(recipe=RECIPE.replace(learning_rate=1e-3)),
+               "recipe.epochs = 4, not 6": dict(recipe=RECIPE.replace(epochs=6)),
+               "seed = 7, not 8": dict(seed=SEED + 1), "split.select = ['4'], not ['3']": dict(select_ids=["3"])}
+    for named, change in changes.items():
+        options = dict(recipe=RECIPE, seed=SEED, select_ids=["4"]) | change
+        with pytest.raises(UserError, match=re.escape(f"this interrupted run started with {named};")):
+            loop.train(dataset, options["recipe"], run_dir, select_ids=options["select_ids"], test_ids=[],
+                       seed=options["seed"], workers=1, verbose=0)
     assert {path: path.read_bytes() for path in (run_dir / resume.BACKUP_FOLDER).rglob("*") if path.is_file()} == backup
