@@ -22,6 +22,7 @@ from isbi_unet.cells.methods import (
     as_map,
     superpixel_graph,
 )
+from isbi_unet.io.images import write_text
 
 DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "threshold": {"threshold": 0.5},
@@ -164,9 +165,7 @@ def select_parameters(
 
 def save_parameters(selection: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write a selection (or ``{"method": ..., "parameters": ...}``) as JSON to ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(dict(selection), indent=2) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(dict(selection), indent=2) + "\n")
 
 
 def load_parameters(path: str | os.PathLike, method: str) -> dict[str, Any]:

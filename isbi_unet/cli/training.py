@@ -114,6 +114,7 @@ def cmd_all(args) -> int:
     are split by the usual rules and everything goes to the run folder.
     """
     from isbi_unet.io.fetch import fetch_isbi
+    from isbi_unet.io.images import write_text
     from isbi_unet.pipeline.choose import png_picture
     from isbi_unet.pipeline.run import train_and_score
     from isbi_unet.prediction.predict import predict_folder
@@ -130,7 +131,7 @@ def cmd_all(args) -> int:
                                  progress=not args.quiet, picture=png_picture(network))
         summary["test_predictions"] = str(run_dir / "test_predictions")
     summary["total_seconds"] = time.monotonic() - started
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     predicted = f"wrote {len(written)} predictions of {unlabelled} to {run_dir / 'test_predictions'}; " if written else ""
     print(f"Done: {predicted}total {summary['total_seconds'] / 60:.1f} min; summary in {run_dir / 'summary.json'}")
     return 0

@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from isbi_unet.io.images import write_text
+
 SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
 # The cell method of `segment`, `predict --instances` and the notebook, where no labelled
 # slices are at hand:
@@ -86,7 +88,7 @@ def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Seque
                        picture=png_picture(network))
         tried.append((evaluate_folders(folder, label_dir, names=selection, progress=progress), with_tta))
     selected, with_tta = max(tried, key=lambda pair: pair[0]["v_rand"])
-    (out_dir / "selection_scores.json").write_text(json.dumps(dict(selected, tta=with_tta), indent=2))
+    write_text(out_dir / "selection_scores.json", json.dumps(dict(selected, tta=with_tta), indent=2))
     report = {"selection": {**{key: selected[key] for key in SCORE_KEYS}, "tta": with_tta}, "test": None}
     if test:
         test_dir = out_dir / "test_slice_predictions"
@@ -95,7 +97,7 @@ def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Seque
         scores = evaluate_folders(test_dir, label_dir, names=test, progress=progress)
         report["test"] = dict(read_at_thresholds(scores, selected["v_rand_threshold"], selected["v_info_threshold"]),
                               tta=with_tta)
-        (out_dir / "test_scores.json").write_text(json.dumps(dict(scores, chosen=report["test"]), indent=2))
+        write_text(out_dir / "test_scores.json", json.dumps(dict(scores, chosen=report["test"]), indent=2))
     return report
 
 

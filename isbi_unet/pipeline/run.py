@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from isbi_unet.io.images import write_text
 from isbi_unet.pipeline.choose import (
     choose_and_score,
     choose_and_score_instances,
@@ -112,7 +113,7 @@ def train_and_score(recipe: Recipe, run: TrainingRun, tta: bool | None = None,
     report = score_run(network, run.data_dir, run_dir, summary["selection_names"], summary["test_names"],
                        tta=tta, progress=progress)
     summary.update(report)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary, network
 
 
@@ -150,7 +151,7 @@ def crossval(recipe: Recipe, run: TrainingRun, folds: int, tta: bool | None = No
         for key in ("v_rand", "v_info"):
             report[f"instances_{key}"] = over_folds([fold["instances"]["test"][key] for fold in results])
     path = run.run_dir / "crossval.json"
-    path.write_text(json.dumps(report, indent=2))
+    write_text(path, json.dumps(report, indent=2))
     print(f"{len(blocks)}-fold nested cross-validation, test slices: V_rand {score_text(report['v_rand']['mean'])} +- "
           f"{score_text(report['v_rand']['sd'])}, V_info {score_text(report['v_info']['mean'])} +- "
           f"{score_text(report['v_info']['sd'])}; details in {path}")
