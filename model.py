@@ -157,18 +157,34 @@ def unet(
 def load_weights_into(model: keras.Model, path: str | Path) -> None:
     """Load weights from a ``.keras``, ``.weights.h5`` or legacy ``.h5`` file.
 
-    Raises UserError when the file is missing or holds another architecture.
+    A ``.keras`` model gives its network's weights only: its optimizer state (the moments
+    and step count of the run that trained it) stays behind, so that fine-tuning starts
+    its own. Raises UserError when the file is missing or holds another architecture.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
-    try:
-        model.load_weights(str(path))
-    except (ValueError, KeyError, OSError) as error:
-        raise UserError(
+
+    def refuse(error: Exception) -> UserError:
+        return UserError(
             f"{path}: cannot load these weights into a U-Net of width "
             f"{model.get_layer('down1_conv1').filters} with input {model.input_shape[1:]} "
             f"({str(error).splitlines()[0][:200]}); check --width and the input channels"
-        ) from error
+        )
+
+    try:
+        if path.suffix == ".keras":
+            weights = keras.models.load_model(str(path), compile=False).get_weights()
+            shapes, expected = [w.shape for w in weights], [w.shape for w in model.get_weights()]
+            if shapes != expected:
+                first = next((k for k, (a, b) in enumerate(zip(shapes, expected)) if a != b), min(len(shapes), len(expected)))
+                raise ValueError(f"it holds {len(shapes)} weight arrays, this network {len(expected)}; the first "
+                                 f"that differs, number {first + 1}, is {shapes[first] if first < len(shapes) else 'missing'} "
+                                 f"there and {expected[first] if first < len(expected) else 'missing'} here")
+            model.set_weights(weights)
+        else:
+            model.load_weights(str(path))
+    except (ValueError, KeyError, OSError, TypeError) as error:
+        raise refuse(error) from error
 
 

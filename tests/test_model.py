@@ -78,3 +78,23 @@ def test_load_model_errors(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="bad.keras: not a .keras model"):
         model_files.load_model(bad)
+
+
+def test_a_trained_keras_model_gives_its_weights_and_not_its_optimizer_state(tmp_path):
+    """--pretrained logs/RUN/unet_membrane.keras: the network's weights, a fresh optimizer, no
+    "Skipping variable loading for optimizer" warning."""
+    import warnings
+
+    trained = model.unet(input_size=(None, None, 1), width=4)
+    x = np.random.default_rng(2).random((2, 32, 32, 1)).astype(np.float32)
+    trained.fit(x, (x > 0.5).astype(np.float32), epochs=1, verbose=0)
+    path = tmp_path / "trained.keras"
+    trained.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = model.unet(pretrained_weights=path, input_size=(None, None, 1), width=4)
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    np.testing.assert_allclose(started.predict(x, verbose=0), trained.predict(x, verbose=0), atol=1e-6)
+    assert int(started.optimizer.iterations.numpy()) == 0
+    with pytest.raises(UserError, match="--width"):
+        model.unet(pretrained_weights=path, input_size=(None, None, 1), width=8)

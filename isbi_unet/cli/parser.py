@@ -79,6 +79,16 @@ non_negative_int = in_range(int, 0)
 INSTANCE_METHODS = ("threshold", "watershed", "multicut", "gasp", "learned-multicut")
 
 
+MASK_FOREGROUNDS = ("cell", "membrane")  # isbi_unet.io.pairs.MASK_FOREGROUNDS (a test checks they agree)
+
+
+def add_mask_foreground(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mask-foreground", choices=MASK_FOREGROUNDS, default="cell",
+                        help="what the binary masks' non-zero pixels are: cell (ISBI's labels: 255 = cell, 0 = membrane) "
+                             "or membrane (masks drawn the other way round; they are turned round as they are read) "
+                             "(default: %(default)s)")
+
+
 def id_list_or_none(text: str) -> list[str]:
     """Like options.id_list; "none" is the empty list."""
     return [] if text.strip().lower() == "none" else id_list(text)
@@ -86,7 +96,8 @@ def id_list_or_none(text: str) -> list[str]:
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
-    parser.add_argument("--recipe", default="auto", help="auto (blog on a GPU, cpu otherwise), blog, cpu or paper (default: %(default)s)")
+    parser.add_argument("--recipe", default="auto", help="auto (blog on a GPU, cpu otherwise), blog, cpu, paper, or finetune (a trained model's "
+                             "--pretrained weights on a few labelled slices of one's own) (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     parser.add_argument("--steps-per-epoch", type=positive_int, help="override the recipe's steps per epoch")
     parser.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
@@ -113,7 +124,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                         help="what the network predicts: membrane (one sigmoid, the seed's) or affinities "
                              "(short- and long-range, for the mutex watershed; no weighted loss) (default: %(default)s)")
     parser.add_argument("--num-class", type=in_range(int, 1, MAX_CLASSES), default=1, metavar="N", help=f"1: binary masks (0/255 or 0/1); N > 1 (at most {MAX_CLASSES}): integer label masks 0..N-1, softmax output")
-    parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture)")
+    add_mask_foreground(parser)
+    parser.add_argument("--pretrained", metavar="FILE", help="start from these weights (.keras, .weights.h5 or .h5 of the same architecture), "
+                                                             "e.g. a run's unet_membrane.keras; see --recipe finetune")
     parser.add_argument("--seed", type=in_range(int, 0, MAX_SEED), default=1, help="seed of initialisation, data order and augmentation (default: %(default)s)")
     parser.add_argument("--run", help="run name: logs go to LOGS/RUN (default: date-time-recipe)")
     parser.add_argument("--logs", default="logs", help="folder of the runs' logs (default: %(default)s)")
@@ -194,10 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane), or a TIFF stack (slices named 0, 1, ...)")
     evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
     evaluate.add_argument("--json", help="write the scores to this JSON file")
+    add_mask_foreground(evaluate)
 
     check = commands.add_parser("check", parents=[common], help="check a training folder: pairs, formats, mask values, balance, duplicates")
     check.add_argument("--data", default=DEFAULT_DATA, help="dataset folder with train/image and train/label (default: %(default)s)")
     check.add_argument("--num-class", type=positive_int, default=1, metavar="N", help="1: binary masks (0/255 or 0/1); N > 1: integer label masks 0..N-1")
+    add_mask_foreground(check)
 
     everything = commands.add_parser("all", parents=[common], help="fetch, train, choose on the selection slices, score the test slices once, cells")
     add_training_options(everything)

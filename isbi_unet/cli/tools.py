@@ -24,18 +24,19 @@ def cmd_evaluate(args) -> dict:
 
     if args.segmentation:
         scores = evaluate_segmentation_folders(args.segmentation, args.labels, names=args.names,
-                                               json_path=args.json, progress=not args.quiet)
+                                               json_path=args.json, progress=not args.quiet,
+                                               mask_foreground=args.mask_foreground)
         print(f"V_rand {scores['v_rand']:.4f}  V_info {scores['v_info']:.4f}  "
               f"({len(scores['per_slice'])} slices, label images as they are)")
     elif is_tiff_file(args.pred) or is_tiff_file(args.labels):
         from isbi_unet.evaluation.stacks import evaluate_stacks
 
         scores = evaluate_stacks(args.pred, args.labels, names=args.names, json_path=args.json,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, mask_foreground=args.mask_foreground)
         print_scores(scores)
     else:
         scores = evaluate_folders(args.pred, args.labels, names=args.names, json_path=args.json,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, mask_foreground=args.mask_foreground)
         print_scores(scores)
     print_score_parts(scores)
     return scores
@@ -44,7 +45,8 @@ def cmd_evaluate(args) -> dict:
 def cmd_check(args) -> object:
     from isbi_unet.io.check import check_dataset
 
-    report = check_dataset(args.data, num_class=args.num_class, progress=not args.quiet)
+    report = check_dataset(args.data, num_class=args.num_class, progress=not args.quiet,
+                           mask_foreground=args.mask_foreground)
     print(report.summary())
     if report.problems:
         raise UserError(f"{args.data}: {len(report.problems)} problem(s) listed above; fix them before training")

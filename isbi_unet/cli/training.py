@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 def recipe_from_args(args):
     import dataclasses
 
-    from isbi_unet.training.recipes import jit_compile_option, resolve_recipe
+    from isbi_unet.training.recipes import NEEDS_PRETRAINED, jit_compile_option, resolve_recipe
 
+    if args.recipe in NEEDS_PRETRAINED and not args.pretrained:
+        raise UserError(f"recipe {args.recipe!r} fine-tunes a trained model: give its weights with --pretrained "
+                        "(e.g. logs/RUN/unet_membrane.keras)")
     recipe = resolve_recipe(args.recipe).replace(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         width=args.width, depth=args.depth, learning_rate=args.lr, precision=args.precision,
@@ -63,7 +66,7 @@ def training_run(args, recipe) -> "TrainingRun":
                        seed=args.seed, workers=args.workers or DEFAULT_WORKERS,
                        verbose=0 if args.quiet else 1 if interactive() else 2,
                        num_class=args.num_class, pretrained_weights=args.pretrained, distribute=args.distribute,
-                       model_path=getattr(args, "out", None))
+                       model_path=getattr(args, "out", None), mask_foreground=args.mask_foreground)
 
 
 def prepare_training(args):
@@ -71,7 +74,7 @@ def prepare_training(args):
     (isbi_unet/io/check.py) and splitting the CPU if asked."""
     from isbi_unet.io.check import require_clean
 
-    require_clean(args.data, num_class=args.num_class)
+    require_clean(args.data, num_class=args.num_class, mask_foreground=args.mask_foreground)
     if args.cpu_devices:
         from isbi_unet.training.distribute import split_cpu
 

@@ -20,6 +20,7 @@ from isbi_unet.errors import UserError
 from isbi_unet.evaluation.metric import isbi_scores, segmentation_scores
 from isbi_unet.evaluation.slice_scores import as_probability
 from isbi_unet.io.images import list_images, natural_key, read_gray, write_json
+from isbi_unet.io.pairs import as_cell_mask
 
 __all__ = ["evaluate_folders", "evaluate_segmentation_folders"]
 
@@ -86,15 +87,16 @@ def _matched_pairs(
     return [(name, pred_files[name], label_files[name]) for name in wanted]
 
 
-def _read_pair(pred_path: Path, label_path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """The two images of a matched pair; UserError when their sizes differ."""
+def _read_pair(pred_path: Path, label_path: Path, what: str, mask_foreground: str = "cell") -> tuple[np.ndarray, np.ndarray]:
+    """The two images of a matched pair, the label in the cell convention (see
+    :func:`isbi_unet.io.pairs.as_cell_mask`); UserError when their sizes differ."""
     pred_img, label_img = read_gray(pred_path), read_gray(label_path)
     if pred_img.shape != label_img.shape:
         raise UserError(
             f"{what} {pred_path} is {pred_img.shape[1]}x{pred_img.shape[0]} but label "
             f"{label_path} is {label_img.shape[1]}x{label_img.shape[0]}: make it at the label's size"
         )
-    return pred_img, label_img
+    return pred_img, as_cell_mask(label_img, mask_foreground)
 
 
 def _score_and_save(score: Callable, images: list, labels: list, names: list[str], roots: tuple[Path, Path],
@@ -119,12 +121,14 @@ def evaluate_folders(
     names: Sequence[str] | None = None,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
+    mask_foreground: str = "cell",
 ) -> dict:
     """Score the predictions in ``pred_dir`` against the labels in ``label_dir``.
 
     Images are .png/.tif/.tiff files, one 2-D slice each. A label ``N.png`` (or
     ``N_mask.png``) is matched with the prediction ``N.<ext>`` or ``N_predict.<ext>``; ``names`` (stems such as
-    ["25", "26"]) restricts the evaluation to those labels. Returns the dict of
+    ["25", "26"]) restricts the evaluation to those labels; ``mask_foreground``
+    "membrane" reads labels whose non-zero pixels are membrane. Returns the dict of
     :func:`isbi_scores` with ``per_slice`` names filled in, adds ``pred_dir`` and
     ``label_dir``, and writes it as JSON to ``json_path`` (atomically) when given.
     Raises UserError for a missing or empty folder, a label without prediction, an
@@ -134,7 +138,7 @@ def evaluate_folders(
     pairs = _matched_pairs(pred_root, label_root, names, "_predict", "prediction")
     probs, labs = [], []
     for _, pred_path, label_path in pairs:
-        pred_img, label_img = _read_pair(pred_path, label_path, "prediction")
+        pred_img, label_img = _read_pair(pred_path, label_path, "prediction", mask_foreground)
         try:
             probs.append(as_probability(pred_img))
         except ValueError as exc:
@@ -150,12 +154,14 @@ def evaluate_segmentation_folders(
     names: Sequence[str] | None = None,
     json_path: str | os.PathLike | None = None,
     progress: bool = True,
+    mask_foreground: str = "cell",
 ) -> dict:
     """Score the label images (segmentations) in ``seg_dir`` as they are, without thresholds.
 
     A ground-truth label ``N.png`` (or ``N_mask.png``) is matched with ``N_labels.tif``
     (what ``main.py segment`` writes; when the folder has such files only they count)
-    or ``N.png``/``N.tif``: integer images, one id per cell, 0 = boundary. Returns the
+    or ``N.png``/``N.tif``: integer images, one id per cell, 0 = boundary;
+    ``mask_foreground`` as for :func:`evaluate_folders`. Returns the
     dict of :func:`isbi_unet.evaluation.metric.segmentation_scores` (V_rand, V_info and their split and
     merge parts) with ``pred_dir`` and ``label_dir``, written as JSON to ``json_path``
     when given. Raises UserError as :func:`evaluate_folders` does, and for a
@@ -165,7 +171,7 @@ def evaluate_segmentation_folders(
     pairs = _matched_pairs(seg_root, label_root, names, "_labels", "segmentation")
     segs, labs = [], []
     for _, seg_path, label_path in pairs:
-        seg_img, label_img = _read_pair(seg_path, label_path, "segmentation")
+        seg_img, label_img = _read_pair(seg_path, label_path, "segmentation", mask_foreground)
         if not np.issubdtype(seg_img.dtype, np.integer) or seg_img.min() < 0:
             raise UserError(
                 f"segmentation {seg_path} is not a label image (dtype {seg_img.dtype}): "

@@ -27,17 +27,20 @@ def evaluate_stacks(
     names: Sequence[str] | None = None,
     json_path: str | Path | None = None,
     progress: bool = False,
+    mask_foreground: str = "cell",
 ) -> dict:
     """ISBI 2012 scores of a probability stack (N, H, W) against a label stack (N, H, W).
 
     Pages are named by their index from 0 ("0", "1", ...); ``names`` restricts to those
     pages. Returns metrics.isbi_scores's dict with ``pred_dir``/``label_dir`` set to the
     two files, also written as JSON to ``json_path`` when given; ``progress`` shows a
-    bar over slices.
+    bar over slices; ``mask_foreground`` "membrane" reads labels whose non-zero pixels
+    are membrane.
     """
     from isbi_unet.evaluation.metric import isbi_scores
     from isbi_unet.evaluation.slice_scores import as_probability
     from isbi_unet.io.images import write_json
+    from isbi_unet.io.pairs import as_cell_mask
 
     for path in (pred_path, label_path):
         if not is_tiff_file(path):
@@ -60,7 +63,7 @@ def evaluate_stacks(
         from isbi_unet.progress import progress_bar
 
         bar = progress_bar(len(wanted), "slice")
-    scores = isbi_scores(probabilities, [labels[int(name)] for name in wanted], names=wanted,
+    scores = isbi_scores(probabilities, [as_cell_mask(labels[int(name)], mask_foreground) for name in wanted], names=wanted,
                          progress=(lambda done, total: bar.update(done)) if bar else None)
     scores["pred_dir"], scores["label_dir"] = str(pred_path), str(label_path)
     if json_path is not None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from isbi_unet.errors import UserError
 from isbi_unet.io.images import list_images, read_image
-from isbi_unet.io.pairs import check_binary_mask, check_label_mask, find_mask
+from isbi_unet.io.pairs import as_cell_mask, check_binary_mask, check_label_mask, find_mask
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 # A mask whose pixels are this close to 0 or 255, but not all exactly, was compressed or resampled.
@@ -32,7 +32,7 @@ class DataReport:
 
     ``image_kinds`` / ``mask_kinds`` count descriptions such as "512x512 uint8, 1 channel";
     ``conventions`` counts "0/255", "0/1" or "labels" masks; ``foreground_fraction`` is the
-    share of non-zero mask pixels (binary masks: cell interior), None without masks read.
+    share of cell pixels (binary masks, read as ``mask_foreground`` says), None without masks read.
     """
 
     image_dir: Path
@@ -53,7 +53,7 @@ class DataReport:
         if self.conventions:
             lines.append("  mask values: " + ", ".join(f"{kind} ({count})" for kind, count in self.conventions.most_common()))
         if self.foreground_fraction is not None:
-            lines.append(f"  non-zero (cell) pixels: {100 * self.foreground_fraction:.1f}% of all mask pixels")
+            lines.append(f"  cell pixels: {100 * self.foreground_fraction:.1f}% of all mask pixels")
         lines += [f"warning: {text}" for text in self.warnings]
         lines += [f"problem: {text}" for text in self.problems]
         lines.append(f"{len(self.problems)} problem(s), {len(self.warnings)} warning(s)")
@@ -107,10 +107,12 @@ def mask_value_problem(mask: np.ndarray, path: Path, num_class: int) -> str | No
     return None
 
 
-def check_pair(image_path: Path, mask_path: Path, report: DataReport, num_class: int) -> tuple[bytes, int, int] | None:
+def check_pair(image_path: Path, mask_path: Path, report: DataReport, num_class: int,
+               mask_foreground: str = "cell") -> tuple[bytes, int, int] | None:
     """Read one pair, add its kinds and problems to report.
 
-    Returns (image digest, non-zero mask pixels, mask pixels), or None when unreadable.
+    Returns (image digest, cell pixels of the mask read as ``mask_foreground`` says,
+    mask pixels), or None when unreadable.
     """
     try:
         image = read_image(image_path, as_gray=False)
@@ -139,11 +141,16 @@ def check_pair(image_path: Path, mask_path: Path, report: DataReport, num_class:
     if image.min() == image.max():
         report.problems.append(f"{image_path}: image is constant ({image.min():g} everywhere); fix or remove the pair")
     digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).digest()
-    return digest, int(np.count_nonzero(mask)), mask.size
+    cells = mask if num_class > 1 else as_cell_mask(mask, mask_foreground)
+    return digest, int(np.count_nonzero(cells)), mask.size
 
 
-def check_dataset(data_dir: str | Path, num_class: int = 1, progress: bool = False) -> DataReport:
+def check_dataset(data_dir: str | Path, num_class: int = 1, progress: bool = False,
+                  mask_foreground: str = "cell") -> DataReport:
     """Check every image/mask pair of a training folder (see train.find_training_folders).
+
+    ``mask_foreground``: what binary masks' non-zero pixels are, "cell" (ISBI's labels)
+    or "membrane"; the balance and the inverted-mask warning read masks that way.
 
     Raises UserError only when the folder itself is missing; everything else found is
     listed in the returned report's ``problems`` (training would fail or be meaningless)
@@ -173,7 +180,7 @@ def check_dataset(data_dir: str | Path, num_class: int = 1, progress: bool = Fal
     seen: dict[bytes, Path] = {}
     foreground = total = 0
     for image_path, mask_path in matched.items():
-        found = check_pair(image_path, mask_path, report, num_class) if mask_path else None
+        found = check_pair(image_path, mask_path, report, num_class, mask_foreground) if mask_path else None
         if found:
             report.pairs.append(image_path.stem)
             digest, cells, pixels = found
@@ -189,15 +196,20 @@ def check_dataset(data_dir: str | Path, num_class: int = 1, progress: bool = Fal
     if len(report.conventions) > 1 and num_class == 1:
         report.problems.append(f"masks mix the 0/1 and 0/255 conventions ({dict(report.conventions)}); a batch with "
                                "both reads the 0/1 masks as all membrane: save every mask as 0/255")
+    if num_class > 1 and mask_foreground != "cell":
+        report.problems.append("--mask-foreground is for binary masks; label masks (--num-class) say each pixel's class")
     if num_class == 1 and report.foreground_fraction is not None and report.foreground_fraction < 0.5:
-        report.warnings.append(f"only {100 * report.foreground_fraction:.1f}% of mask pixels are non-zero; "
-                               "masks here are 255 (or 1) = cell, 0 = membrane: check they are not inverted")
+        other = "membrane" if mask_foreground == "cell" else "cell"
+        report.warnings.append(
+            f"only {100 * report.foreground_fraction:.1f}% of mask pixels are cell as --mask-foreground "
+            f"{mask_foreground} reads the masks, though cells cover most of a slice: the masks look inverted; "
+            f"if their non-zero pixels are {other}, add --mask-foreground {other}")
     return report
 
 
-def require_clean(data_dir: str | Path, num_class: int = 1) -> DataReport:
+def require_clean(data_dir: str | Path, num_class: int = 1, mask_foreground: str = "cell") -> DataReport:
     """Check the folder; raise UserError naming the first problem when there is any."""
-    report = check_dataset(data_dir, num_class=num_class)
+    report = check_dataset(data_dir, num_class=num_class, mask_foreground=mask_foreground)
     if report.problems:
         more = len(report.problems) - 1
         suffix = f" ({more} more problem(s): run `python main.py check --data {data_dir}`)" if more else ""

@@ -3,6 +3,10 @@
 Images are read as (H, W, C) and masks as (H, W, 1), float32 on the 0-255 scale
 (see :mod:`images`). The checks raise :class:`errors.UserError` with one line naming
 the file. :mod:`data` re-exports these names.
+
+Binary masks here say 255 (or 1) = cell, 0 = membrane, as ISBI's labels do. Masks drawn
+the other way round (non-zero = membrane) are read with ``mask_foreground="membrane"``:
+:func:`as_cell_mask` turns them into the cell convention as they are read.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from isbi_unet.errors import UserError
-from isbi_unet.io.images import IMAGE_SUFFIXES, list_images, read_image
+from isbi_unet.io.images import IMAGE_SUFFIXES, list_images, read_gray, read_image
 
 
 def find_mask(image_path: Path, mask_folder: Path) -> Path | None:
@@ -26,19 +30,47 @@ def find_mask(image_path: Path, mask_folder: Path) -> Path | None:
     return None
 
 
+MASK_FOREGROUNDS: tuple[str, ...] = ("cell", "membrane")  # what a binary mask's non-zero pixels are
+
+
+def as_cell_mask(mask: np.ndarray, mask_foreground: str = "cell") -> np.ndarray:
+    """A binary mask in the cell convention (non-zero = cell, 0 = membrane), any shape.
+
+    ``mask_foreground``: what the mask's non-zero pixels are. "cell" returns ``mask``
+    as it is; "membrane" returns 255 where it is 0 and 0 elsewhere (float32; 255 on the
+    0-255 scale the readers use, whether the file was 0/1 or 0/255).
+    """
+    if mask_foreground not in MASK_FOREGROUNDS:
+        raise ValueError(f"mask_foreground must be one of {MASK_FOREGROUNDS}, not {mask_foreground!r}")
+    if mask_foreground == "cell":
+        return mask
+    return np.where(np.asarray(mask) == 0, np.float32(255.0), np.float32(0.0))
+
+
+def read_label(label_folder: str | Path, name: str, mask_foreground: str = "cell") -> np.ndarray:
+    """The label (H, W) of slice ``name``: ``name.<ext>`` or ``name_mask.<ext>`` in
+    ``label_folder``, in the cell convention (:func:`as_cell_mask`). UserError when missing."""
+    path = find_mask(Path(name), Path(label_folder))
+    if path is None:
+        raise UserError(f"no label image {name}.png (or {name}_mask.png) in {label_folder}")
+    return as_cell_mask(read_gray(path), mask_foreground)
+
+
 def load_pairs(
     image_folder: str | Path,
     mask_folder: str | Path,
     as_gray: bool = True,
     ids: Sequence[str] | None = None,
     check_mask: Callable[[np.ndarray, str], None] | None = None,
+    mask_foreground: str = "cell",
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """Read matched image/mask pairs from two folders.
 
     Returns (names, images, masks): images (H, W, C) and masks (H, W, 1), float32 on the
     0-255 scale. ``ids`` restricts to those image stems; ``check_mask(mask, path)`` may
-    raise UserError for unexpected mask values. Raises UserError for an image without a
-    mask, a mask without an image, or a size mismatch.
+    raise UserError for unexpected mask values; binary masks of ``mask_foreground``
+    "membrane" are turned round (:func:`as_cell_mask`) after that check. Raises
+    UserError for an image without a mask, a mask without an image, or a size mismatch.
     """
     image_folder, mask_folder = Path(image_folder), Path(mask_folder)
     image_paths = list_images(image_folder)
@@ -67,6 +99,7 @@ def load_pairs(
         mask = read_image(mask_path, as_gray=True)
         if check_mask is not None:
             check_mask(mask, str(mask_path))
+        mask = as_cell_mask(mask, mask_foreground)
         if image.shape[:2] != mask.shape[:2]:
             raise UserError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "

@@ -69,13 +69,14 @@ def read_at_thresholds(scores: dict, rand_threshold: float, info_threshold: floa
 
 def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Sequence[str],
                      test: Sequence[str], out_dir: Path, tta: bool | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, mask_foreground: str = "cell") -> dict:
     """Choose TTA (when ``tta`` is None) and the thresholds on the selection slices, then
     predict and score the test slices once with those choices.
 
     Writes ``selection_predictions[_tta]/``, ``selection_scores.json``, and, when there are
     test slices, ``test_slice_predictions/`` and ``test_scores.json`` under out_dir.
     Returns {"selection": scores and "tta", "test": scores (see module doc) or None}.
+    ``mask_foreground``: what the labels' non-zero pixels are (cell or membrane).
     """
     from isbi_unet.evaluation.folders import evaluate_folders
     from isbi_unet.prediction.predict import predict_folder
@@ -86,7 +87,8 @@ def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Seque
         folder = out_dir / ("selection_predictions_tta" if with_tta else "selection_predictions")
         predict_folder(network, image_dir, folder, tta=with_tta, names=selection, progress=progress,
                        picture=png_picture(network))
-        tried.append((evaluate_folders(folder, label_dir, names=selection, progress=progress), with_tta))
+        tried.append((evaluate_folders(folder, label_dir, names=selection, progress=progress,
+                                       mask_foreground=mask_foreground), with_tta))
     selected, with_tta = max(tried, key=lambda pair: pair[0]["v_rand"])
     write_text(out_dir / "selection_scores.json", json.dumps(dict(selected, tta=with_tta), indent=2))
     report = {"selection": {**{key: selected[key] for key in SCORE_KEYS}, "tta": with_tta}, "test": None}
@@ -94,7 +96,8 @@ def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Seque
         test_dir = out_dir / "test_slice_predictions"
         predict_folder(network, image_dir, test_dir, tta=with_tta, names=test, progress=progress,
                        picture=png_picture(network))
-        scores = evaluate_folders(test_dir, label_dir, names=test, progress=progress)
+        scores = evaluate_folders(test_dir, label_dir, names=test, progress=progress,
+                                  mask_foreground=mask_foreground)
         report["test"] = dict(read_at_thresholds(scores, selected["v_rand_threshold"], selected["v_info_threshold"]),
                               tta=with_tta)
         write_text(out_dir / "test_scores.json", json.dumps(dict(scores, chosen=report["test"]), indent=2))
@@ -103,14 +106,16 @@ def choose_and_score(network, image_dir: Path, label_dir: Path, selection: Seque
 
 def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir: Path, label_dir: Path,
                                selection: Sequence[str], test: Sequence[str], out_dir: Path,
-                               methods: Sequence[str] = INSTANCE_METHOD_CANDIDATES, progress: bool = True) -> dict:
+                               methods: Sequence[str] = INSTANCE_METHOD_CANDIDATES, progress: bool = True,
+                               mask_foreground: str = "cell") -> dict:
     """Cells of the test slices: choose each of ``methods``' parameters on the selection
     slices' maps (cell_parameters.select_parameters), keep the method with the best selection
     V_rand (the first on ties), then segment the test slices' maps once and score the label
     images as they are. A learned method that cannot be fitted (the selection maps' graphs
     hold edges of one kind only) is left out; with none left, DEFAULT_INSTANCE_METHOD is used.
 
-    Maps are ``N_predict.png`` files in selection_maps / test_maps. Writes
+    Maps are ``N_predict.png`` files in selection_maps / test_maps; labels ``N.<ext>``
+    or ``N_mask.<ext>`` in label_dir, read as ``mask_foreground`` says. Writes
     ``instance_parameters.json`` and ``test_slice_instances/`` (N_labels.tif,
     N_overlay.png, cells.csv) under out_dir. Returns {"method", "parameters", "selection"
     (V_rand, V_info of the choice), "candidates" (each method's choice and selection
@@ -124,8 +129,10 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
     from isbi_unet.evaluation.metric import segmentation_scores
     from isbi_unet.evaluation.slice_scores import as_probability
 
+    from isbi_unet.io.pairs import read_label
+
     def labels(names: Sequence[str]) -> list:
-        return [io.imread(label_dir / f"{name}.png") for name in names]
+        return [read_label(label_dir, name, mask_foreground) for name in names]
 
     maps = [as_probability(io.imread(selection_maps / f"{name}_predict.png")) for name in selection]
     truth = labels(selection)

@@ -45,6 +45,7 @@ class TrainingRun:
     pretrained_weights: str | Path | None = None
     distribute: str = "none"
     model_path: str | Path | None = None
+    mask_foreground: str = "cell"
 
 
 def train_run(recipe: Recipe, run: TrainingRun, seed_callbacks: Sequence | None = None,
@@ -62,7 +63,8 @@ def train_run(recipe: Recipe, run: TrainingRun, seed_callbacks: Sequence | None 
     result = train(run.data_dir, recipe, run.run_dir, model_path=run.model_path, select_ids=run.select_ids,
                    test_ids=run.test_ids, seed=run.seed, workers=run.workers, verbose=run.verbose,
                    num_class=run.num_class, pretrained_weights=run.pretrained_weights,
-                   distribute=run.distribute, seed_callbacks=seed_callbacks, reuse_finished=reuse_finished)
+                   distribute=run.distribute, seed_callbacks=seed_callbacks, reuse_finished=reuse_finished,
+                   mask_foreground=run.mask_foreground)
     val_loss = result.history.get("val_loss", [])
     return {"recipe": recipe.name, "run_dir": str(result.run_dir), "model": str(result.model_path),
             "train_seconds": result.seconds, "epochs": len(result.history.get("loss", [])),
@@ -72,24 +74,27 @@ def train_run(recipe: Recipe, run: TrainingRun, seed_callbacks: Sequence | None 
 
 
 def score_run(network, data_dir: str | Path, run_dir: Path, selection: Sequence[str], test: Sequence[str],
-              tta: bool | None = None, progress: bool = True) -> dict:
+              tta: bool | None = None, progress: bool = True, mask_foreground: str = "cell") -> dict:
     """After training: the selection slices choose, the test slices are scored once.
 
     Maps first (:func:`choose_and_score`: TTA and thresholds), then, for a one-channel
     model with test slices, cells (:func:`choose_and_score_instances`: the cell method's
     parameters and edge model). Writes under ``run_dir``; prints both results. Returns
-    {"selection", "test"} and, with cells, "instances".
+    {"selection", "test"} and, with cells, "instances". ``mask_foreground``: what the
+    labels' non-zero pixels are (cell or membrane).
     """
     from isbi_unet.cells import parameters as cell_parameters
     from isbi_unet.protocol import find_training_folders
 
     image_dir, label_dir = find_training_folders(data_dir)
-    report = choose_and_score(network, image_dir, label_dir, selection, test, run_dir, tta=tta, progress=progress)
+    report = choose_and_score(network, image_dir, label_dir, selection, test, run_dir, tta=tta, progress=progress,
+                              mask_foreground=mask_foreground)
     print(describe_scores(report))
     if report["test"] is not None and network.output_shape[-1] == 1:
         chosen = "selection_predictions_tta" if report["selection"]["tta"] else "selection_predictions"
         cells = choose_and_score_instances(run_dir / chosen, run_dir / "test_slice_predictions", image_dir, label_dir,
-                                           selection, test, run_dir, progress=progress)
+                                           selection, test, run_dir, progress=progress,
+                                           mask_foreground=mask_foreground)
         report["instances"] = cells
         print(f"Cells of the test slices ({cells['method']} and its parameters chosen on the selection slices: "
               f"{cell_parameters.describe_parameters(cells['parameters'])}, selection V_rand {cells['selection']['v_rand']:.4f}): "
@@ -111,7 +116,7 @@ def train_and_score(recipe: Recipe, run: TrainingRun, tta: bool | None = None,
     network = load_model(summary["model"])
     run_dir = Path(summary["run_dir"])
     report = score_run(network, run.data_dir, run_dir, summary["selection_names"], summary["test_names"],
-                       tta=tta, progress=progress)
+                       tta=tta, progress=progress, mask_foreground=run.mask_foreground)
     summary.update(report)
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary, network

@@ -77,12 +77,14 @@ class TrainingData:
 
 
 def load_training_data(data_dir: str | Path, recipe: Recipe, select_ids: Sequence[str] | None = None,
-                       test_ids: Sequence[str] | None = None, num_class: int = 1) -> TrainingData:
+                       test_ids: Sequence[str] | None = None, num_class: int = 1,
+                       mask_foreground: str = "cell") -> TrainingData:
     """Read the training folder and split it (see ``split_slices``); the test slices are
     left out of training and validation.
 
     Masks are binary (0/255 or 0/1) when num_class is 1, else integer labels below
-    num_class. In the seed's mode (recipe.target_size) every slice is resized to it.
+    num_class. Binary masks whose non-zero pixels are membrane are read with
+    ``mask_foreground="membrane"`` (turned round as they are read). In the seed's mode (recipe.target_size) every slice is resized to it.
     Otherwise the validation slices are cropped to multiples of 2**recipe.depth (16 for
     the seed's depth 4) so that the whole slice fits the network.
     """
@@ -90,13 +92,16 @@ def load_training_data(data_dir: str | Path, recipe: Recipe, select_ids: Sequenc
         raise UserError("the weighted loss is for binary masks; drop --weighted-loss or --num-class")
     if recipe.target == "affinities" and (recipe.weighted_loss or num_class > 1):
         raise UserError("--target affinities is for binary masks, without --weighted-loss or --num-class")
+    if num_class > 1 and mask_foreground != "cell":
+        raise UserError("--mask-foreground is for binary masks; label masks (--num-class) say each pixel's class")
     image_dir, mask_dir = find_training_folders(data_dir)
     if num_class > 1:
         def check_mask(mask, path):
             check_label_mask(mask, path, num_class)
     else:
         check_mask = check_binary_mask
-    names, images, masks = load_pairs(image_dir, mask_dir, as_gray=True, check_mask=check_mask)
+    names, images, masks = load_pairs(image_dir, mask_dir, as_gray=True, check_mask=check_mask,
+                                     mask_foreground=mask_foreground)
     roles = split_slices(names, select_ids, test_ids)
     if recipe.target_size:
         images = [resize_image(image, recipe.target_size) for image in images]

@@ -93,6 +93,7 @@ def train(
     distribute: str = "none",
     seed_callbacks: Sequence[keras.callbacks.Callback] | None = None,
     reuse_finished: bool = False,
+    mask_foreground: str = "cell",
 ) -> TrainResult:
     """Train a U-Net with ``recipe`` on ``data_dir`` (train/image, train/label).
 
@@ -108,7 +109,8 @@ def train(
     ``callback_set.seed_callbacks``. A run_dir that holds a finished run is refused,
     unless ``reuse_finished`` (``all`` and ``crossval`` continuing after a kill) and the
     run was made with these very settings: its model and history are then returned as
-    they are. The global dtype policy is back to float32 when this returns or raises.
+    they are. ``mask_foreground``: what the masks' non-zero pixels are, "cell" (ISBI's
+    labels) or "membrane". The global dtype policy is back to float32 when this returns or raises.
     """
     run_dir = Path(run_dir)
     for folder in (run_dir, *run_dir.parents):
@@ -123,10 +125,13 @@ def train(
         raise UserError(f"{run_dir}: holds a finished run; choose another --run (a new run gets a new folder)")
     if model_path.suffix != ".keras":
         raise UserError(f"{model_path}: the model is saved in the .keras format; use a .keras name")
-    data = load_training_data(data_dir, recipe, select_ids, test_ids, num_class=num_class)
+    data = load_training_data(data_dir, recipe, select_ids, test_ids, num_class=num_class,
+                              mask_foreground=mask_foreground)
     config = {"recipe": dataclasses.asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()),
               "model": str(model_path.resolve()), "split": dataclasses.asdict(data.split), "num_class": num_class,
               "pretrained_weights": pretrained_weights and str(pretrained_weights), "distribute": distribute}
+    if mask_foreground != "cell":  # recorded only when set, so that runs from before the option still resume
+        config["mask_foreground"] = mask_foreground
     if finished:
         seconds = check_finished(run_dir, config)
         print(f"{run_dir} holds a finished run with these settings: its model is used as it is")

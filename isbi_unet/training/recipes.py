@@ -1,7 +1,7 @@
 """Training recipes: everything that defines a training run but the data.
 
-``RECIPES`` holds the blog's exact recipe, one sized for a 2-core CPU, and the paper's
-training for a GPU; ``resolve_recipe("auto")`` picks by hardware. ``set_precision``
+``RECIPES`` holds the blog's exact recipe, one sized for a 2-core CPU, the paper's
+training for a GPU, and one that fine-tunes a trained model on a few slices; ``resolve_recipe("auto")`` picks by hardware. ``set_precision``
 sets Keras's global dtype policy for a recipe's precision.
 """
 
@@ -111,7 +111,15 @@ RECIPES = {
                     learning_rate=1e-4, aug_dict=dict(NATIVE_AUG_DICT, elastic_sigma=10.0),
                     weighted_loss=True, precision="mixed", early_stopping_patience=8,
                     reduce_lr_patience=3, head_activation="elu", ema_momentum=0.99),
+    # Fine-tuning a trained model (--pretrained) on a few labelled slices of one's own:
+    # the cpu recipe's network and augmentation, a tenth of its learning rate, 200 steps.
+    "finetune": Recipe("finetune", epochs=10, steps_per_epoch=20, batch_size=4, width=16,
+                       learning_rate=1e-4, aug_dict=dict(NATIVE_AUG_DICT, elastic_sigma=10.0), precision="mixed",
+                       weighted_loss=True, time_limit_minutes=20.0, early_stopping_patience=5,
+                       reduce_lr_patience=2, head_activation="elu", ema_momentum=0.99),
 }
+
+NEEDS_PRETRAINED: tuple[str, ...] = ("finetune",)  # recipes that start from --pretrained weights
 
 
 def resolve_recipe(name: str = "auto") -> Recipe:

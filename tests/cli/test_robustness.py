@@ -291,3 +291,18 @@ def test_the_main_job_on_your_own_folder_reads_it_and_writes_nothing_there(tmp_p
     assert summary["selection_names"] == ["cell13"] and summary["test_names"] == []  # the own-data rules
     assert summary["train_names"] == names[:-1]
     assert [path.name for path in (tmp_path / "logs" / "mine" / "test_predictions").iterdir()] == ["new_predict.png"]
+
+
+def test_finetuning_starts_from_a_runs_model_without_its_optimizer(tiny_dataset, tmp_path):
+    """`train --recipe finetune --pretrained logs/RUN/unet_membrane.keras`: the recipe asks for
+    the weights, and starting from a trained .keras model says nothing of its optimizer."""
+    code, _, stderr = run_cli("train", "--data", tiny_dataset, "--logs", tmp_path, "--recipe", "finetune", *TINY)
+    assert code == 2 and "--pretrained" in one_error_line(stderr)
+    code, _, stderr = run_cli("train", "--data", tiny_dataset, "--logs", tmp_path, "--run", "base", *TINY)
+    assert code == 0, stderr[-2000:]
+    code, stdout, stderr = run_cli("train", "--data", tiny_dataset, "--logs", tmp_path, "--run", "tuned",
+                                   "--recipe", "finetune", "--pretrained", tmp_path / "base" / "unet_membrane.keras",
+                                   *TINY)
+    assert code == 0, stderr[-2000:]
+    assert "Skipping variable loading" not in stdout + stderr
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["config"]["recipe"]["name"] == "finetune"

@@ -115,9 +115,11 @@ def interrupt(monkeypatch, moment: tuple[str, int]) -> None:
 
 MOMENTS = ([("batch", n) for n in range(9)] + [("backup weights", n) for n in range(1, 5)]
            + [("backup commit", n) for n in range(1, 5)] + [("best model", n) for n in range(1, 4)])
-# 20 of the 21 moments, the start always among them (each costs two tiny trainings).
-CHOSEN = [MOMENTS[0]] + [MOMENTS[i] for i in sorted(np.random.default_rng(2026).choice(
-    np.arange(1, len(MOMENTS)), size=19, replace=False))]
+# The start, and two drawn moments of each kind: 9 of the 21 (each costs two tiny trainings).
+_DRAW = np.random.default_rng(2026)
+CHOSEN = [MOMENTS[0]] + [MOMENTS[i] for kind in ("batch", "backup weights", "backup commit", "best model")
+                         for i in sorted(_DRAW.choice([i for i, m in enumerate(MOMENTS) if i and m[0] == kind],
+                                                      size=2, replace=False))]
 
 
 @pytest.mark.parametrize("moment", CHOSEN, ids=[f"{kind}-{n}" for kind, n in CHOSEN])

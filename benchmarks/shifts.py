@@ -1,0 +1,229 @@
+"""Cells under the shifts a new microscope or lab brings: does each cell method hold?
+
+    python benchmarks/shifts.py --model logs/RUN/unet_membrane.keras \\
+        --params logs/RUN/instance_parameters.json --second-model logs/OTHER/unet_membrane.keras \\
+        --data data/membrane --names 25,26,27,28,29 --out logs/shifts
+
+The ``--names`` slices (held out from both models' training and selection) are shifted
+(:data:`SHIFTS`: rescaled, gamma, contrast halved, Gaussian noise, slight blur, dark
+organelles inside cells; the
+labels are rescaled with the images, by nearest neighbour), saved as 8-bit images as a
+user's would be, and predicted by ``--model`` (TTA as the run chose it on its selection
+slices, when ``--params`` sits in a run folder; else ``--tta``). One more condition is the
+unshifted slices predicted by ``--second-model``, a differently trained network. Maps are
+written as ``OUT/maps/CONDITION/N_predict.png`` (8-bit, as ``predict`` writes them) and
+reused when present.
+
+On every condition's maps each cell method runs with the parameters a user would have
+(the defaults, and the run's fitted ``--params`` file), beside connected components of
+the same map at 0.5 and at the threshold :func:`isbi_unet.cells.calibration.label_free_threshold`
+finds without labels; the official maximum over thresholds (chosen on these labels) is
+the map's ceiling. Scores: V_rand, V_info and their split/merge parts. Writes
+``OUT/shifts.json`` and prints a Markdown table (one row per method, one column per
+condition, then the mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.cells.calibration import label_free_threshold
+from isbi_unet.evaluation.metric import isbi_scores, segmentation_scores
+from isbi_unet.evaluation.slice_scores import SCORE_PARTS, as_probability
+
+Image = np.ndarray  # (H, W) float in [0, 1]
+
+
+def rescaled(factor: float) -> Callable[[Image, Image, int], tuple[Image, Image]]:
+    def shift(image: Image, label: Image, seed: int) -> tuple[Image, Image]:
+        from skimage.transform import rescale
+
+        return (rescale(image, factor, order=1, anti_aliasing=factor < 1, mode="reflect"),
+                rescale(label, factor, order=0, anti_aliasing=False, mode="reflect"))
+    return shift
+
+
+def on_image(function: Callable[[Image, int], Image]) -> Callable[[Image, Image, int], tuple[Image, Image]]:
+    return lambda image, label, seed: (function(image, seed), label)
+
+
+def _contrast(image: Image, factor: float) -> Image:
+    return image.mean() + factor * (image - image.mean())
+
+
+def dark_organelles(image: Image, label: Image, seed: int, per_megapixel: float = 150.0,
+                    radii: tuple[float, float] = (4.0, 14.0), darkness: float = 0.45) -> tuple[Image, Image]:
+    """Dark round blobs inside cells, as mitochondria and vesicles look in another tissue:
+    ``per_megapixel`` blobs per 10**6 px of radius drawn from ``radii`` (px), each at least
+    its radius plus 3 px away from the nearest membrane pixel of ``label``, the image
+    multiplied by ``darkness`` in them (soft edges). The label is unchanged: they are
+    inside cells."""
+    rng = np.random.default_rng(seed)
+    room = ndimage.distance_transform_edt(label > 0.5)
+    shade = np.zeros(image.shape)
+    rows, cols = np.indices(image.shape)
+    for _ in range(int(round(per_megapixel * image.size / 1e6))):
+        radius = rng.uniform(*radii)
+        places = np.argwhere(room > radius + 3)
+        if not len(places):
+            continue
+        row, col = places[rng.integers(len(places))]
+        inside = np.clip(radius + 0.5 - np.hypot(rows - row, cols - col), 0.0, 1.0)
+        shade = np.maximum(shade, inside)
+    return image * (1.0 - (1.0 - darkness) * shade), label
+
+
+# name -> shift(image, label, seed) -> (image, label); images (H, W) in [0, 1], labels 0/1
+SHIFTS: dict[str, Callable[[Image, Image, int], tuple[Image, Image]]] = {
+    "none": lambda image, label, seed: (image, label),
+    "scale 0.8": rescaled(0.8),
+    "scale 1.15": rescaled(1.15),
+    "scale 1.3": rescaled(1.3),
+    "gamma 0.7": on_image(lambda image, seed: image ** 0.7),
+    "gamma 1.4": on_image(lambda image, seed: image ** 1.4),
+    "contrast 0.5": on_image(lambda image, seed: _contrast(image, 0.5)),
+    "noise 0.05": on_image(lambda image, seed: image + np.random.default_rng(seed).normal(0, 0.05, image.shape)),
+    "blur 1 px": on_image(lambda image, seed: ndimage.gaussian_filter(image, 1.0)),
+    "dark organelles": dark_organelles,
+}
+SECOND_MODEL = "second model"
+
+
+def shifted_slice(name: str, image: Image, label: Image, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One slice under the shift ``name``: (image uint8 (H', W'), label uint8 0/255 (H', W'))."""
+    shifted, shifted_label = SHIFTS[name](image, label, seed)
+    return (np.round(np.clip(shifted, 0, 1) * 255).astype(np.uint8),
+            np.where(shifted_label > 0.5, 255, 0).astype(np.uint8))
+
+
+def make_maps(model_path: Path, second_model: Path | None, data: Path, names: Sequence[str], out: Path,
+              tta: bool, conditions: Sequence[str]) -> None:
+    """Write OUT/images/CONDITION/N.png, OUT/labels/CONDITION/N.png and the maps
+    OUT/maps/CONDITION/N_predict.png of every condition; existing maps are kept."""
+    from skimage import io
+
+    from isbi_unet.io.pairs import read_label
+    from isbi_unet.network import load_model
+    from isbi_unet.prediction.predict import predict_image, prediction_to_png
+    from isbi_unet.protocol import find_training_folders
+
+    image_dir, label_dir = find_training_folders(data)
+    models: dict[Path, Any] = {}
+    for condition in conditions:
+        shift, path = ("none", second_model) if condition == SECOND_MODEL else (condition, model_path)
+        folders = {kind: out / kind / condition for kind in ("images", "labels", "maps")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        for index, name in enumerate(names):
+            target = folders["maps"] / f"{name}_predict.png"
+            if target.exists():
+                continue
+            image = io.imread(image_dir / f"{name}.png").astype(np.float64) / 255.0
+            label = (read_label(label_dir, name) > 0).astype(np.float64)
+            image_u8, label_u8 = shifted_slice(shift, image, label, seed=index)
+            io.imsave(folders["images"] / f"{name}.png", image_u8, check_contrast=False)
+            io.imsave(folders["labels"] / f"{name}.png", label_u8, check_contrast=False)
+            if path not in models:
+                models[path] = load_model(path)
+            prediction = predict_image(models[path], image_u8[..., None] / np.float32(255.0), tta=tta)
+            io.imsave(target, prediction_to_png(prediction), check_contrast=False)
+        print(f"maps of {condition}: {folders['maps']}", flush=True)
+
+
+def cell_rows(params_file: Path | None) -> list[tuple[str, str, dict[str, Any]]]:
+    """(row title, method, parameters) of every cell method a user would run."""
+    rows = [("components at 0.5", "threshold", {"threshold": 0.5})]
+    rows += [(f"{method}, defaults", method, {}) for method in ("watershed", "multicut", "gasp")]
+    if params_file is not None:
+        chosen = json.loads(params_file.read_text())
+        rows.append((f"{chosen['method']}, the run's fitted file", chosen["method"], chosen["parameters"]))
+    return rows
+
+
+def score_condition(out: Path, condition: str, names: Sequence[str],
+                    rows: Sequence[tuple[str, str, dict]]) -> dict[str, dict]:
+    """Scores of every row on one condition's maps (OUT/maps/CONDITION against
+    OUT/labels/CONDITION): {title: {v_rand, v_info, their parts, segments per slice}}."""
+    from skimage import io
+
+    maps = [as_probability(io.imread(out / "maps" / condition / f"{name}_predict.png")) for name in names]
+    labels = [io.imread(out / "labels" / condition / f"{name}.png") for name in names]
+    official = isbi_scores(maps, labels)
+    result = {"map, best threshold on these labels": {"v_rand": official["v_rand"], "v_info": official["v_info"],
+                                                      "threshold": official["v_rand_threshold"]}}
+    threshold = label_free_threshold(maps)
+    candidates = [("components, label-free threshold", "threshold", {"threshold": threshold}), *rows]
+    for title, method, parameters in candidates:
+        segmentations = [cell_parameters.segment(prob, method, parameters) for prob in maps]
+        scores = segmentation_scores(segmentations, labels)
+        result[title] = {key: scores[key] for key in ("v_rand", "v_info") + SCORE_PARTS}
+        result[title]["segments"] = statistics.mean(entry["segments"] for entry in scores["per_slice"])
+    result["components, label-free threshold"]["threshold"] = threshold
+    return result
+
+
+def markdown(report: dict[str, dict[str, dict]], key: str = "v_rand") -> str:
+    """Rows: methods; columns: conditions, then the mean over them."""
+    conditions = list(report)
+    titles = list(report[conditions[0]])
+    lines = ["| " + " | ".join(["method", *conditions, "mean"]) + " |", "|" + "---|" * (len(conditions) + 2)]
+    for title in titles:
+        values = [report[condition][title][key] for condition in conditions]
+        cells = [f"{value:.4f}" for value in values] + [f"{statistics.mean(values):.4f}"]
+        lines.append("| " + " | ".join([title, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def run_tta(params_file: Path | None) -> bool | None:
+    """The TTA choice of the run whose folder holds ``params_file``, or None."""
+    scores = params_file and params_file.parent / "selection_scores.json"
+    if scores and scores.is_file():
+        return bool(json.loads(scores.read_text()).get("tta"))
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="the run's unet_membrane.keras")
+    parser.add_argument("--params", type=Path, help="the run's instance_parameters.json (its fitted cell method)")
+    parser.add_argument("--second-model", type=Path, help="a differently trained model (another seed, width or recipe)")
+    parser.add_argument("--data", type=Path, default=Path("data/membrane"), help="ISBI layout with train/image, train/label")
+    parser.add_argument("--names", default="25,26,27,28,29", help="held-out slices (default: %(default)s)")
+    parser.add_argument("--conditions", help="comma-separated subset of the shifts (default: all, plus the second model)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time augmentation (default: the run's choice next to --params, else off)")
+    parser.add_argument("--out", type=Path, default=Path("logs/shifts"), help="where images, maps and shifts.json go")
+    args = parser.parse_args(argv)
+    conditions = list(SHIFTS) + ([SECOND_MODEL] if args.second_model else [])
+    if args.conditions:
+        conditions = [name.strip() for name in args.conditions.split(",")]
+        unknown = [name for name in conditions if name not in SHIFTS and name != SECOND_MODEL]
+        if unknown or (SECOND_MODEL in conditions and not args.second_model):
+            parser.error(f"unknown conditions {unknown}" if unknown else "the second model's condition needs --second-model")
+    names = [name for name in args.names.split(",") if name]
+    tta = args.tta if args.tta is not None else bool(run_tta(args.params))
+    make_maps(args.model, args.second_model, args.data, names, args.out, tta, conditions)
+    rows = cell_rows(args.params)
+    report = {}
+    for condition in conditions:
+        report[condition] = score_condition(args.out, condition, names, rows)
+        print(f"scored {condition}", flush=True)
+    (args.out / "shifts.json").write_text(json.dumps({"names": names, "tta": tta, "conditions": report}, indent=2) + "\n")
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

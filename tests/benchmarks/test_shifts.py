@@ -1,0 +1,88 @@
+"""benchmarks/shifts.py: the shifts themselves, and a whole run on a tiny model and synthetic slices."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage import io
+
+from conftest import ROOT, synthetic_slice
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("shifts", ROOT / "benchmarks" / "shifts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+shifts = _load_script()
+
+
+@pytest.mark.parametrize("name", list(shifts.SHIFTS))
+def test_each_shift_gives_an_8_bit_image_and_a_binary_label_of_one_size(name):
+    image, label = synthetic_slice((80, 80), seed=3)
+    out, out_label = shifts.shifted_slice(name, image / 255.0, (label > 0).astype(float), seed=0)
+    factor = float(name.split()[1]) if name.startswith("scale") else 1.0
+    assert out.dtype == np.uint8 and out.shape == out_label.shape == (round(80 * factor),) * 2
+    assert set(np.unique(out_label)) <= {0, 255}
+    if name == "none":
+        np.testing.assert_array_equal(out, image)
+    else:
+        assert not np.array_equal(out, image)
+    again, _ = shifts.shifted_slice(name, image / 255.0, (label > 0).astype(float), seed=0)
+    np.testing.assert_array_equal(out, again)  # seeded: the benchmark can be repeated
+
+
+def test_contrast_and_gamma_move_the_grey_levels_the_way_they_say():
+    image = np.linspace(0.1, 0.9, 100).reshape(10, 10)
+    half, _ = shifts.shifted_slice("contrast 0.5", image, image > 0.5, seed=0)
+    assert np.ptp(half.astype(float)) == pytest.approx(0.5 * 0.8 * 255, abs=1.0)
+    darker, _ = shifts.shifted_slice("gamma 1.4", image, image > 0.5, seed=0)
+    assert (darker.astype(int) <= np.round(image * 255)).all()
+
+
+def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: Path):
+    import model
+
+    data = tmp_path / "data"
+    for folder in ("train/image", "train/label"):
+        (data / folder).mkdir(parents=True)
+    for index in range(2):
+        image, label = synthetic_slice((64, 64), seed=index)
+        io.imsave(data / "train/image" / f"{index}.png", image, check_contrast=False)
+        io.imsave(data / "train/label" / f"{index}.png", label, check_contrast=False)
+    for width, name in ((4, "a.keras"), (8, "b.keras")):
+        model.unet(input_size=(None, None, 1), width=width).save(tmp_path / name)
+    out = tmp_path / "out"
+    conditions = "none,scale 1.3,noise 0.05,second model"
+    assert shifts.main(["--model", str(tmp_path / "a.keras"), "--second-model", str(tmp_path / "b.keras"),
+                        "--data", str(data), "--names", "0,1", "--conditions", conditions,
+                        "--out", str(out)]) == 0
+    report = json.loads((out / "shifts.json").read_text())["conditions"]
+    assert list(report) == conditions.split(",")
+    assert io.imread(out / "maps" / "scale 1.3" / "0_predict.png").shape == (83, 83)
+    from isbi_unet.evaluation.metric import segmentation_scores
+    from isbi_unet.evaluation.slice_scores import as_probability
+
+    for condition, rows in report.items():
+        assert {"components at 0.5", "components, label-free threshold", "multicut, defaults"} <= set(rows)
+        maps = [as_probability(io.imread(out / "maps" / condition / f"{n}_predict.png")) for n in "01"]
+        labels = [io.imread(out / "labels" / condition / f"{n}.png") for n in "01"]
+        components = [ndimage.label(prob > 0.5)[0] for prob in maps]
+        assert rows["components at 0.5"]["v_rand"] == pytest.approx(
+            segmentation_scores(components, labels)["v_rand"], nan_ok=True)
+    first = (out / "maps" / "none" / "0_predict.png").read_bytes()
+    assert first != (out / "maps" / "second model" / "0_predict.png").read_bytes()
+
+
+def test_unknown_conditions_are_refused(tmp_path: Path):
+    with pytest.raises(SystemExit):
+        shifts.main(["--model", str(tmp_path / "a.keras"), "--conditions", "scale 2"])
+    with pytest.raises(SystemExit):
+        shifts.main(["--model", str(tmp_path / "a.keras"), "--conditions", "second model"])
