@@ -15,7 +15,9 @@ written as ``OUT/maps/CONDITION/N_predict.png`` (8-bit, as ``predict`` writes th
 reused when present.
 
 On every condition's maps each cell method runs with the parameters a user would have
-(the defaults, and the run's fitted ``--params`` file), beside connected components of
+(the defaults, and the run's fitted ``--params`` file, which gives way to multicut on
+maps unlike those it was fitted on, as ``segment`` does; and once more without that
+check), beside connected components of
 the same map at 0.5 and at the threshold :func:`isbi_unet.cells.calibration.label_free_threshold`
 finds without labels; the official maximum over thresholds (chosen on these labels) is
 the map's ceiling. Scores: V_rand, V_info and their split/merge parts. Writes
@@ -149,6 +151,11 @@ def cell_rows(params_file: Path | None) -> list[tuple[str, str, dict[str, Any]]]
     if params_file is not None:
         chosen = json.loads(params_file.read_text())
         rows.append((f"{chosen['method']}, the run's fitted file", chosen["method"], chosen["parameters"]))
+        if chosen["method"] in cell_parameters.LEARNED_METHODS:  # the same without its check of the maps
+            unchecked = {**chosen["parameters"], "edge_model": {key: value for key, value in
+                                                                chosen["parameters"]["edge_model"].items()
+                                                                if key != "map_quantiles"}}
+            rows.append((f"{chosen['method']}, the run's fitted file, unchecked", chosen["method"], unchecked))
     return rows
 
 
@@ -166,6 +173,7 @@ def score_condition(out: Path, condition: str, names: Sequence[str],
     threshold = label_free_threshold(maps)
     candidates = [("components, label-free threshold", "threshold", {"threshold": threshold}), *rows]
     for title, method, parameters in candidates:
+        method, parameters, _ = cell_parameters.method_for_maps(method, parameters, maps)  # as segment does
         segmentations = [cell_parameters.segment(prob, method, parameters) for prob in maps]
         scores = segmentation_scores(segmentations, labels)
         result[title] = {key: scores[key] for key in ("v_rand", "v_info") + SCORE_PARTS}

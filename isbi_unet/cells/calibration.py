@@ -4,7 +4,9 @@ Maps of a network on data it was not trained on, or of another network, keep the
 ranking of pixels but not their scale: one network's 0.5 is another's 0.9. Functions
 here look at the maps alone.
 
-* :func:`label_free_threshold`: a threshold of a folder's maps chosen without labels.
+* :func:`label_free_threshold`: a threshold of a folder's maps chosen without labels;
+* :func:`map_quantiles` and :func:`unlike_reason`: the distribution of a folder's map
+  values, which a fitted edge model keeps, and whether other maps are unlike it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)  # every 5 % of the pixels
+# A fitted edge model is not used on maps one of whose quantiles moved further than this
+# from those of the maps it was fitted on (chosen on the selection slices 20-24 of ISBI
+# under the shifts of benchmarks/shifts.py; see docs/shifts.md).
+MAX_QUANTILE_SHIFT = 0.15
+
 
 def label_free_threshold(maps: Sequence[np.ndarray]) -> float:
     """A threshold for maps (H, W) float32 in [0, 1] (high = cell), chosen without labels:
@@ -20,3 +28,21 @@ def label_free_threshold(maps: Sequence[np.ndarray]) -> float:
     from skimage.filters import threshold_otsu
 
     return float(np.median([threshold_otsu(np.asarray(prob, np.float32)) for prob in maps]))
+
+
+def map_quantiles(maps: Sequence[np.ndarray]) -> list[float]:
+    """The :data:`QUANTILE_LEVELS` quantiles (21,) of all pixels of ``maps`` (H, W) in [0, 1]."""
+    values = np.concatenate([np.asarray(prob, np.float32).ravel() for prob in maps])
+    return [float(v) for v in np.quantile(values, QUANTILE_LEVELS)]
+
+
+def unlike_reason(fitted: Sequence[float], maps: Sequence[np.ndarray]) -> str | None:
+    """Why ``maps`` are unlike the maps whose :func:`map_quantiles` are ``fitted``, or None
+    when no quantile moved more than :data:`MAX_QUANTILE_SHIFT`."""
+    shift = np.abs(np.asarray(map_quantiles(maps)) - np.asarray(fitted, dtype=np.float64))
+    worst = int(np.argmax(shift))
+    if shift[worst] <= MAX_QUANTILE_SHIFT:
+        return None
+    return (f"these maps are unlike those the edge model was fitted on (their {QUANTILE_LEVELS[worst]:.0%} "
+            f"quantile is {map_quantiles(maps)[worst]:.2f}, there {fitted[worst]:.2f}): another network, "
+            "or images unlike its training data")

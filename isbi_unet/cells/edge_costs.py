@@ -84,6 +84,8 @@ class EdgeCostModel:
     """Logistic regression P(cut | features) = sigmoid(((x - mean) / scale) . weights + bias).
 
     ``mean``, ``scale`` and ``weights`` have one entry per name in ``features``.
+    ``map_quantiles``: the quantiles of the maps it was fitted on
+    (:func:`isbi_unet.cells.calibration.map_quantiles`), None when not recorded.
     """
 
     features: tuple[str, ...]
@@ -91,6 +93,7 @@ class EdgeCostModel:
     scale: tuple[float, ...]
     weights: tuple[float, ...]
     bias: float
+    map_quantiles: tuple[float, ...] | None = None
 
     @classmethod
     def fit(cls, features: np.ndarray, cut: np.ndarray, l2: float = 1.0,
@@ -136,9 +139,12 @@ class EdgeCostModel:
         return expit(z @ np.asarray(self.weights) + self.bias)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: {"features", "mean", "scale", "weights", "bias"}."""
-        return {"features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
+        """JSON-ready: {"features", "mean", "scale", "weights", "bias"} and "map_quantiles" when recorded."""
+        data = {"features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
                 "weights": list(self.weights), "bias": self.bias}
+        if self.map_quantiles is not None:
+            data["map_quantiles"] = list(self.map_quantiles)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EdgeCostModel:
@@ -147,9 +153,10 @@ class EdgeCostModel:
         if not isinstance(data, Mapping):
             raise ValueError("the edge model must be a JSON object")
         try:
+            quantiles = data.get("map_quantiles")
             model = cls(tuple(data["features"]), tuple(float(v) for v in data["mean"]),
                         tuple(float(v) for v in data["scale"]), tuple(float(v) for v in data["weights"]),
-                        float(data["bias"]))
+                        float(data["bias"]), None if quantiles is None else tuple(float(v) for v in quantiles))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed edge model: {exc}") from exc
         if model.features != FEATURE_NAMES:
@@ -158,4 +165,8 @@ class EdgeCostModel:
         if not (len(model.mean) == len(model.scale) == len(model.weights) == len(FEATURE_NAMES)
                 and np.isfinite(values).all() and min(model.scale) > 0):
             raise ValueError("malformed edge model: lengths differ, or a value is not finite, or a scale is not positive")
+        quantiles = np.asarray(model.map_quantiles or (0.0, 1.0))
+        if not (np.isfinite(quantiles).all() and quantiles.min() >= 0 and quantiles.max() <= 1
+                and (np.diff(quantiles) >= 0).all()):
+            raise ValueError("malformed edge model: its map quantiles must rise within [0, 1]")
         return model

@@ -147,7 +147,10 @@ def segment_folder(
 
     ``images_dir`` holds the input images ``N.<ext>`` for the overlays and the cells'
     mean intensity (default: the maps themselves, 0-255). ``names`` restricts the maps.
-    Every input is read and checked before anything is written; raises UserError for
+    A learned method whose edge model meets maps unlike those it was fitted on gives way
+    to ``cell_parameters.FALLBACK_METHOD``, with a warning line (see
+    ``cell_parameters.method_for_maps``). Every input is read and checked before anything
+    is written; raises UserError for
     a missing folder or image, an unreadable file, a size mismatch or bad parameters.
     Returns the written label image paths.
     """
@@ -177,6 +180,13 @@ def segment_folder(
             raise UserError(f"image of {name} is {image.shape[1]}x{image.shape[0]} but its map {path} is "
                             f"{grey.shape[1]}x{grey.shape[0]}: pass the images the maps were predicted from")
         inputs.append((name, grey / np.float32(255.0), image))
+    try:
+        method, params, unlike = cell_parameters.method_for_maps(method, params, [prob for _, prob, _ in inputs])
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if unlike:
+        print(f"warning: {unlike}; cells by {method} with its defaults instead "
+              "(fit an edge model on labelled maps of this kind: segment --fit-maps DIR --fit-labels DIR)", flush=True)
     out_root.mkdir(parents=True, exist_ok=True)
     update = _progress(len(inputs), progress)
     written, rows = [], []

@@ -18,7 +18,9 @@ a label image (H, W) uint32: segments 1..K, 0 on the boundary pixels.
   the edge) instead of its mean boundary probability. :func:`fit_edge_model` fits it on
   labelled slices; :func:`select_parameters` does so on the selection slices.
 
-The graph methods use ``bioimage_cpp`` (the C++ back end of python-elf, installed on
+Multicut and GASP merge every segment enclosed by a single other one into it
+(:func:`merge_enclosed`: organelles are not cells); the learned multicut leaves that to
+its edge model, fitted on labelled slices. The graph methods use ``bioimage_cpp`` (the C++ back end of python-elf, installed on
 its own from its pip wheel). Each method has defaults in :data:`DEFAULT_PARAMETERS`
 and a search grid in :data:`DEFAULT_GRIDS`; :func:`select_parameters` picks them by
 V_rand on selection slices, so that test slices choose nothing. The learned multicut's
@@ -149,9 +151,46 @@ def _region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance
     return regions, rag, np.asarray(features[:, 0], np.float64), np.asarray(features[:, 1], np.float64)
 
 
-def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray) -> np.ndarray:
-    """Project node labels onto the superpixels and draw 1-pixel boundaries: uint32 (H, W)."""
-    return _with_boundaries(np.asarray(node_labels, dtype=np.int64)[regions] + 1)
+def merge_enclosed(dense: np.ndarray) -> np.ndarray:
+    """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment
+    that touches exactly one other segment and not the image's edge has taken that
+    segment's id, repeated until none is left (a hole in a hole ends in the outer cell):
+    a dark organelle, which the graph cuts out all round, is part of the cell around it
+    (the ground truth draws membranes only). Same dtype; ids not renumbered."""
+    dense = np.asarray(dense)
+    for _ in range(16):
+        merged = _merge_enclosed_once(dense)
+        if np.array_equal(merged, dense):
+            break
+        dense = merged
+    return dense
+
+
+def _merge_enclosed_once(dense: np.ndarray) -> np.ndarray:
+    first = np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()])
+    second = np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()])
+    differ = first != second
+    pairs = np.unique(np.stack([np.minimum(first[differ], second[differ]),
+                                np.maximum(first[differ], second[differ])], axis=1), axis=0)
+    if not len(pairs):
+        return dense
+    size = int(dense.max()) + 1
+    neighbours = np.bincount(pairs.ravel(), minlength=size)
+    on_edge = np.zeros(size, dtype=bool)
+    on_edge[np.concatenate([dense[0], dense[-1], dense[:, 0], dense[:, -1]])] = True
+    target = np.arange(size)
+    for u, v in pairs:
+        for inner, outer in ((u, v), (v, u)):
+            if neighbours[inner] == 1 and not on_edge[inner] and target[outer] == outer:
+                target[inner] = outer
+    return target[dense].astype(dense.dtype, copy=False)
+
+
+def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, enclosed: bool = True) -> np.ndarray:
+    """Project node labels onto the superpixels, merge enclosed segments (:func:`merge_enclosed`)
+    unless ``enclosed`` is False, and draw 1-pixel boundaries: uint32 (H, W)."""
+    dense = np.asarray(node_labels, dtype=np.int64)[regions] + 1
+    return _with_boundaries(merge_enclosed(dense) if enclosed else dense)
 
 
 def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
@@ -164,7 +203,7 @@ def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_d
     additive edge contraction followed by Kernighan-Lin.
     """
     regions, rag, mean, size = _region_graph(prob, threshold, sigma, min_distance)
-    return _solve_multicut(regions, rag, mean, size, beta)
+    return _solve_multicut(regions, rag, mean, size, beta, enclosed=True)
 
 
 def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
@@ -180,13 +219,15 @@ def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.
     regions, rag, _, size = _region_graph(p, threshold, sigma, min_distance)
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
-    return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta)
+    return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta,
+                           enclosed=False)
 
 
 def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size: np.ndarray,
-                    beta: float) -> np.ndarray:
+                    beta: float, enclosed: bool) -> np.ndarray:
     """Greedy additive contraction then Kernighan-Lin on costs from ``cut_probability``
-    (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W)."""
+    (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W);
+    ``enclosed``: merge enclosed segments (:func:`merge_enclosed`)."""
     import bioimage_cpp as bic
 
     if rag.number_of_edges == 0:
@@ -197,7 +238,7 @@ def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size:
     objective = bic.graph.multicut.MulticutObjective(graph, costs)
     solver = bic.graph.multicut.ChainedMulticutSolvers(
         [bic.graph.multicut.GreedyAdditiveMulticut(), bic.graph.multicut.KernighanLinMulticut()])
-    return _graph_labels(regions, rag, solver.optimize(objective))
+    return _graph_labels(regions, rag, solver.optimize(objective), enclosed)
 
 
 def gasp(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,

@@ -8,6 +8,7 @@ test slices choose nothing) and fits the learned multicut's edge model there;
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from isbi_unet.cells.calibration import map_quantiles, unlike_reason
 from isbi_unet.cells.methods import (
     LEARNED_METHODS,
     METHOD_FUNCTIONS,
@@ -74,7 +76,25 @@ def fit_edge_model(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], thr
         cuts.append(cut[known])
     if not features:
         raise ValueError("no superpixel edges to fit the edge model on")
-    return EdgeCostModel.fit(np.concatenate(features), np.concatenate(cuts)).to_dict()
+    model = EdgeCostModel.fit(np.concatenate(features), np.concatenate(cuts))
+    return dataclasses.replace(model, map_quantiles=tuple(map_quantiles(maps))).to_dict()
+
+
+FALLBACK_METHOD = "multicut"  # with its defaults, where a fitted edge model meets maps unlike its own
+
+
+def method_for_maps(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray]
+                    ) -> tuple[str, dict[str, Any], str | None]:
+    """(method, parameters, reason): ``method`` and its checked ``parameters`` as given, or,
+    for a learned method whose edge model recorded its maps' quantiles and ``maps`` (H, W)
+    in [0, 1] are unlike them (:func:`isbi_unet.cells.calibration.unlike_reason`),
+    :data:`FALLBACK_METHOD` with its defaults and the reason."""
+    params = check_parameters(method, parameters)
+    fitted = (params.get("edge_model") or {}).get("map_quantiles")
+    reason = unlike_reason(fitted, maps) if method in LEARNED_METHODS and fitted else None
+    if reason is None:
+        return method, params, None
+    return FALLBACK_METHOD, check_parameters(FALLBACK_METHOD, None), reason
 
 
 def describe_parameters(parameters: Mapping[str, Any]) -> str:

@@ -1,0 +1,117 @@
+"""Cells on maps the project was not tuned on: enclosed segments, the maps' own calibration,
+and a fitted edge model that gives way on maps unlike its own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import io
+
+from conftest import false_boundary_map, synthetic_slice
+from isbi_unet.cells import calibration
+from isbi_unet.cells import methods as cell_methods
+from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.cells.edge_costs import EdgeCostModel
+from isbi_unet.cli import main as cli_main
+from isbi_unet.evaluation.metric import segmentation_scores
+
+
+def test_a_segment_enclosed_by_one_other_takes_its_id():
+    dense = np.ones((12, 12), np.int64)
+    dense[:, 8:] = 2  # touches the edge: stays
+    dense[3:6, 2:5] = 3  # inside 1 only: becomes 1
+    dense[4, 3] = 4  # inside 3, which is inside 1: becomes 1
+    dense[5:7, 6:10] = 5  # between 1 and 2: stays
+    merged = cell_methods.merge_enclosed(dense)
+    assert set(np.unique(merged)) == {1, 2, 5}
+    assert (merged[3:6, 2:5] == 1).all() and (merged[:, 10:] == 2).all()
+    single = np.full((5, 5), 7)
+    np.testing.assert_array_equal(cell_methods.merge_enclosed(single), single)
+
+
+def _map_with_organelles(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(map (H, W) float32, label 0/255): clear cells, and a dark ring (an organelle's
+    membrane, as a network draws it) well inside each of the larger cells."""
+    _, label = synthetic_slice((128, 128), seed=seed, cells=8)
+    from scipy import ndimage
+
+    prob = ndimage.gaussian_filter((label > 0).astype(np.float32), 0.8)
+    room = ndimage.distance_transform_edt(label > 0)
+    rows, cols = np.indices(label.shape)
+    cells, count = ndimage.label(label > 0)
+    for cell in range(1, count + 1):
+        inside = np.where(cells == cell, room, 0)
+        if inside.max() < 14:
+            continue
+        row, col = np.unravel_index(np.argmax(inside), inside.shape)
+        ring = np.abs(np.hypot(rows - row, cols - col) - 6) < 1.2
+        prob[ring] = 0.05
+    return np.clip(prob, 0, 1).astype(np.float32), label
+
+
+def test_multicut_keeps_an_organelle_inside_its_cell():
+    prob, label = _map_with_organelles(3)
+    merged = segmentation_scores([cell_methods.multicut(prob)], [label])
+    original = cell_methods.merge_enclosed
+    try:
+        cell_methods.merge_enclosed = lambda dense: dense
+        cut_out = segmentation_scores([cell_methods.multicut(prob)], [label])
+    finally:
+        cell_methods.merge_enclosed = original
+    assert merged["v_rand_split"] > cut_out["v_rand_split"] + 0.02
+    assert merged["v_rand"] > 0.95
+
+
+def test_the_label_free_threshold_follows_the_maps_calibration():
+    _, label = synthetic_slice((96, 96), seed=1)
+    prob = np.where(label > 0, 0.95, 0.05).astype(np.float32)
+    low = calibration.label_free_threshold([prob])
+    high = calibration.label_free_threshold([prob ** 8])  # the same ranking, another scale
+    assert 0.05 < low < 0.95 and high < low
+
+
+def _fitted(tmp_path=None) -> dict:
+    fit = [false_boundary_map(seed) for seed in (1, 2)]
+    return cell_parameters.fit_edge_model([p for p, _ in fit], [label for _, label in fit])
+
+
+def test_a_fitted_edge_model_keeps_its_maps_quantiles_through_json():
+    model = _fitted()
+    maps = [false_boundary_map(seed)[0] for seed in (1, 2)]
+    assert model["map_quantiles"] == pytest.approx(calibration.map_quantiles(maps))
+    again = EdgeCostModel.from_dict(json.loads(json.dumps(model))).to_dict()
+    assert again["map_quantiles"] == model["map_quantiles"]
+    for broken in ([0.5, 0.4], [float("nan")], [0.0, 1.5]):
+        with pytest.raises(ValueError):
+            EdgeCostModel.from_dict({**model, "map_quantiles": broken})
+    older = {key: value for key, value in model.items() if key != "map_quantiles"}
+    assert "map_quantiles" not in EdgeCostModel.from_dict(older).to_dict()  # files from before still load
+
+
+def test_a_fitted_model_gives_way_to_multicut_on_unlike_maps_only():
+    params = {"edge_model": _fitted()}
+    like = [false_boundary_map(3)[0]]
+    unlike = [like[0] ** 6]  # another network's scale: cells need a threshold near 0.9
+    assert cell_parameters.method_for_maps("learned-multicut", params, like)[0] == "learned-multicut"
+    method, fallback, reason = cell_parameters.method_for_maps("learned-multicut", params, unlike)
+    assert method == cell_parameters.FALLBACK_METHOD and fallback == cell_parameters.DEFAULT_PARAMETERS["multicut"]
+    assert "unlike" in reason
+    assert cell_parameters.method_for_maps("multicut", {}, unlike)[0] == "multicut"
+
+
+def test_segment_warns_and_falls_back_on_unlike_maps(tmp_path, capsys):
+    path = tmp_path / "instance_parameters.json"
+    cell_parameters.save_parameters({"method": "learned-multicut", "parameters": {"edge_model": _fitted()}}, path)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    prob = false_boundary_map(3)[0] ** 6
+    io.imsave(maps / "0_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+    out = tmp_path / "cells"
+    assert cli_main.main(["segment", "--pred", str(maps), "--output", str(out), "--method", "learned-multicut",
+                          "--params", str(path), "--quiet"]) == 0
+    assert "warning: these maps are unlike" in capsys.readouterr().out
+    stored = io.imread(maps / "0_predict.png") / np.float32(255.0)
+    np.testing.assert_array_equal(tifffile.imread(out / "0_labels.tif"), cell_methods.multicut(stored))
