@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="test-time augmentation (default: the run's choice next to --params, else off)")
     parser.add_argument("--out", type=Path, default=Path("logs/shifts"), help="where images, maps and shifts.json go")
     args = parser.parse_args(argv)
+    from isbi_unet.hardware import start_backend
+
+    start_backend()
     conditions = list(SHIFTS) + ([SECOND_MODEL] if args.second_model else [])
     if args.conditions:
         conditions = [name.strip() for name in args.conditions.split(",")]
