@@ -17,12 +17,12 @@ reused when present.
 On every condition's maps each cell method runs with the parameters a user would have
 (the defaults, and the run's fitted ``--params`` file, which gives way to multicut on
 maps unlike those it was fitted on, as ``segment`` does; and once more without that
-check), beside connected components of
-the same map at 0.5 and at the threshold :func:`isbi_unet.cells.calibration.label_free_threshold`
-finds without labels; the official maximum over thresholds (chosen on these labels) is
-the map's ceiling. Scores: V_rand, V_info and their split/merge parts. Writes
+check), beside connected components of the same map at 0.5 and at the threshold
+:func:`isbi_unet.cells.calibration.label_free_threshold` finds without labels; the
+official maximum over thresholds (chosen on these labels) is the map's ceiling. Scores: V_rand, V_info and their split/merge parts. Writes
 ``OUT/shifts.json`` and prints a Markdown table (one row per method, one column per
-condition, then the mean).
+condition, then the mean). ``--combine OUT1/shifts.json OUT2/shifts.json ...`` prints the
+mean of several runs instead, e.g. one per crossval fold on its own test block.
 """
 
 from __future__ import annotations
@@ -194,6 +194,20 @@ def markdown(report: dict[str, dict[str, dict]], key: str = "v_rand") -> str:
     return "\n".join(lines)
 
 
+def combine(reports: Sequence[Path]) -> dict[str, dict[str, dict]]:
+    """The mean over several ``shifts.json`` files (e.g. one per crossval fold) of every
+    condition's and method's scores, for the conditions and methods all of them have."""
+    parts = [json.loads(path.read_text())["conditions"] for path in reports]
+    combined: dict[str, dict[str, dict]] = {}
+    for condition in [c for c in parts[0] if all(c in part for part in parts)]:
+        titles = [t for t in parts[0][condition] if all(t in part[condition] for part in parts)]
+        combined[condition] = {title: {key: statistics.mean(part[condition][title][key] for part in parts)
+                                       for key in parts[0][condition][title]
+                                       if all(part[condition][title].get(key) is not None for part in parts)}
+                               for title in titles}
+    return combined
+
+
 def run_tta(params_file: Path | None) -> bool | None:
     """The TTA choice of the run whose folder holds ``params_file``, or None."""
     scores = params_file and params_file.parent / "selection_scores.json"
@@ -204,7 +218,9 @@ def run_tta(params_file: Path | None) -> bool | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="the run's unet_membrane.keras")
+    parser.add_argument("--model", type=Path, help="the run's unet_membrane.keras")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="SHIFTS_JSON",
+                        help="instead of a run: the mean of these shifts.json files (e.g. one per crossval fold)")
     parser.add_argument("--params", type=Path, help="the run's instance_parameters.json (its fitted cell method)")
     parser.add_argument("--second-model", type=Path, help="a differently trained model (another seed, width or recipe)")
     parser.add_argument("--data", type=Path, default=Path("data/membrane"), help="ISBI layout with train/image, train/label")
@@ -217,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     from isbi_unet.hardware import start_backend
 
     start_backend()
+    if args.combine:
+        print(markdown(combine(args.combine)))
+        return 0
+    if args.model is None:
+        parser.error("give --model (or --combine)")
     conditions = list(SHIFTS) + ([SECOND_MODEL] if args.second_model else [])
     if args.conditions:
         conditions = [name.strip() for name in args.conditions.split(",")]

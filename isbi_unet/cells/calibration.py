@@ -39,10 +39,11 @@ def map_quantiles(maps: Sequence[np.ndarray]) -> list[float]:
 def unlike_reason(fitted: Sequence[float], maps: Sequence[np.ndarray]) -> str | None:
     """Why ``maps`` are unlike the maps whose :func:`map_quantiles` are ``fitted``, or None
     when no quantile moved more than :data:`MAX_QUANTILE_SHIFT`."""
-    shift = np.abs(np.asarray(map_quantiles(maps)) - np.asarray(fitted, dtype=np.float64))
+    here = np.asarray(map_quantiles(maps))
+    shift = np.abs(here - np.asarray(fitted, dtype=np.float64))
     worst = int(np.argmax(shift))
     if shift[worst] <= MAX_QUANTILE_SHIFT:
         return None
     return (f"these maps are unlike those the edge model was fitted on (their {QUANTILE_LEVELS[worst]:.0%} "
-            f"quantile is {map_quantiles(maps)[worst]:.2f}, there {fitted[worst]:.2f}): another network, "
+            f"quantile is {here[worst]:.2f}, there {fitted[worst]:.2f}): another network, "
             "or images unlike its training data")

@@ -86,3 +86,20 @@ def test_unknown_conditions_are_refused(tmp_path: Path):
         shifts.main(["--model", str(tmp_path / "a.keras"), "--conditions", "scale 2"])
     with pytest.raises(SystemExit):
         shifts.main(["--model", str(tmp_path / "a.keras"), "--conditions", "second model"])
+
+
+def test_combine_averages_the_folds_shared_conditions(tmp_path: Path, capsys):
+    paths = []
+    for index, value in enumerate((0.9, 0.7)):
+        rows = {"none": {"components at 0.5": {"v_rand": value, "v_info": 1.0}},
+                "blur 1 px": {"components at 0.5": {"v_rand": value / 2, "v_info": None}}}
+        if index == 0:
+            rows["scale 0.8"] = {"components at 0.5": {"v_rand": 0.1, "v_info": 0.1}}
+        paths.append(tmp_path / f"fold{index}.json")
+        paths[-1].write_text(json.dumps({"conditions": rows}))
+    combined = shifts.combine(paths)
+    assert list(combined) == ["none", "blur 1 px"]
+    assert combined["none"]["components at 0.5"] == {"v_rand": pytest.approx(0.8), "v_info": 1.0}
+    assert combined["blur 1 px"]["components at 0.5"] == {"v_rand": pytest.approx(0.4)}
+    assert shifts.main(["--combine", *map(str, paths)]) == 0
+    assert "| components at 0.5 | 0.8000 | 0.4000 | 0.6000 |" in capsys.readouterr().out
