@@ -37,11 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _shifts_module():
+def _load_shifts():
     spec = importlib.util.spec_from_file_location("shifts", ROOT / "benchmarks" / "shifts.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+shifts = _load_shifts()  # benchmarks/shifts.py: its SHIFTS and shifted_slice
 
 
 def write_stack(data: Path, names: list[str], shift: str, out: Path) -> None:
@@ -51,7 +54,6 @@ def write_stack(data: Path, names: list[str], shift: str, out: Path) -> None:
     from isbi_unet.io.pairs import read_label
     from isbi_unet.protocol import find_training_folders
 
-    shifts = _shifts_module()
     image_dir, label_dir = find_training_folders(data)
     for folder in ("image", "label"):
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(k) for k in args.counts.split(",")]
     if max(counts) > len(pool) or set(pool) & set(held_out) or args.select in pool + held_out:
         parser.error("the counts must fit the pool, and pool, --select and --held-out must be disjoint")
-    if args.shift not in _shifts_module().SHIFTS:
+    if args.shift not in shifts.SHIFTS:
         parser.error(f"unknown shift {args.shift!r}")
     rows = []
     for k in counts:

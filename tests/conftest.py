@@ -77,6 +77,16 @@ TINY = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2", "--width
         "--patch-size", "64", "--precision", "float32", "--quiet"]
 
 
+def load_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module (the folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args, cwd=ROOT):
     """Run main.py in a fresh interpreter: (exit code, stdout, stderr)."""
     done = subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
 from skimage import io
 
-from conftest import ROOT, write_dataset
+from conftest import load_benchmark, write_dataset
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("finetune_curve", ROOT / "benchmarks" / "finetune_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-curve = _load_script()
+curve = load_benchmark("finetune_curve")
 
 
 def test_the_new_stack_is_the_shifted_slices_with_their_labels(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,18 +9,11 @@ import numpy as np
 import pytest
 from skimage import io
 
-from conftest import ROOT, synthetic_slice
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("segmentation_table", ROOT / "benchmarks" / "segmentation_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark, synthetic_slice
 
 
 def test_table_selects_on_selection_slices_only(tmp_path: Path, capsys):
-    table = _load_script()
+    table = load_benchmark("segmentation_table")
     maps, labels = tmp_path / "maps", tmp_path / "labels"
     maps.mkdir()
     labels.mkdir()
@@ -53,7 +45,7 @@ def _write_map(folder: Path, name: str, label: np.ndarray, inside: float, outsid
 def test_crossval_table_uses_each_folds_own_maps_and_choices(tmp_path: Path, capsys):
     """Two folds of a crossval run folder: each chooses on its selection block's maps (in the
     folder of its TTA choice) and is scored on its test block; the summary is mean and sd."""
-    table = _load_script()
+    table = load_benchmark("segmentation_table")
     labels, run = tmp_path / "labels", tmp_path / "cv"
     labels.mkdir()
     truth = {}
@@ -87,27 +79,17 @@ def test_crossval_table_uses_each_folds_own_maps_and_choices(tmp_path: Path, cap
 
 
 def test_crossval_table_refuses_a_folder_without_a_finished_run(tmp_path: Path):
-    table = _load_script()
+    table = load_benchmark("segmentation_table")
     with pytest.raises(SystemExit):
         table.main(["--crossval", str(tmp_path), "--labels", str(tmp_path)])
     with pytest.raises(SystemExit):
         table.main(["--crossval", str(tmp_path), "--labels", str(tmp_path), "--maps", str(tmp_path)])
 
 
-def _load_time_to_quality():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("cells_time_to_quality", ROOT / "benchmarks" / "cells_time_to_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cells_time_to_quality_scores_each_run_on_its_own_choice(tmp_path: Path, capsys):
     """Two runs (2 and 5 minutes of training): each chooses on the selection maps of its TTA
     choice; the longer one's test map is the clean one, so its point is the higher."""
-    script = _load_time_to_quality()
+    script = load_benchmark("cells_time_to_quality")
     labels = tmp_path / "labels"
     labels.mkdir()
     truth = {}
@@ -144,9 +126,7 @@ def test_edge_fit_slices_fits_on_each_folds_own_maps_and_scores_its_test_block(t
     from isbi_unet.cells import parameters as cell_parameters
     from isbi_unet.evaluation.metric import segmentation_scores
 
-    spec = importlib.util.spec_from_file_location("edge_fit_slices", ROOT / "benchmarks" / "edge_fit_slices.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_benchmark("edge_fit_slices")
     labels, run = tmp_path / "labels", tmp_path / "cv"
     labels.mkdir()
     fold = run / "fold1"

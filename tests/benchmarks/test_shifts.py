@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,17 +10,10 @@ import pytest
 from scipy import ndimage
 from skimage import io
 
-from conftest import ROOT, synthetic_slice
+from conftest import load_benchmark, synthetic_slice
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("shifts", ROOT / "benchmarks" / "shifts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shifts = _load_script()
+shifts = load_benchmark("shifts")
 
 
 @pytest.mark.parametrize("name", list(shifts.SHIFTS))
