@@ -147,7 +147,7 @@ def make_maps(model_path: Path, second_model: Path | None, data: Path, names: Se
 def cell_rows(params_file: Path | None) -> list[tuple[str, str, dict[str, Any]]]:
     """(row title, method, parameters) of every cell method a user would run."""
     rows = [("components at 0.5", "threshold", {"threshold": 0.5})]
-    rows += [(f"{method}, defaults", method, {}) for method in ("watershed", "multicut", "gasp")]
+    rows += [(f"{method}, defaults", method, {}) for method in ("watershed", "multicut", "gasp", "split-components")]
     if params_file is not None:
         chosen = json.loads(params_file.read_text())
         rows.append((f"{chosen['method']}, the run's fitted file", chosen["method"], chosen["parameters"]))

@@ -180,13 +180,17 @@ def segment_folder(
             raise UserError(f"image of {name} is {image.shape[1]}x{image.shape[0]} but its map {path} is "
                             f"{grey.shape[1]}x{grey.shape[0]}: pass the images the maps were predicted from")
         inputs.append((name, grey / np.float32(255.0), image))
+    threshold_from_maps = params.get("threshold", 0.5) is None
     try:
         method, params, unlike = cell_parameters.method_for_maps(method, params, [prob for _, prob, _ in inputs])
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     if unlike:
-        print(f"warning: {unlike}; cells by {method} with its defaults instead "
+        print(f"warning: {unlike}; cells by connected components at a threshold read from the maps instead "
               "(fit an edge model on labelled maps of this kind: segment --fit-maps DIR --fit-labels DIR)", flush=True)
+    if unlike or threshold_from_maps:
+        print(f"{method}: threshold {params['threshold']:g}, read from the maps (the median of their Otsu thresholds)",
+              flush=True)
     out_root.mkdir(parents=True, exist_ok=True)
     update = _progress(len(inputs), progress)
     written, rows = [], []

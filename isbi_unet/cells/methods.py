@@ -30,7 +30,7 @@ even odds (cost 0) is where it cuts, and nothing is chosen beyond the fit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -118,10 +118,10 @@ def watershed(prob: np.ndarray, threshold: float = 0.5, sigma: float = 2.0, min_
     Seeds are the maxima of the distance transform of ``prob > threshold`` smoothed by
     a Gaussian of ``sigma`` px, at least ``min_distance`` px apart (see :func:`superpixels`).
     """
-    return _with_boundaries(superpixels(prob, threshold, sigma, min_distance))
+    return with_boundaries(superpixels(prob, threshold, sigma, min_distance))
 
 
-def _with_boundaries(labels: np.ndarray) -> np.ndarray:
+def with_boundaries(labels: np.ndarray) -> np.ndarray:
     """A dense label image (H, W) with 1-pixel boundaries set to 0: a pixel whose right or
     lower neighbour has another label becomes 0. Returns uint32, ids 1..K."""
     out = labels.astype(np.uint32, copy=True)
@@ -190,7 +190,7 @@ def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, enclosed: b
     """Project node labels onto the superpixels, merge enclosed segments (:func:`merge_enclosed`)
     unless ``enclosed`` is False, and draw 1-pixel boundaries: uint32 (H, W)."""
     dense = np.asarray(node_labels, dtype=np.int64)[regions] + 1
-    return _with_boundaries(merge_enclosed(dense) if enclosed else dense)
+    return with_boundaries(merge_enclosed(dense) if enclosed else dense)
 
 
 def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
@@ -228,17 +228,24 @@ def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size:
     """Greedy additive contraction then Kernighan-Lin on costs from ``cut_probability``
     (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W);
     ``enclosed``: merge enclosed segments (:func:`merge_enclosed`)."""
-    import bioimage_cpp as bic
-
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
+    return _graph_labels(regions, rag, multicut_nodes(rag, cut_probability, size, beta), enclosed)
+
+
+def multicut_nodes(rag, cut_probability: np.ndarray, size: np.ndarray, beta: float) -> np.ndarray:
+    """Segment id (N,) int64 of each of the ``rag``'s N nodes: greedy additive contraction
+    then Kernighan-Lin on the costs of :func:`multicut` from each edge's ``cut_probability``
+    (E,) and ``size`` (E,) in pixel pairs. The graph needs at least one edge."""
+    import bioimage_cpp as bic
+
     q = 0.998 * np.asarray(cut_probability, dtype=np.float64) + 0.001
     costs = (np.log((1.0 - q) / q) + np.log((1.0 - beta) / beta)) * (size / size.max())
     graph = bic.graph.UndirectedGraph.from_edges(rag.number_of_nodes, np.asarray(rag.uv_ids(), dtype=np.uint64))
     objective = bic.graph.multicut.MulticutObjective(graph, costs)
     solver = bic.graph.multicut.ChainedMulticutSolvers(
         [bic.graph.multicut.GreedyAdditiveMulticut(), bic.graph.multicut.KernighanLinMulticut()])
-    return _graph_labels(regions, rag, solver.optimize(objective), enclosed)
+    return np.asarray(solver.optimize(objective), dtype=np.int64)
 
 
 def gasp(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
@@ -256,11 +263,3 @@ def gasp(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_dista
         return _relabel(regions + 1)
     policy = bic.graph.agglomeration.GaspClusterPolicy(num_clusters_stop=1, linkage="mean")
     return _graph_labels(regions, rag, policy.optimize(rag, bias - mean, edge_sizes=size))
-
-
-METHOD_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
-    "threshold": threshold, "watershed": watershed, "multicut": multicut, "gasp": gasp,
-    "learned-multicut": learned_multicut,
-}
-
-

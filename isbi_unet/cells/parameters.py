@@ -17,13 +17,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from isbi_unet.cells.calibration import map_quantiles, unlike_reason
+from isbi_unet.cells.calibration import label_free_threshold, map_quantiles, unlike_reason
 from isbi_unet.cells.methods import (
     LEARNED_METHODS,
-    METHOD_FUNCTIONS,
     as_map,
+    gasp,
+    learned_multicut,
+    multicut,
     superpixel_graph,
+    threshold,
+    watershed,
 )
+from isbi_unet.cells.split_components import split_components
 from isbi_unet.io.images import write_text
 
 DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -32,6 +37,14 @@ DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5},
     "gasp": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "bias": 0.5},
     "learned-multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "edge_model": None},
+    # threshold None: read from the maps at hand (resolve_threshold)
+    "split-components": {"threshold": None, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "membrane_fraction": 0.9,
+                         "membrane_area": 1000, "min_size": 300},
+}
+
+METHOD_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+    "threshold": threshold, "watershed": watershed, "multicut": multicut, "gasp": gasp,
+    "learned-multicut": learned_multicut, "split-components": split_components,
 }
 
 
@@ -44,6 +57,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
     "multicut": {"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
     "gasp": {"bias": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
     "learned-multicut": {"beta": [0.5]},
+    "split-components": {"membrane_fraction": [0.8, 0.9, 0.95], "min_size": [0, 300, 600]},
 }
 
 
@@ -54,6 +68,9 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "min_distance": (1, 1000, True),
     "beta": (1e-6, 1.0 - 1e-6, False),
     "bias": (0.0, 1.0, False),
+    "membrane_fraction": (0.0, 1.0, False),
+    "membrane_area": (0, 10**9, True),
+    "min_size": (0, 10**9, True),
 }
 
 
@@ -80,21 +97,37 @@ def fit_edge_model(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], thr
     return dataclasses.replace(model, map_quantiles=tuple(map_quantiles(maps))).to_dict()
 
 
-FALLBACK_METHOD = "multicut"  # with its defaults, where a fitted edge model meets maps unlike its own
+# What a fitted edge model gives way to on maps unlike its own: connected components at
+# the maps' label-free threshold (chosen on the selection blocks of ISBI under the shifts of
+# benchmarks/shifts.py; see docs/shifts.md).
+FALLBACK_METHOD = "threshold"
+# Methods whose threshold None means: read it from the maps at hand (resolve_threshold).
+LABEL_FREE_THRESHOLD_METHODS: tuple[str, ...] = ("threshold", "split-components")
+
+
+def resolve_threshold(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray]) -> dict[str, Any]:
+    """``parameters`` with a threshold of None replaced by the label-free threshold of ``maps``
+    (H, W) in [0, 1] (:func:`isbi_unet.cells.calibration.label_free_threshold`), for the
+    methods of :data:`LABEL_FREE_THRESHOLD_METHODS`; otherwise unchanged."""
+    params = dict(parameters)
+    if method in LABEL_FREE_THRESHOLD_METHODS and params.get("threshold") is None and len(maps):
+        params["threshold"] = round(label_free_threshold(maps), 4)
+    return params
 
 
 def method_for_maps(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray]
                     ) -> tuple[str, dict[str, Any], str | None]:
-    """(method, parameters, reason): ``method`` and its checked ``parameters`` as given, or,
-    for a learned method whose edge model recorded its maps' quantiles and ``maps`` (H, W)
-    in [0, 1] are unlike them (:func:`isbi_unet.cells.calibration.unlike_reason`),
-    :data:`FALLBACK_METHOD` with its defaults and the reason."""
+    """(method, parameters, reason) to run on ``maps`` (H, W) in [0, 1]: ``method`` with its
+    checked ``parameters``, a threshold of None read from the maps (:func:`resolve_threshold`);
+    or, for a learned method whose edge model recorded its maps' quantiles and ``maps`` are
+    unlike them (:func:`isbi_unet.cells.calibration.unlike_reason`), :data:`FALLBACK_METHOD`
+    at the maps' label-free threshold, and the reason."""
     params = check_parameters(method, parameters)
     fitted = (params.get("edge_model") or {}).get("map_quantiles")
     reason = unlike_reason(fitted, maps) if method in LEARNED_METHODS and fitted else None
-    if reason is None:
-        return method, params, None
-    return FALLBACK_METHOD, check_parameters(FALLBACK_METHOD, None), reason
+    if reason is not None:
+        method, params = FALLBACK_METHOD, check_parameters(FALLBACK_METHOD, {"threshold": None})
+    return method, resolve_threshold(method, params, maps), reason
 
 
 def describe_parameters(parameters: Mapping[str, Any]) -> str:
@@ -104,6 +137,8 @@ def describe_parameters(parameters: Mapping[str, Any]) -> str:
         if key == "edge_model":
             parts.append("edge_model=" + ("none" if value is None else
                                           f"logistic regression of {len(value['weights'])} edge features"))
+        elif value is None:
+            parts.append(f"{key}=from the maps")
         else:
             parts.append(f"{key}={value:g}")
     return ", ".join(parts)
@@ -123,6 +158,9 @@ def check_parameters(method: str, parameters: Mapping[str, Any] | None) -> dict[
 
             merged[key] = None if value is None else EdgeCostModel.from_dict(value).to_dict()
             continue
+        if value is None and key == "threshold" and method in LABEL_FREE_THRESHOLD_METHODS:
+            merged[key] = None
+            continue
         low, high, integer = _RANGES[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ValueError(f"{method} parameter {key}={value!r} must be a number in [{low:g}, {high:g}]")
@@ -134,8 +172,9 @@ def check_parameters(method: str, parameters: Mapping[str, Any] | None) -> dict[
 
 def segment(prob: np.ndarray, method: str = "watershed", parameters: Mapping[str, Any] | None = None) -> np.ndarray:
     """Label image (H, W) uint32 of ``prob`` (H, W) by ``method`` with ``parameters``
-    (missing ones take the defaults of :data:`DEFAULT_PARAMETERS`)."""
-    return METHOD_FUNCTIONS[method](prob, **check_parameters(method, parameters))
+    (missing ones take the defaults of :data:`DEFAULT_PARAMETERS`; a threshold of None is
+    this map's own, :func:`resolve_threshold`)."""
+    return METHOD_FUNCTIONS[method](prob, **resolve_threshold(method, check_parameters(method, parameters), [prob]))
 
 
 def select_parameters(
@@ -173,7 +212,8 @@ def select_parameters(
     trials, best = [], None
     for done, values in enumerate(combos, start=1):
         params = check_parameters(method, {**fitted, **dict(zip(keys, values))})
-        scores = segmentation_scores([segment(p, method, params) for p in maps], labels)
+        resolved = resolve_threshold(method, params, maps)  # the record keeps None: read on each folder
+        scores = segmentation_scores([segment(p, method, resolved) for p in maps], labels)
         trials.append({"parameters": {k: v for k, v in params.items() if k != "edge_model"}, "v_rand": scores["v_rand"], "v_info": scores["v_info"]})
         if best is None or (scores["v_rand"] or 0.0) > (best["v_rand"] or 0.0):
             best = trials[-1]

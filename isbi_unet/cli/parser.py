@@ -76,7 +76,7 @@ unit_float = in_range(float, 0.0, 1.0)
 non_negative_float = in_range(float, 0.0, 100.0)
 non_negative_int = in_range(int, 0)
 # segment.METHODS, spelled out so that parsing stays light (a test checks they agree)
-INSTANCE_METHODS = ("threshold", "watershed", "multicut", "gasp", "learned-multicut")
+INSTANCE_METHODS = ("threshold", "watershed", "multicut", "gasp", "learned-multicut", "split-components")
 
 
 MASK_FOREGROUNDS = ("cell", "membrane")  # isbi_unet.io.pairs.MASK_FOREGROUNDS (a test checks they agree)
@@ -184,20 +184,28 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--output", required=True, help="folder for N_labels.tif, N_overlay.png and cells.csv")
     seg.add_argument("--images", help="folder of the input images N.png, for the overlays and mean intensities (default: the maps)")
     # default: isbi_unet.pipeline.choose.DEFAULT_INSTANCE_METHOD (not imported here: parsing stays light)
-    seg.add_argument("--method", default="multicut", choices=INSTANCE_METHODS,
+    seg.add_argument("--method", default="split-components", choices=INSTANCE_METHODS,
                      help="connected components of map > threshold, seeded watershed, watershed superpixels merged by multicut or GASP, "
-                          "or by a multicut on edge costs learned from labelled maps (learned-multicut; needs --params or --fit-maps) "
-                          "(default: %(default)s)")
+                          "or by a multicut on edge costs learned from labelled maps (learned-multicut; needs --params or --fit-maps), "
+                          "or components at a threshold read from the maps, split where the multicut cuts along membrane "
+                          "(split-components) (default: %(default)s)")
     seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file from select_parameters, e.g. a run's "
                                                            "instance_parameters.json); the options below override them")
     seg.add_argument("--fit-maps", metavar="DIR", help="learned-multicut: fit its edge model on these N_predict.png maps, of slices the "
                                                         "network did not train on (writes OUTPUT/instance_parameters.json)")
     seg.add_argument("--fit-labels", metavar="DIR", help="learned-multicut: the ground truth N.png of the --fit-maps slices (0 = membrane)")
-    seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5)")
+    seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5, split-components: "
+                                                          "the median of the maps' Otsu thresholds)")
     seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")
     seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
     seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
     seg.add_argument("--bias", type=unit_float, help="gasp: an edge merges while bias > its mean boundary probability (default 0.5)")
+    seg.add_argument("--membrane-fraction", type=unit_float, metavar="F",
+                     help="split-components: a multicut cut splits a component where at least this fraction of it lies "
+                          "on membrane (map <= threshold, in pieces of at least 1000 px) (default 0.9)")
+    seg.add_argument("--min-size", type=non_negative_int, metavar="PX",
+                     help="split-components: segments smaller than this join the neighbour they share most boundary with "
+                          "(default 300)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     scored = evaluate.add_mutually_exclusive_group(required=True)

@@ -20,13 +20,11 @@ from isbi_unet.io.images import write_text
 
 SCORE_KEYS = ("v_rand", "v_info", "v_rand_threshold", "v_info_threshold", "pixel_error", "dice")
 # The cell method of `segment`, `predict --instances` and the notebook, where no labelled
-# slices are at hand:
-# multicut on mean boundary costs. In the 6-fold nested cross-validation on the AMX machine
-# (README), over the four folds whose test and selection blocks leave out slices 25-29,
-# multicut's cells scored V_rand 0.9634 / V_info 0.9823 against 0.9559 / 0.9753 for the
-# threshold and 0.9581 / 0.9803 for GASP; letting each fold's 5 selection slices choose
-# among the three scored 0.9520 over the 6 folds, against 0.9587 for multicut alone.
-DEFAULT_INSTANCE_METHOD = "multicut"
+# slices are at hand: components at a threshold read from the maps, split where multicut
+# cuts along membrane. Chosen on the selection blocks under the shifts of
+# benchmarks/shifts.py (docs/shifts.md): multicut on mean boundary costs, the default
+# before, cut cells that components keep whole wherever maps are clean.
+DEFAULT_INSTANCE_METHOD = "split-components"
 # The cell method of the main job and crossval, which have selection slices to fit edge
 # costs on: the multicut on learned edge costs, fixed in advance by the same
 # four folds, where it scored V_rand 0.9688 against multicut's 0.9634 (README).

@@ -63,7 +63,8 @@ def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: 
     from isbi_unet.evaluation.slice_scores import as_probability
 
     for condition, rows in report.items():
-        assert {"components at 0.5", "components, label-free threshold", "multicut, defaults"} <= set(rows)
+        assert {"components at 0.5", "components, label-free threshold", "multicut, defaults",
+                "split-components, defaults"} <= set(rows)
         maps = [as_probability(io.imread(out / "maps" / condition / f"{n}_predict.png")) for n in "01"]
         labels = [io.imread(out / "labels" / condition / f"{n}.png") for n in "01"]
         components = [ndimage.label(prob > 0.5)[0] for prob in maps]

@@ -91,14 +91,14 @@ def test_a_fitted_edge_model_keeps_its_maps_quantiles_through_json():
     assert "map_quantiles" not in EdgeCostModel.from_dict(older).to_dict()  # files from before still load
 
 
-def test_a_fitted_model_gives_way_to_multicut_on_unlike_maps_only():
+def test_a_fitted_model_gives_way_to_components_at_the_maps_threshold_on_unlike_maps_only():
     params = {"edge_model": _fitted()}
     like = [false_boundary_map(3)[0]]
-    unlike = [like[0] ** 6]  # another network's scale: cells need a threshold near 0.9
+    unlike = [like[0] ** 6, false_boundary_map(4)[0] ** 6]  # another network's scale: cells need a threshold near 0.9
     assert cell_parameters.method_for_maps("learned-multicut", params, like)[0] == "learned-multicut"
     method, fallback, reason = cell_parameters.method_for_maps("learned-multicut", params, unlike)
-    assert method == cell_parameters.FALLBACK_METHOD and fallback == cell_parameters.DEFAULT_PARAMETERS["multicut"]
-    assert "unlike" in reason
+    assert method == cell_parameters.FALLBACK_METHOD == "threshold" and "unlike" in reason
+    assert fallback == {"threshold": pytest.approx(calibration.label_free_threshold(unlike), abs=1e-4)}
     assert cell_parameters.method_for_maps("multicut", {}, unlike)[0] == "multicut"
 
 
@@ -112,6 +112,8 @@ def test_segment_warns_and_falls_back_on_unlike_maps(tmp_path, capsys):
     out = tmp_path / "cells"
     assert cli_main.main(["segment", "--pred", str(maps), "--output", str(out), "--method", "learned-multicut",
                           "--params", str(path), "--quiet"]) == 0
-    assert "warning: these maps are unlike" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "warning: these maps are unlike" in printed and "threshold: threshold 0." in printed
     stored = io.imread(maps / "0_predict.png") / np.float32(255.0)
-    np.testing.assert_array_equal(tifffile.imread(out / "0_labels.tif"), cell_methods.multicut(stored))
+    own = round(calibration.label_free_threshold([stored]), 4)
+    np.testing.assert_array_equal(tifffile.imread(out / "0_labels.tif"), cell_methods.threshold(stored, own))

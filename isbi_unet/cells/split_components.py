@@ -1,0 +1,125 @@
+"""Components of a membrane map, split only where a multicut cuts along membrane.
+
+Connected components of ``prob > threshold`` (the ISBI metric's own reading of a map)
+merge two cells wherever their membrane has a gap. Multicut closes such gaps, but where
+maps are clean it also cuts cells along faint structure inside them. :func:`split_components`
+keeps the components and splits one only along those of the multicut's cuts that lie on
+the map's membrane for at least ``membrane_fraction`` of their length: a gap closed, not a
+cell cut. Membrane is ``prob <= threshold`` in 8-connected pieces of at least
+``membrane_area`` pixels: the membranes' network, not the dark specks inside cells that
+weak maps have. Two components are never joined, except a segment smaller than
+``min_size`` pixels, which joins its neighbour (:func:`absorb_small`), and a segment
+enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
+
+The threshold is read from the map itself when not given (Otsu's threshold; a folder
+of maps takes the median over its maps, :func:`isbi_unet.cells.calibration.label_free_threshold`),
+so the method follows a map's own calibration rather than ISBI's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from isbi_unet.cells.methods import (
+    as_map,
+    merge_enclosed,
+    multicut_nodes,
+    superpixel_graph,
+    threshold as components,
+    with_boundaries,
+)
+
+__all__ = ["split_components", "map_threshold", "membrane", "absorb_small"]
+
+
+def map_threshold(prob: np.ndarray) -> float:
+    """Otsu's threshold of one map (H, W) in [0, 1]: the label-free threshold of a folder of one."""
+    from isbi_unet.cells.calibration import label_free_threshold
+
+    return label_free_threshold([prob])
+
+
+def membrane(prob: np.ndarray, threshold: float, min_area: int) -> np.ndarray:
+    """Pixels of ``prob`` (H, W) ``<= threshold`` (as the metric compares) in 8-connected
+    pieces of at least ``min_area`` pixels: bool (H, W)."""
+    from scipy import ndimage
+
+    pieces, _ = ndimage.label(~components(prob, threshold).astype(bool), structure=np.ones((3, 3), bool))
+    area = np.bincount(pieces.ravel())
+    area[0] = 0
+    return (area >= min_area)[pieces]
+
+
+def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
+                     beta: float = 0.5, membrane_fraction: float = 0.9, membrane_area: int = 1000,
+                     min_size: int = 300) -> np.ndarray:
+    """Cells of ``prob`` (H, W) float32 in [0, 1], high = cell: uint32 (H, W), 0 on 1-pixel boundaries.
+
+    1. components: 4-connected components of ``prob > threshold`` (None: :func:`map_threshold`);
+    2. superpixels: the seeded watershed of :func:`isbi_unet.cells.methods.superpixels` at
+       the same threshold (``sigma``, ``min_distance`` in px), each assigned to the
+       component most of its pixels above the threshold lie in;
+    3. the multicut of :func:`isbi_unet.cells.methods.multicut` (``beta``) on them;
+    4. two superpixels of one component stay apart where the multicut separates them and the
+       boundary between their two multicut segments inside that component lies on membrane
+       (pixels ``<= threshold`` in 8-connected pieces of ``membrane_area`` px or more) for at
+       least ``membrane_fraction`` of its length (in pixel pairs);
+       superpixels of different components stay apart; the rest are joined;
+    5. segments under ``min_size`` px join a neighbour (:func:`absorb_small`), and enclosed
+       segments the one around them (:func:`isbi_unet.cells.methods.merge_enclosed`).
+    """
+    import bioimage_cpp as bic
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    p = as_map(prob)
+    t = map_threshold(p) if threshold is None else float(threshold)
+    regions, rag = superpixel_graph(p, t, sigma, min_distance)
+    if rag.number_of_edges == 0:
+        return with_boundaries(regions + 1)
+    component = np.asarray(bic.graph.features.accumulate_labels(
+        rag, regions, components(p, t), ignore_value=0, number_of_threads=1), dtype=np.int64)
+    uv = np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2)
+    boundary = np.asarray(bic.graph.features.edge_map_features(rag, regions, (1.0 - p).astype(np.float32),
+                                                               number_of_threads=1), dtype=np.float64)
+    on_membrane = np.asarray(bic.graph.features.edge_map_features(
+        rag, regions, membrane(p, t, membrane_area).astype(np.float32), number_of_threads=1), dtype=np.float64)[:, 0]
+    size = boundary[:, 1]
+    segment = multicut_nodes(rag, boundary[:, 0], size, beta)
+
+    inside = (component[uv[:, 0]] == component[uv[:, 1]]) & (component[uv[:, 0]] != 0)
+    a, b = segment[uv[:, 0]], segment[uv[:, 1]]
+    join = inside & (a == b)
+    cut = np.flatnonzero(inside & (a != b))
+    if cut.size:  # the boundary between two multicut segments within one component, as a whole
+        pair = np.unique(np.stack([component[uv[cut, 0]], np.minimum(a[cut], b[cut]), np.maximum(a[cut], b[cut])],
+                                  axis=1), axis=0, return_inverse=True)[1].ravel()
+        length = np.bincount(pair, weights=size[cut])
+        share = np.bincount(pair, weights=on_membrane[cut] * size[cut]) / length
+        join[cut] = share[pair] < membrane_fraction
+    n = rag.number_of_nodes
+    graph = coo_matrix((np.ones(int(join.sum())), (uv[join, 0], uv[join, 1])), shape=(n, n))
+    nodes = connected_components(graph, directed=False)[1]
+    return with_boundaries(merge_enclosed(absorb_small(nodes[regions].astype(np.int64) + 1, min_size)))
+
+
+def absorb_small(dense: np.ndarray, min_size: int) -> np.ndarray:
+    """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment of
+    fewer than ``min_size`` pixels has taken the id of the neighbour of at least ``min_size``
+    pixels it shares the longest boundary with (4-connected pixel pairs); one without such
+    a neighbour stays. Same dtype; ids not renumbered."""
+    dense = np.asarray(dense)
+    area = np.bincount(dense.ravel())
+    first = np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()])
+    second = np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()])
+    small, large = np.concatenate([first, second]), np.concatenate([second, first])
+    keep = (area[small] < min_size) & (area[large] >= min_size)
+    pairs, shared = np.unique(np.stack([small[keep], large[keep]], axis=1), axis=0, return_counts=True)
+    if not len(pairs):
+        return dense
+    order = np.lexsort((pairs[:, 1], -shared, pairs[:, 0]))  # per small segment: longest boundary first
+    pairs = pairs[order]
+    first_of_each = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
+    target = np.arange(area.size)
+    target[pairs[first_of_each, 0]] = pairs[first_of_each, 1]
+    return target[dense].astype(dense.dtype, copy=False)

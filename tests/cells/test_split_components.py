@@ -1,0 +1,107 @@
+"""split_components: components of a map, split only where a multicut cut follows membrane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from isbi_unet.cells import calibration
+from isbi_unet.cells import methods as cell_methods
+from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.cells.split_components import absorb_small, map_threshold, membrane, split_components
+from isbi_unet.evaluation.metric import segmentation_scores
+
+CELL, WALL = 0.9, 0.1
+
+
+def framed(size: int = 96, wall: int = 4) -> np.ndarray:
+    """A map (size, size) float32: cell interior CELL inside a membrane frame ``wall`` px thick."""
+    prob = np.full((size, size), CELL, np.float32)
+    prob[:wall], prob[-wall:], prob[:, :wall], prob[:, -wall:] = WALL, WALL, WALL, WALL
+    return prob
+
+
+def two_cells_with_a_gap(gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(map, label): two cells split by a vertical membrane 4 px wide with a ``gap`` px hole
+    (map as high as the cells there) in its middle; the label's membrane has no hole."""
+    prob = framed()
+    prob[:, 46:50] = WALL
+    label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
+    prob[48 - gap // 2:48 - gap // 2 + gap, 46:50] = CELL
+    return ndimage.gaussian_filter(prob, 0.7), label
+
+
+def one_cell_with_specks() -> tuple[np.ndarray, np.ndarray]:
+    """(map, label): one cell crossed by a line of dark specks (3x4 px, every 5 px), as weak
+    maps have inside cells; the label is the one cell."""
+    prob = framed()
+    label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
+    for row in range(6, 90, 5):
+        prob[row:row + 3, 46:50] = WALL
+    return ndimage.gaussian_filter(prob, 0.7), label
+
+
+def cells(labels: np.ndarray) -> int:
+    return len(np.unique(labels[labels > 0]))
+
+
+@pytest.mark.parametrize("gap", [2, 4, 6])
+def test_a_gap_in_a_membrane_is_closed(gap):
+    prob, label = two_cells_with_a_gap(gap)
+    threshold = map_threshold(prob)
+    assert cells(cell_methods.threshold(prob, threshold)) == 1  # components leak through the gap
+    split = split_components(prob)
+    assert cells(split) == 2
+    assert segmentation_scores([split], [label])["v_rand"] > 0.99
+
+
+def test_specks_inside_a_cell_do_not_cut_it():
+    prob, label = one_cell_with_specks()
+    assert cells(cell_methods.multicut(prob)) > 1  # multicut cuts along the specks
+    assert not membrane(prob, map_threshold(prob), 1000)[10:86, 46:50].any()  # the specks are not membrane
+    assert cells(split_components(prob)) == 1
+    assert cells(split_components(prob, membrane_area=0)) > 1  # counted as membrane, they would cut it
+
+
+def test_two_components_are_never_joined():
+    prob = framed()
+    prob[:, 46:50] = WALL  # a whole membrane: two components
+    prob[40:56, 20:30] = WALL  # and a dark organelle inside the left one
+    out = split_components(ndimage.gaussian_filter(prob, 0.7), beta=0.1)  # a multicut that merges much
+    assert cells(out) == 2
+    assert len(np.unique(out[:, :44][out[:, :44] > 0])) == 1  # the organelle stays in its cell
+
+
+def test_the_threshold_is_read_from_the_maps_when_not_given():
+    prob, _ = two_cells_with_a_gap(4)
+    low = (prob ** 4).astype(np.float32)  # another calibration: the same ranking, cells far below 0.9
+    assert map_threshold(low) == pytest.approx(calibration.label_free_threshold([low]))
+    np.testing.assert_array_equal(split_components(low), split_components(low, map_threshold(low)))
+    maps = [low, (one_cell_with_specks()[0] ** 4).astype(np.float32)]
+    method, params, reason = cell_parameters.method_for_maps("split-components", {}, maps)
+    assert reason is None and params["threshold"] == pytest.approx(calibration.label_free_threshold(maps), abs=1e-4)
+    given = cell_parameters.method_for_maps("split-components", {"threshold": 0.3}, maps)[1]
+    assert given["threshold"] == 0.3
+
+
+def test_selection_keeps_the_threshold_to_be_read_on_each_folder():
+    prob, label = two_cells_with_a_gap(4)
+    chosen = cell_parameters.select_parameters("split-components", [prob], [label],
+                                               grid={"membrane_fraction": [0.6, 0.9]})
+    assert chosen["parameters"]["threshold"] is None and chosen["v_rand"] > 0.99
+    assert cell_parameters.describe_parameters(chosen["parameters"]).startswith("threshold=from the maps")
+    with pytest.raises(ValueError, match="threshold"):
+        cell_parameters.check_parameters("multicut", {"threshold": None})
+
+
+def test_small_segments_join_the_neighbour_they_share_most_boundary_with():
+    dense = np.ones((20, 20), np.int64)
+    dense[:, 10:] = 2
+    dense[4:7, 8:11] = 3  # 9 px: two columns in 1, one in 2
+    dense[15:17, 0:2] = 4  # 4 px in the corner, inside 1
+    out = absorb_small(dense, 10)
+    assert set(np.unique(out)) == {1, 2} and (out[4:7, 8:11] == 1).all() and (out[15:17, 0:2] == 1).all()
+    np.testing.assert_array_equal(absorb_small(dense, 4), dense)  # none smaller than 4 px
+    tiny = np.array([[1, 2], [3, 4]])
+    np.testing.assert_array_equal(absorb_small(tiny, 5), tiny)  # no neighbour large enough: all stay
