@@ -18,9 +18,9 @@ a label image (H, W) uint32: segments 1..K, 0 on the boundary pixels.
   the edge) instead of its mean boundary probability. :func:`fit_edge_model` fits it on
   labelled slices; :func:`select_parameters` does so on the selection slices.
 
-Multicut and GASP merge every segment enclosed by a single other one into it
-(:func:`merge_enclosed`: organelles are not cells); the learned multicut leaves that to
-its edge model, fitted on labelled slices. The graph methods use ``bioimage_cpp`` (the C++ back end of python-elf, installed on
+The graph methods merge every segment enclosed by a single other one into it
+(:func:`merge_enclosed`: organelles are not cells); the learned multicut also lets
+segments under ``min_size`` px join a neighbour (:func:`absorb_small`). The graph methods use ``bioimage_cpp`` (the C++ back end of python-elf, installed on
 its own from its pip wheel). Each method has defaults in :data:`DEFAULT_PARAMETERS`
 and a search grid in :data:`DEFAULT_GRIDS`; :func:`select_parameters` picks them by
 V_rand on selection slices, so that test slices choose nothing. The learned multicut's
@@ -166,6 +166,28 @@ def merge_enclosed(dense: np.ndarray) -> np.ndarray:
     return dense
 
 
+def absorb_small(dense: np.ndarray, min_size: int) -> np.ndarray:
+    """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment of
+    fewer than ``min_size`` pixels has taken the id of the neighbour of at least ``min_size``
+    pixels it shares the longest boundary with (4-connected pixel pairs); one without such
+    a neighbour stays. Same dtype; ids not renumbered."""
+    dense = np.asarray(dense)
+    area = np.bincount(dense.ravel())
+    first = np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()])
+    second = np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()])
+    small, large = np.concatenate([first, second]), np.concatenate([second, first])
+    keep = (area[small] < min_size) & (area[large] >= min_size)
+    pairs, shared = np.unique(np.stack([small[keep], large[keep]], axis=1), axis=0, return_counts=True)
+    if not len(pairs):
+        return dense
+    order = np.lexsort((pairs[:, 1], -shared, pairs[:, 0]))  # per small segment: longest boundary first
+    pairs = pairs[order]
+    first_of_each = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
+    target = np.arange(area.size)
+    target[pairs[first_of_each, 0]] = pairs[first_of_each, 1]
+    return target[dense].astype(dense.dtype, copy=False)
+
+
 def _merge_enclosed_once(dense: np.ndarray) -> np.ndarray:
     first = np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()])
     second = np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()])
@@ -186,11 +208,12 @@ def _merge_enclosed_once(dense: np.ndarray) -> np.ndarray:
     return target[dense].astype(dense.dtype, copy=False)
 
 
-def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, enclosed: bool = True) -> np.ndarray:
-    """Project node labels onto the superpixels, merge enclosed segments (:func:`merge_enclosed`)
-    unless ``enclosed`` is False, and draw 1-pixel boundaries: uint32 (H, W)."""
+def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """Project node labels onto the superpixels, let segments under ``min_size`` px join a
+    neighbour (:func:`absorb_small`), merge enclosed segments (:func:`merge_enclosed`) and
+    draw 1-pixel boundaries: uint32 (H, W)."""
     dense = np.asarray(node_labels, dtype=np.int64)[regions] + 1
-    return with_boundaries(merge_enclosed(dense) if enclosed else dense)
+    return with_boundaries(merge_enclosed(absorb_small(dense, min_size)))
 
 
 def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
@@ -203,13 +226,15 @@ def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_d
     additive edge contraction followed by Kernighan-Lin.
     """
     regions, rag, mean, size = _region_graph(prob, threshold, sigma, min_distance)
-    return _solve_multicut(regions, rag, mean, size, beta, enclosed=True)
+    return _solve_multicut(regions, rag, mean, size, beta)
 
 
 def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
-                     beta: float = 0.5, edge_model: Mapping[str, Any] | None = None) -> np.ndarray:
+                     beta: float = 0.5, edge_model: Mapping[str, Any] | None = None, min_size: int = 300
+                     ) -> np.ndarray:
     """:func:`multicut` with q = each edge's cut probability from ``edge_model`` (an
-    :class:`isbi_unet.cells.edge_costs.EdgeCostModel` as its ``to_dict``, from :func:`fit_edge_model`):
+    :class:`isbi_unet.cells.edge_costs.EdgeCostModel` as its ``to_dict``, from :func:`fit_edge_model`),
+    segments under ``min_size`` px joined to a neighbour (:func:`absorb_small`):
     uint32 (H, W), 0 on 1-pixel boundaries. ValueError without a model."""
     from isbi_unet.cells.edge_costs import EdgeCostModel, edge_features
 
@@ -220,17 +245,17 @@ def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
     return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta,
-                           enclosed=False)
+                           min_size)
 
 
 def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size: np.ndarray,
-                    beta: float, enclosed: bool) -> np.ndarray:
+                    beta: float, min_size: int = 0) -> np.ndarray:
     """Greedy additive contraction then Kernighan-Lin on costs from ``cut_probability``
-    (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W);
-    ``enclosed``: merge enclosed segments (:func:`merge_enclosed`)."""
+    (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W), through
+    :func:`_graph_labels` with ``min_size``."""
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
-    return _graph_labels(regions, rag, multicut_nodes(rag, cut_probability, size, beta), enclosed)
+    return _graph_labels(regions, rag, multicut_nodes(rag, cut_probability, size, beta), min_size)
 
 
 def multicut_nodes(rag, cut_probability: np.ndarray, size: np.ndarray, beta: float) -> np.ndarray:

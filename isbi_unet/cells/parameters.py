@@ -36,9 +36,10 @@ DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "watershed": {"threshold": 0.5, "sigma": 2.0, "min_distance": 5},
     "multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5},
     "gasp": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "bias": 0.5},
-    "learned-multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "edge_model": None},
+    "learned-multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "edge_model": None,
+                         "min_size": 300},
     # threshold None: read from the maps at hand (resolve_threshold)
-    "split-components": {"threshold": None, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "membrane_fraction": 0.9,
+    "split-components": {"threshold": None, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "membrane_fraction": 0.95,
                          "membrane_area": 1000, "min_size": 300},
 }
 
@@ -57,7 +58,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
     "multicut": {"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
     "gasp": {"bias": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]},
     "learned-multicut": {"beta": [0.5]},
-    "split-components": {"membrane_fraction": [0.8, 0.9, 0.95], "min_size": [0, 300, 600]},
+    "split-components": {"membrane_fraction": [0.8, 0.9, 0.95], "min_size": [0, 300]},
 }
 
 

@@ -8,7 +8,7 @@ the map's membrane for at least ``membrane_fraction`` of their length: a gap clo
 cell cut. Membrane is ``prob <= threshold`` in 8-connected pieces of at least
 ``membrane_area`` pixels: the membranes' network, not the dark specks inside cells that
 weak maps have. Two components are never joined, except a segment smaller than
-``min_size`` pixels, which joins its neighbour (:func:`absorb_small`), and a segment
+``min_size`` pixels, which joins its neighbour (:func:`isbi_unet.cells.methods.absorb_small`), and a segment
 enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
 
 The threshold is read from the map itself when not given (Otsu's threshold; a folder
@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from isbi_unet.cells.methods import (
+    absorb_small,
     as_map,
     merge_enclosed,
     multicut_nodes,
@@ -29,7 +30,7 @@ from isbi_unet.cells.methods import (
     with_boundaries,
 )
 
-__all__ = ["split_components", "map_threshold", "membrane", "absorb_small"]
+__all__ = ["split_components", "map_threshold", "membrane"]
 
 
 def map_threshold(prob: np.ndarray) -> float:
@@ -51,7 +52,7 @@ def membrane(prob: np.ndarray, threshold: float, min_area: int) -> np.ndarray:
 
 
 def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
-                     beta: float = 0.5, membrane_fraction: float = 0.9, membrane_area: int = 1000,
+                     beta: float = 0.5, membrane_fraction: float = 0.95, membrane_area: int = 1000,
                      min_size: int = 300) -> np.ndarray:
     """Cells of ``prob`` (H, W) float32 in [0, 1], high = cell: uint32 (H, W), 0 on 1-pixel boundaries.
 
@@ -65,7 +66,7 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
        (pixels ``<= threshold`` in 8-connected pieces of ``membrane_area`` px or more) for at
        least ``membrane_fraction`` of its length (in pixel pairs);
        superpixels of different components stay apart; the rest are joined;
-    5. segments under ``min_size`` px join a neighbour (:func:`absorb_small`), and enclosed
+    5. segments under ``min_size`` px join a neighbour (:func:`isbi_unet.cells.methods.absorb_small`), and enclosed
        segments the one around them (:func:`isbi_unet.cells.methods.merge_enclosed`).
     """
     import bioimage_cpp as bic
@@ -102,24 +103,3 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
     nodes = connected_components(graph, directed=False)[1]
     return with_boundaries(merge_enclosed(absorb_small(nodes[regions].astype(np.int64) + 1, min_size)))
 
-
-def absorb_small(dense: np.ndarray, min_size: int) -> np.ndarray:
-    """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment of
-    fewer than ``min_size`` pixels has taken the id of the neighbour of at least ``min_size``
-    pixels it shares the longest boundary with (4-connected pixel pairs); one without such
-    a neighbour stays. Same dtype; ids not renumbered."""
-    dense = np.asarray(dense)
-    area = np.bincount(dense.ravel())
-    first = np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()])
-    second = np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()])
-    small, large = np.concatenate([first, second]), np.concatenate([second, first])
-    keep = (area[small] < min_size) & (area[large] >= min_size)
-    pairs, shared = np.unique(np.stack([small[keep], large[keep]], axis=1), axis=0, return_counts=True)
-    if not len(pairs):
-        return dense
-    order = np.lexsort((pairs[:, 1], -shared, pairs[:, 0]))  # per small segment: longest boundary first
-    pairs = pairs[order]
-    first_of_each = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
-    target = np.arange(area.size)
-    target[pairs[first_of_each, 0]] = pairs[first_of_each, 1]
-    return target[dense].astype(dense.dtype, copy=False)

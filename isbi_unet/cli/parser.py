@@ -202,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bias", type=unit_float, help="gasp: an edge merges while bias > its mean boundary probability (default 0.5)")
     seg.add_argument("--membrane-fraction", type=unit_float, metavar="F",
                      help="split-components: a multicut cut splits a component where at least this fraction of it lies "
-                          "on membrane (map <= threshold, in pieces of at least 1000 px) (default 0.9)")
+                          "on membrane (map <= threshold, in pieces of at least 1000 px) (default 0.95)")
     seg.add_argument("--min-size", type=non_negative_int, metavar="PX",
-                     help="split-components: segments smaller than this join the neighbour they share most boundary with "
+                     help="split-components, learned-multicut: segments smaller than this join the neighbour they share most boundary with "
                           "(default 300)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")

@@ -117,3 +117,22 @@ def test_segment_warns_and_falls_back_on_unlike_maps(tmp_path, capsys):
     stored = io.imread(maps / "0_predict.png") / np.float32(255.0)
     own = round(calibration.label_free_threshold([stored]), 4)
     np.testing.assert_array_equal(tifffile.imread(out / "0_labels.tif"), cell_methods.threshold(stored, own))
+
+
+def test_the_learned_multicut_keeps_organelles_and_small_pieces_in_their_cells():
+    model = _fitted()
+    prob, label = _map_with_organelles(3)
+    scores = {}
+    for min_size in (0, 300):
+        scores[min_size] = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model,
+                                                                              min_size=min_size)], [label])
+    original = cell_methods.merge_enclosed
+    try:
+        cell_methods.merge_enclosed = lambda dense: dense
+        cut_out = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model, min_size=0)], [label])
+    finally:
+        cell_methods.merge_enclosed = original
+    assert scores[0]["v_rand_split"] > cut_out["v_rand_split"] + 0.01  # organelles stay in their cells
+    assert scores[300]["v_rand_split"] > scores[0]["v_rand_split"] + 0.02  # and so do small pieces
+    assert scores[300]["v_rand"] > 0.99
+    assert cell_parameters.DEFAULT_PARAMETERS["learned-multicut"]["min_size"] == 300
