@@ -140,7 +140,7 @@ def superpixel_graph(prob: np.ndarray, threshold: float, sigma: float, min_dista
     return regions, bic.graph.region_adjacency_graph(regions, number_of_threads=1)
 
 
-def _region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance: int):
+def region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance: int):
     """Superpixels (H, W) uint32, their region adjacency graph (bioimage_cpp), each edge's
     mean boundary probability ``1 - prob`` and its length in pixel pairs (float64 (E,))."""
     import bioimage_cpp as bic
@@ -225,7 +225,7 @@ def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_d
     length over the longest edge's; higher ``beta`` cuts more. Solved by greedy
     additive edge contraction followed by Kernighan-Lin.
     """
-    regions, rag, mean, size = _region_graph(prob, threshold, sigma, min_distance)
+    regions, rag, mean, size = region_graph(prob, threshold, sigma, min_distance)
     return _solve_multicut(regions, rag, mean, size, beta)
 
 
@@ -241,7 +241,7 @@ def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.
     require_edge_model("learned-multicut", {"edge_model": edge_model})
     model = EdgeCostModel.from_dict(edge_model)
     p = as_map(prob)
-    regions, rag, _, size = _region_graph(p, threshold, sigma, min_distance)
+    regions, rag, _, size = region_graph(p, threshold, sigma, min_distance)
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
     return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta,
@@ -283,7 +283,7 @@ def gasp(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_dista
     """
     import bioimage_cpp as bic
 
-    regions, rag, mean, size = _region_graph(prob, threshold, sigma, min_distance)
+    regions, rag, mean, size = region_graph(prob, threshold, sigma, min_distance)
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
     policy = bic.graph.agglomeration.GaspClusterPolicy(num_clusters_stop=1, linkage="mean")

@@ -18,6 +18,9 @@ so the method follows a map's own calibration rather than ISBI's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from isbi_unet.cells.methods import (
@@ -30,7 +33,7 @@ from isbi_unet.cells.methods import (
     with_boundaries,
 )
 
-__all__ = ["split_components", "map_threshold", "membrane"]
+__all__ = ["split_components", "map_threshold", "membrane", "ComponentGraph", "component_graph", "split"]
 
 
 def map_threshold(prob: np.ndarray) -> float:
@@ -51,6 +54,73 @@ def membrane(prob: np.ndarray, threshold: float, min_area: int) -> np.ndarray:
     return (area >= min_area)[pieces]
 
 
+@dataclass(frozen=True)
+class ComponentGraph:
+    """The superpixel graph of one map at one threshold, with what :func:`split` needs.
+
+    ``prob`` (H, W) float32 and ``threshold``; ``regions`` (H, W) superpixel ids 0..N-1
+    and their region adjacency graph ``rag`` (bioimage_cpp); ``uv`` (E, 2) its edges;
+    ``size`` (E,) their lengths in pixel pairs; ``component`` (N,) each superpixel's
+    component of ``prob > threshold`` (0: none); ``segment`` (N,) its multicut segment.
+    """
+
+    prob: np.ndarray
+    threshold: float
+    regions: np.ndarray
+    rag: Any
+    uv: np.ndarray
+    size: np.ndarray
+    component: np.ndarray
+    segment: np.ndarray
+
+
+def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
+                    beta: float = 0.5) -> ComponentGraph | None:
+    """Steps 1-3 of :func:`split_components` on ``prob`` (H, W) in [0, 1]; None when the
+    superpixels have no edge (one region)."""
+    import bioimage_cpp as bic
+
+    p = as_map(prob)
+    t = map_threshold(p) if threshold is None else float(threshold)
+    regions, rag = superpixel_graph(p, t, sigma, min_distance)
+    if rag.number_of_edges == 0:
+        return None
+    component = np.asarray(bic.graph.features.accumulate_labels(
+        rag, regions, components(p, t), ignore_value=0, number_of_threads=1), dtype=np.int64)
+    boundary = np.asarray(bic.graph.features.edge_map_features(rag, regions, (1.0 - p).astype(np.float32),
+                                                               number_of_threads=1), dtype=np.float64)
+    size = boundary[:, 1]
+    return ComponentGraph(p, t, regions, rag, np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2), size,
+                          component, multicut_nodes(rag, boundary[:, 0], size, beta))
+
+
+def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area: int = 1000,
+          min_size: int = 300) -> np.ndarray:
+    """Steps 4-5 of :func:`split_components` on a :func:`component_graph`: uint32 (H, W)."""
+    import bioimage_cpp as bic
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    uv, component, segment, size = graph.uv, graph.component, graph.segment, graph.size
+    on_membrane = np.asarray(bic.graph.features.edge_map_features(
+        graph.rag, graph.regions, membrane(graph.prob, graph.threshold, membrane_area).astype(np.float32),
+        number_of_threads=1), dtype=np.float64)[:, 0]
+    inside = (component[uv[:, 0]] == component[uv[:, 1]]) & (component[uv[:, 0]] != 0)
+    a, b = segment[uv[:, 0]], segment[uv[:, 1]]
+    join = inside & (a == b)
+    cut = np.flatnonzero(inside & (a != b))
+    if cut.size:  # the boundary between two multicut segments within one component, as a whole
+        pair = np.unique(np.stack([component[uv[cut, 0]], np.minimum(a[cut], b[cut]), np.maximum(a[cut], b[cut])],
+                                  axis=1), axis=0, return_inverse=True)[1].ravel()
+        length = np.bincount(pair, weights=size[cut])
+        share = np.bincount(pair, weights=on_membrane[cut] * size[cut]) / length
+        join[cut] = share[pair] < membrane_fraction
+    n = graph.rag.number_of_nodes
+    joined = coo_matrix((np.ones(int(join.sum())), (uv[join, 0], uv[join, 1])), shape=(n, n))
+    nodes = connected_components(joined, directed=False)[1]
+    return with_boundaries(merge_enclosed(absorb_small(nodes[graph.regions].astype(np.int64) + 1, min_size)))
+
+
 def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
                      beta: float = 0.5, membrane_fraction: float = 0.95, membrane_area: int = 1000,
                      min_size: int = 300) -> np.ndarray:
@@ -66,40 +136,10 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
        (pixels ``<= threshold`` in 8-connected pieces of ``membrane_area`` px or more) for at
        least ``membrane_fraction`` of its length (in pixel pairs);
        superpixels of different components stay apart; the rest are joined;
-    5. segments under ``min_size`` px join a neighbour (:func:`isbi_unet.cells.methods.absorb_small`), and enclosed
-       segments the one around them (:func:`isbi_unet.cells.methods.merge_enclosed`).
+    5. segments under ``min_size`` px join a neighbour (:func:`isbi_unet.cells.methods.absorb_small`),
+       and enclosed segments the one around them (:func:`isbi_unet.cells.methods.merge_enclosed`).
     """
-    import bioimage_cpp as bic
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    p = as_map(prob)
-    t = map_threshold(p) if threshold is None else float(threshold)
-    regions, rag = superpixel_graph(p, t, sigma, min_distance)
-    if rag.number_of_edges == 0:
-        return with_boundaries(regions + 1)
-    component = np.asarray(bic.graph.features.accumulate_labels(
-        rag, regions, components(p, t), ignore_value=0, number_of_threads=1), dtype=np.int64)
-    uv = np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2)
-    boundary = np.asarray(bic.graph.features.edge_map_features(rag, regions, (1.0 - p).astype(np.float32),
-                                                               number_of_threads=1), dtype=np.float64)
-    on_membrane = np.asarray(bic.graph.features.edge_map_features(
-        rag, regions, membrane(p, t, membrane_area).astype(np.float32), number_of_threads=1), dtype=np.float64)[:, 0]
-    size = boundary[:, 1]
-    segment = multicut_nodes(rag, boundary[:, 0], size, beta)
-
-    inside = (component[uv[:, 0]] == component[uv[:, 1]]) & (component[uv[:, 0]] != 0)
-    a, b = segment[uv[:, 0]], segment[uv[:, 1]]
-    join = inside & (a == b)
-    cut = np.flatnonzero(inside & (a != b))
-    if cut.size:  # the boundary between two multicut segments within one component, as a whole
-        pair = np.unique(np.stack([component[uv[cut, 0]], np.minimum(a[cut], b[cut]), np.maximum(a[cut], b[cut])],
-                                  axis=1), axis=0, return_inverse=True)[1].ravel()
-        length = np.bincount(pair, weights=size[cut])
-        share = np.bincount(pair, weights=on_membrane[cut] * size[cut]) / length
-        join[cut] = share[pair] < membrane_fraction
-    n = rag.number_of_nodes
-    graph = coo_matrix((np.ones(int(join.sum())), (uv[join, 0], uv[join, 1])), shape=(n, n))
-    nodes = connected_components(graph, directed=False)[1]
-    return with_boundaries(merge_enclosed(absorb_small(nodes[regions].astype(np.int64) + 1, min_size)))
-
+    graph = component_graph(prob, threshold, sigma, min_distance, beta)
+    if graph is None:
+        return with_boundaries(np.ones(np.shape(prob), dtype=np.int64))
+    return split(graph, membrane_fraction, membrane_area, min_size)

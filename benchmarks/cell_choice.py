@@ -1,0 +1,129 @@
+"""How the cell defaults were chosen: candidates against components, condition by condition.
+
+    python benchmarks/cell_choice.py --set logs/shifts_dev logs/RUN/instance_parameters.json \\
+        --set logs/shifts_cv6_sel/fold1 logs/cv6-shifts/fold1/instance_parameters.json ... \\
+        --out logs/cell_choice.json
+
+Each ``--set DIR PARAMS`` is the output folder of ``benchmarks/shifts.py`` on a run's
+*selection* slices (``DIR/maps/CONDITION/N_predict.png`` and ``DIR/labels/CONDITION/N.png``)
+and that run's fitted ``instance_parameters.json``. On every condition of every set, each
+candidate is scored against connected components at the maps' label-free threshold
+(:func:`isbi_unet.cells.calibration.label_free_threshold`), the baseline issue 18 sets:
+
+* ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area`` and ``min_size``;
+* the learned multicut with the set's edge model, with and without merging enclosed segments,
+  over ``min_size``; as ``segment`` uses it, it gives way to components at the label-free
+  threshold on maps unlike its own (:func:`isbi_unet.cells.parameters.method_for_maps`).
+
+The rule: the most (set, condition) pairs at least as good as components, then the highest
+mean V_rand. Prints one line per candidate and writes every score to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from isbi_unet.cells import methods as cell_methods
+from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.cells.calibration import label_free_threshold
+from isbi_unet.cells.edge_costs import EdgeCostModel, edge_features
+from isbi_unet.cells.split_components import component_graph, split
+from isbi_unet.evaluation.metric import segmentation_scores
+from isbi_unet.evaluation.slice_scores import as_probability
+
+SPLIT_GRID = {"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": [0, 1000], "min_size": [0, 300, 600]}
+LEARNED_GRID = {"enclosed": [False, True], "min_size": [0, 300, 600]}
+
+
+def read_condition(folder: Path, condition: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(maps, labels) of one condition of a shifts.py output folder, in name order."""
+    from skimage import io
+
+    names = sorted((path.name.removesuffix("_predict.png") for path in (folder / "maps" / condition).glob("*_predict.png")),
+                   key=lambda name: (len(name), name))
+    return ([as_probability(io.imread(folder / "maps" / condition / f"{name}_predict.png")) for name in names],
+            [io.imread(folder / "labels" / condition / f"{name}.png") for name in names])
+
+
+def learned_dense(prob: np.ndarray, model: EdgeCostModel) -> np.ndarray:
+    """The learned multicut's segments (H, W) int64 >= 1 before any merging, on the default superpixels."""
+    regions, rag, _, size = cell_methods.region_graph(prob, 0.5, 1.0, 2)
+    if rag.number_of_edges == 0:
+        return regions.astype(np.int64) + 1
+    nodes = cell_methods.multicut_nodes(rag, model.cut_probability(edge_features(prob, regions, rag)), size, 0.5)
+    return nodes[regions] + 1
+
+
+def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model: dict) -> dict[str, float]:
+    """V_rand of components (label-free threshold) and of every candidate on one condition."""
+    threshold = label_free_threshold(maps)
+    v_rand = {"components": segmentation_scores([cell_methods.threshold(p, threshold) for p in maps], labels)["v_rand"]}
+    graphs = [component_graph(p, threshold) for p in maps]
+    for values in itertools.product(*SPLIT_GRID.values()):
+        params = dict(zip(SPLIT_GRID, values))
+        segs = [split(graph, **params) if graph is not None else cell_methods.threshold(p, threshold)
+                for graph, p in zip(graphs, maps)]
+        v_rand["split-components " + json.dumps(params)] = segmentation_scores(segs, labels)["v_rand"]
+    unlike = cell_parameters.method_for_maps("learned-multicut", {"edge_model": edge_model}, maps)[2] is not None
+    model = EdgeCostModel.from_dict(edge_model)
+    dense = [] if unlike else [learned_dense(p, model) for p in maps]
+    for values in itertools.product(*LEARNED_GRID.values()):
+        params = dict(zip(LEARNED_GRID, values))
+        key = "learned-multicut " + json.dumps(params)
+        if unlike:  # as segment uses it: components at the label-free threshold instead
+            v_rand[key] = v_rand["components"]
+            continue
+        segs = []
+        for d in dense:
+            merged = cell_methods.absorb_small(d, params["min_size"])
+            segs.append(cell_methods.with_boundaries(cell_methods.merge_enclosed(merged) if params["enclosed"] else merged))
+        v_rand[key] = segmentation_scores(segs, labels)["v_rand"]
+    return v_rand
+
+
+def summary(report: dict[str, dict[str, dict[str, float]]]) -> list[tuple[str, int, int, float, float]]:
+    """(candidate, conditions at least as good as components, conditions, mean difference, mean) by the rule."""
+    rows = [scores for conditions in report.values() for scores in conditions.values()]
+    out = []
+    for candidate in rows[0]:
+        if candidate == "components":
+            continue
+        differences = [row[candidate] - row["components"] for row in rows]
+        out.append((candidate, sum(d >= 0 for d in differences), len(rows), statistics.mean(differences),
+                    statistics.mean(row[candidate] for row in rows)))
+    return sorted(out, key=lambda row: (-row[1], -row[4]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", nargs=2, action="append", required=True, metavar=("DIR", "PARAMS"),
+                        help="a shifts.py output folder of selection slices and its run's instance_parameters.json")
+    parser.add_argument("--out", type=Path, help="JSON of every score")
+    args = parser.parse_args(argv)
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for folder, params in args.set:
+        edge_model = json.loads(Path(params).read_text())["parameters"]["edge_model"]
+        report[folder] = {}
+        for condition in sorted(path.name for path in (Path(folder) / "maps").iterdir()):
+            report[folder][condition] = score_condition(*read_condition(Path(folder), condition), edge_model)
+            print(f"{folder} {condition}: components {report[folder][condition]['components']:.4f}", flush=True)
+    for candidate, at_least, total, difference, mean in summary(report):
+        print(f"{candidate}: at least as good as components on {at_least} of {total}, "
+              f"mean difference {difference:+.4f}, mean V_rand {mean:.4f}")
+    if args.out:
+        args.out.write_text(json.dumps({"rule": "most conditions >= components, then mean V_rand",
+                                        "summary": summary(report), "v_rand": report}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""benchmarks/cell_choice.py: candidates against components on folders laid out as shifts.py writes them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage import io
+
+from conftest import false_boundary_map, load_benchmark
+from isbi_unet.cells import methods as cell_methods
+from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.cells.calibration import label_free_threshold
+from isbi_unet.cells.split_components import split_components
+from isbi_unet.evaluation.metric import segmentation_scores
+
+choice = load_benchmark("cell_choice")
+
+
+@pytest.fixture
+def selection_set(tmp_path):
+    """A shifts.py-like folder (conditions "none" and "dark": the same maps squared) and a
+    fitted instance_parameters.json."""
+    fit = [false_boundary_map(seed, size=96) for seed in (1, 2)]
+    params = tmp_path / "instance_parameters.json"
+    edge_model = cell_parameters.fit_edge_model([p for p, _ in fit], [label for _, label in fit])
+    params.write_text(json.dumps({"method": "learned-multicut", "parameters": {"edge_model": edge_model}}))
+    folder = tmp_path / "shifts"
+    for condition, power in (("none", 1), ("dark", 4)):
+        for name, (prob, label) in zip(("3", "4"), (false_boundary_map(seed, size=96) for seed in (3, 4))):
+            for kind, image in (("maps", np.round(prob ** power * 255)), ("labels", label)):
+                (folder / kind / condition).mkdir(parents=True, exist_ok=True)
+                suffix = "_predict" if kind == "maps" else ""
+                io.imsave(folder / kind / condition / f"{name}{suffix}.png", image.astype(np.uint8),
+                          check_contrast=False)
+    return folder, params
+
+
+def test_every_candidate_is_scored_against_components_at_the_label_free_threshold(selection_set, tmp_path):
+    folder, params = selection_set
+    out = tmp_path / "choice.json"
+    assert choice.main(["--set", str(folder), str(params), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    scores = report["v_rand"][str(folder)]
+    assert set(scores) == {"none", "dark"}
+    maps, labels = choice.read_condition(folder, "none")
+    threshold = label_free_threshold(maps)
+    assert scores["none"]["components"] == pytest.approx(
+        segmentation_scores([cell_methods.threshold(p, threshold) for p in maps], labels)["v_rand"])
+    default = {key: cell_parameters.DEFAULT_PARAMETERS["split-components"][key] for key in choice.SPLIT_GRID}
+    assert scores["none"]["split-components " + json.dumps(default)] == pytest.approx(
+        segmentation_scores([split_components(p, threshold) for p in maps], labels)["v_rand"])
+    learned = {"edge_model": json.loads(params.read_text())["parameters"]["edge_model"]}
+    assert scores["none"]["learned-multicut " + json.dumps({"enclosed": True, "min_size": 300})] == pytest.approx(
+        segmentation_scores([cell_methods.learned_multicut(p, **learned) for p in maps], labels)["v_rand"])
+    # the squared maps are unlike the fitted ones: the learned multicut gives way to components there
+    assert all(scores["dark"][key] == scores["dark"]["components"] for key in scores["dark"] if "learned" in key)
+    assert len(report["summary"]) == len(scores["none"]) - 1
+    counts = [(row[1], row[4]) for row in report["summary"]]
+    assert counts == sorted(counts, key=lambda c: (-c[0], -c[1]))  # the rule's order
