@@ -17,7 +17,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from isbi_unet.cells.calibration import label_free_threshold, map_quantiles, unlike_reason
+from isbi_unet.cells.calibration import (
+    label_free_threshold,
+    map_quantiles,
+    unlike_reason,
+)
 from isbi_unet.cells.methods import (
     LEARNED_METHODS,
     as_map,

@@ -8,8 +8,8 @@ the map's membrane for at least ``membrane_fraction`` of their length: a gap clo
 cell cut. Membrane is ``prob <= threshold`` in 8-connected pieces of at least
 ``membrane_area`` pixels: the membranes' network, not the dark specks inside cells that
 weak maps have. Two components are never joined, except a segment smaller than
-``min_size`` pixels, which joins its neighbour (:func:`isbi_unet.cells.methods.absorb_small`), and a segment
-enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
+``min_size`` pixels, which joins a neighbour (:func:`isbi_unet.cells.methods.absorb_small`),
+and a segment enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
 
 The threshold is read from the map itself when not given (Otsu's threshold; a folder
 of maps takes the median over its maps, :func:`isbi_unet.cells.calibration.label_free_threshold`),
@@ -23,14 +23,17 @@ from typing import Any
 
 import numpy as np
 
+from isbi_unet.cells.calibration import label_free_threshold
 from isbi_unet.cells.methods import (
     absorb_small,
     as_map,
     merge_enclosed,
     multicut_nodes,
     superpixel_graph,
-    threshold as components,
     with_boundaries,
+)
+from isbi_unet.cells.methods import (
+    threshold as components,
 )
 
 __all__ = ["split_components", "map_threshold", "membrane", "ComponentGraph", "component_graph", "split"]
@@ -38,8 +41,6 @@ __all__ = ["split_components", "map_threshold", "membrane", "ComponentGraph", "c
 
 def map_threshold(prob: np.ndarray) -> float:
     """Otsu's threshold of one map (H, W) in [0, 1]: the label-free threshold of a folder of one."""
-    from isbi_unet.cells.calibration import label_free_threshold
-
     return label_free_threshold([prob])
 
 

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import false_boundary_map, load_benchmark
 from skimage import io
 
-from conftest import false_boundary_map, load_benchmark
 from isbi_unet.cells import methods as cell_methods
 from isbi_unet.cells import parameters as cell_parameters
 from isbi_unet.cells.calibration import label_free_threshold

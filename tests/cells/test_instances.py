@@ -103,7 +103,7 @@ def test_predict_instances(tmp_path):
     assert len(list(images.iterdir())) == 5
 
 
-def test_segment_without_method_segments_with_the_default_method(tmp_path):
+def test_segment_without_method_segments_with_the_default_method(tmp_path, capsys):
     """`segment` with no --method writes the cells of DEFAULT_INSTANCE_METHOD with its
     default parameters, pixel for pixel."""
     from isbi_unet.cells.parameters import DEFAULT_PARAMETERS, segment
@@ -118,6 +118,9 @@ def test_segment_without_method_segments_with_the_default_method(tmp_path):
                           "--quiet"]) == 0
     written = tifffile.imread(tmp_path / "cells" / "7_labels.tif")
     stored = io.imread(tmp_path / "maps" / "7_predict.png") / np.float32(255)
+    from isbi_unet.cells.calibration import label_free_threshold
+
+    assert f"threshold {round(label_free_threshold([stored]), 4):g}, read from the maps" in capsys.readouterr().out
     expected = segment(stored, DEFAULT_INSTANCE_METHOD, DEFAULT_PARAMETERS[DEFAULT_INSTANCE_METHOD])
     np.testing.assert_array_equal(written, expected)
     others = [segment(stored, method, DEFAULT_PARAMETERS[method]) for method in ("threshold", "watershed")]

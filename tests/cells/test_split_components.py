@@ -9,7 +9,12 @@ from scipy import ndimage
 from isbi_unet.cells import calibration
 from isbi_unet.cells import methods as cell_methods
 from isbi_unet.cells import parameters as cell_parameters
-from isbi_unet.cells.split_components import absorb_small, map_threshold, membrane, split_components
+from isbi_unet.cells.split_components import (
+    absorb_small,
+    map_threshold,
+    membrane,
+    split_components,
+)
 from isbi_unet.evaluation.metric import segmentation_scores
 
 CELL, WALL = 0.9, 0.1
@@ -67,6 +72,7 @@ def test_specks_inside_a_cell_do_not_cut_it():
     assert cells(cell_methods.multicut(prob)) > 1  # multicut cuts along the specks
     assert not membrane(prob, map_threshold(prob), 1000)[10:86, 46:50].any()  # the specks are not membrane
     assert cells(split_components(prob)) == 1
+    assert segmentation_scores([split_components(prob)], [label])["v_rand"] > 0.99
     assert cells(split_components(prob, membrane_area=0)) > 1  # counted as membrane, they would cut it
 
 
@@ -85,7 +91,7 @@ def test_the_threshold_is_read_from_the_maps_when_not_given():
     assert map_threshold(low) == pytest.approx(calibration.label_free_threshold([low]))
     np.testing.assert_array_equal(split_components(low), split_components(low, map_threshold(low)))
     maps = [low, (one_cell_with_specks()[0] ** 4).astype(np.float32)]
-    method, params, reason = cell_parameters.method_for_maps("split-components", {}, maps)
+    _, params, reason = cell_parameters.method_for_maps("split-components", {}, maps)
     assert reason is None and params["threshold"] == pytest.approx(calibration.label_free_threshold(maps), abs=1e-4)
     given = cell_parameters.method_for_maps("split-components", {"threshold": 0.3}, maps)[1]
     assert given["threshold"] == 0.3
