@@ -116,7 +116,7 @@ def resolve_threshold(method: str, parameters: Mapping[str, Any], maps: Sequence
     methods of :data:`LABEL_FREE_THRESHOLD_METHODS`; otherwise unchanged."""
     params = dict(parameters)
     if method in LABEL_FREE_THRESHOLD_METHODS and params.get("threshold") is None and len(maps):
-        params["threshold"] = round(label_free_threshold(maps), 4)
+        params["threshold"] = label_free_threshold(maps)
     return params
 
 
