@@ -173,8 +173,7 @@ def absorb_small(dense: np.ndarray, min_size: int) -> np.ndarray:
     a neighbour stays. Same dtype; ids not renumbered."""
     dense = np.asarray(dense)
     area = np.bincount(dense.ravel())
-    first = np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()])
-    second = np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()])
+    first, second = _neighbour_pairs(dense)
     small, large = np.concatenate([first, second]), np.concatenate([second, first])
     keep = (area[small] < min_size) & (area[large] >= min_size)
     pairs, shared = np.unique(np.stack([small[keep], large[keep]], axis=1), axis=0, return_counts=True)
@@ -188,9 +187,15 @@ def absorb_small(dense: np.ndarray, min_size: int) -> np.ndarray:
     return target[dense].astype(dense.dtype, copy=False)
 
 
+def _neighbour_pairs(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of every horizontally and vertically adjacent pixel pair of ``dense`` (H, W):
+    (first (P,), second (P,)), equal where the two pixels share a segment."""
+    return (np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()]),
+            np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()]))
+
+
 def _merge_enclosed_once(dense: np.ndarray) -> np.ndarray:
-    first = np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()])
-    second = np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()])
+    first, second = _neighbour_pairs(dense)
     differ = first != second
     pairs = np.unique(np.stack([np.minimum(first[differ], second[differ]),
                                 np.maximum(first[differ], second[differ])], axis=1), axis=0)

@@ -29,7 +29,7 @@ from isbi_unet.cells.methods import (
     as_map,
     merge_enclosed,
     multicut_nodes,
-    superpixel_graph,
+    region_graph,
     with_boundaries,
 )
 from isbi_unet.cells.methods import (
@@ -83,16 +83,13 @@ def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: flo
 
     p = as_map(prob)
     t = map_threshold(p) if threshold is None else float(threshold)
-    regions, rag = superpixel_graph(p, t, sigma, min_distance)
+    regions, rag, mean_boundary, size = region_graph(p, t, sigma, min_distance)
     if rag.number_of_edges == 0:
         return None
     component = np.asarray(bic.graph.features.accumulate_labels(
         rag, regions, components(p, t), ignore_value=0, number_of_threads=1), dtype=np.int64)
-    boundary = np.asarray(bic.graph.features.edge_map_features(rag, regions, (1.0 - p).astype(np.float32),
-                                                               number_of_threads=1), dtype=np.float64)
-    size = boundary[:, 1]
     return ComponentGraph(p, t, regions, rag, np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2), size,
-                          component, multicut_nodes(rag, boundary[:, 0], size, beta))
+                          component, multicut_nodes(rag, mean_boundary, size, beta))
 
 
 def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area: int = 1000,
