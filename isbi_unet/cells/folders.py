@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from isbi_unet.cells.calibration import MEMBRANE_SHARE
 from isbi_unet.errors import UserError
 
 __all__ = ["CELL_COLUMNS", "label_image_dtype", "overlay", "cell_rows", "segment_folder"]
@@ -141,12 +142,15 @@ def segment_folder(
     images_dir: str | os.PathLike | None = None,
     names: Sequence[str] | None = None,
     progress: bool = True,
+    membrane_share: float = MEMBRANE_SHARE,
 ) -> list[Path]:
     """Segment every probability map of ``pred_dir`` with ``isbi_unet.cells.parameters.segment`` and write the
     label images, overlays and ``cells.csv`` (see the module docstring) to ``output_dir``.
 
     ``images_dir`` holds the input images ``N.<ext>`` for the overlays and the cells'
     mean intensity (default: the maps themselves, 0-255). ``names`` restricts the maps.
+    A threshold of None is read from the maps, calling ``membrane_share`` of their pixels
+    membrane (``cell_parameters.resolve_threshold``).
     A learned method whose edge model meets maps unlike those it was fitted on gives way
     to ``cell_parameters.FALLBACK_METHOD``, with a warning line (see
     ``cell_parameters.method_for_maps``). Every input is read and checked before anything
@@ -182,14 +186,15 @@ def segment_folder(
         inputs.append((name, grey / np.float32(255.0), image))
     threshold_from_maps = params.get("threshold", 0.5) is None
     try:
-        method, params, unlike = cell_parameters.method_for_maps(method, params, [prob for _, prob, _ in inputs])
+        method, params, unlike = cell_parameters.method_for_maps(method, params, [prob for _, prob, _ in inputs],
+                                                                 membrane_share)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     if unlike:
         print(f"warning: {unlike}; cells by connected components at a threshold read from the maps instead "
               "(fit an edge model on labelled maps of this kind: segment --fit-maps DIR --fit-labels DIR)", flush=True)
     if unlike or threshold_from_maps:
-        print(f"{method}: threshold {params['threshold']:g}, read from the maps (the median of their Otsu thresholds)",
+        print(f"{method}: threshold {params['threshold']:g}, read from the maps ({membrane_share:.1%} of their pixels at or below it)",
               flush=True)
     out_root.mkdir(parents=True, exist_ok=True)
     update = _progress(len(inputs), progress)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from isbi_unet.cells.calibration import (
+    MEMBRANE_SHARE,
     label_free_threshold,
     map_quantiles,
     unlike_reason,
@@ -110,29 +111,32 @@ FALLBACK_METHOD = "threshold"
 LABEL_FREE_THRESHOLD_METHODS: tuple[str, ...] = ("threshold", "split-components")
 
 
-def resolve_threshold(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray]) -> dict[str, Any]:
+def resolve_threshold(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray],
+                      membrane_share: float = MEMBRANE_SHARE) -> dict[str, Any]:
     """``parameters`` with a threshold of None replaced by the label-free threshold of ``maps``
-    (H, W) in [0, 1] (:func:`isbi_unet.cells.calibration.label_free_threshold`), for the
-    methods of :data:`LABEL_FREE_THRESHOLD_METHODS`; otherwise unchanged."""
+    (H, W) in [0, 1] that calls ``membrane_share`` of their pixels membrane
+    (:func:`isbi_unet.cells.calibration.label_free_threshold`), for the methods of
+    :data:`LABEL_FREE_THRESHOLD_METHODS`; otherwise unchanged."""
     params = dict(parameters)
     if method in LABEL_FREE_THRESHOLD_METHODS and params.get("threshold") is None and len(maps):
-        params["threshold"] = label_free_threshold(maps)
+        params["threshold"] = label_free_threshold(maps, membrane_share)
     return params
 
 
-def method_for_maps(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray]
-                    ) -> tuple[str, dict[str, Any], str | None]:
+def method_for_maps(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray],
+                    membrane_share: float = MEMBRANE_SHARE) -> tuple[str, dict[str, Any], str | None]:
     """(method, parameters, reason) to run on ``maps`` (H, W) in [0, 1]: ``method`` with its
     checked ``parameters``, a threshold of None read from the maps (:func:`resolve_threshold`);
     or, for a learned method whose edge model recorded its maps' quantiles and ``maps`` are
     unlike them (:func:`isbi_unet.cells.calibration.unlike_reason`), :data:`FALLBACK_METHOD`
-    at the maps' label-free threshold, and the reason."""
+    at the maps' label-free threshold, and the reason. ``membrane_share``: as in
+    :func:`resolve_threshold`."""
     params = check_parameters(method, parameters)
     fitted = (params.get("edge_model") or {}).get("map_quantiles")
     reason = unlike_reason(fitted, maps) if method in LEARNED_METHODS and fitted else None
     if reason is not None:
         method, params = FALLBACK_METHOD, check_parameters(FALLBACK_METHOD, {"threshold": None})
-    return method, resolve_threshold(method, params, maps), reason
+    return method, resolve_threshold(method, params, maps, membrane_share), reason
 
 
 def describe_parameters(parameters: Mapping[str, Any]) -> str:

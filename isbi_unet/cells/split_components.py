@@ -11,9 +11,9 @@ weak maps have. Two components are never joined, except a segment smaller than
 ``min_size`` pixels, which joins a neighbour (:func:`isbi_unet.cells.methods.absorb_small`),
 and a segment enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
 
-The threshold is read from the map itself when not given (Otsu's threshold; a folder
-of maps takes the median over its maps, :func:`isbi_unet.cells.calibration.label_free_threshold`),
-so the method follows a map's own calibration rather than ISBI's.
+The threshold is read from the maps themselves when not given: the value below which a
+fixed share of their pixels lie (:func:`isbi_unet.cells.calibration.label_free_threshold`),
+so the cells do not depend on a map's calibration.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = ["split_components", "map_threshold", "membrane", "ComponentGraph", "c
 
 
 def map_threshold(prob: np.ndarray) -> float:
-    """Otsu's threshold of one map (H, W) in [0, 1]: the label-free threshold of a folder of one."""
+    """The label-free threshold of one map (H, W) in [0, 1], as of a folder of one."""
     return label_free_threshold([prob])
 
 

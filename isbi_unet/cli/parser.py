@@ -73,10 +73,12 @@ DEFAULT_DATA = "data/membrane"
 
 
 unit_float = in_range(float, 0.0, 1.0)
+share_float = in_range(float, 0.0, 1.0, low_open=True, high_open=True)
 non_negative_float = in_range(float, 0.0, 100.0)
 non_negative_int = in_range(int, 0)
 # segment.METHODS, spelled out so that parsing stays light (a test checks they agree)
 INSTANCE_METHODS = ("threshold", "watershed", "multicut", "gasp", "learned-multicut", "split-components")
+MEMBRANE_SHARE = 0.375  # cells.calibration.MEMBRANE_SHARE (a test checks they agree)
 
 
 MASK_FOREGROUNDS = ("cell", "membrane")  # isbi_unet.io.pairs.MASK_FOREGROUNDS (a test checks they agree)
@@ -163,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "a float32 stack of 30 slices of 512x512, 0 = membrane, 1 = non-membrane")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "tile", "resize"], help="whole image, overlap-tile, or the seed's resize; auto: resize for a fixed-size model, else whole images that fit in memory, tiles otherwise (default: auto)")
     predict.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations")
+    predict.add_argument("--pixel-size", type=in_range(float, 0.0, 1000.0, low_open=True), metavar="NM",
+                         help="nm per pixel of your images: the network sees them resampled to ISBI's 4 nm, and the maps "
+                              "come back at your images' size (default: as they are)")
     predict.add_argument("--precision", choices=["default", "float32", "bfloat16", "float16"], default="default",
                          help="precision of the computation; models are saved in float32 (default: bfloat16 with --engine auto "
                               "on a CPU that computes it natively, else float32)")
@@ -195,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "network did not train on (writes OUTPUT/instance_parameters.json)")
     seg.add_argument("--fit-labels", metavar="DIR", help="learned-multicut: the ground truth N.png of the --fit-maps slices (0 = membrane)")
     seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5, split-components: "
-                                                          "the median of the maps' Otsu thresholds)")
+                                                          "the value below which 37.5 %% of the maps' pixels lie)")
     seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")
     seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
     seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
@@ -203,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--membrane-fraction", type=unit_float, metavar="F",
                      help="split-components: a multicut cut splits a component where at least this fraction of it lies "
                           "on membrane (map <= threshold, in pieces of at least 1000 px) (default 0.95)")
+    seg.add_argument("--membrane-share", type=share_float, default=MEMBRANE_SHARE, metavar="S",
+                     help="a threshold read from the maps calls this share of their pixels membrane: about 1.5 times "
+                          "the membrane's share of a labelled slice (default: %(default)s, for ssTEM of neural tissue)")
     seg.add_argument("--min-size", type=non_negative_int, metavar="PX",
                      help="split-components, learned-multicut: segments smaller than this join the neighbour they share most boundary with "
                           "(default 300)")

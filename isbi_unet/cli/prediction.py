@@ -45,6 +45,8 @@ def cmd_predict(args) -> list:
     network = load_model(args.model, precision=resolve_precision(args.engine, args.precision))
     if args.instances and network.output_shape[-1] != 1:
         raise UserError("--instances needs a model with one output channel (cell probability), not --num-class > 1")
+    if args.pixel_size is not None:
+        predict_fn = _at_pixel_size(network, predict_fn, args.pixel_size, args.mode)
     if stack_output:
         from isbi_unet.prediction.streaming import predict_to_stack
 
@@ -74,6 +76,19 @@ def cmd_predict(args) -> list:
                                 names=names, progress=not args.quiet)
         print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {output}")
     return written
+
+
+def _at_pixel_size(network, predict_fn, pixel_size: float, mode: str):
+    """The network's predict function for images of ``pixel_size`` nm (see isbi_unet.prediction.pixel_size)."""
+    from isbi_unet.network import downsampling_factor
+    from isbi_unet.prediction.pixel_size import at_pixel_size
+    from isbi_unet.prediction.predict import affinity_offsets, fixed_input_size, model_predict_fn
+
+    if affinity_offsets(network) is not None:
+        raise UserError("--pixel-size: an affinity model's offsets are pixels of its own size; predict at its pixel size")
+    if fixed_input_size(network) is not None or mode == "resize":
+        raise UserError("--pixel-size resamples the images itself; it does not go with a fixed-size model or --mode resize")
+    return at_pixel_size(predict_fn or model_predict_fn(network), pixel_size, downsampling_factor(network))
 
 
 def instance_parameters(method: str, params_file: str | None, overrides: dict, fitting: bool = False) -> dict:
@@ -119,7 +134,7 @@ def cmd_segment(args) -> list:
         params = {**params, "edge_model": fit_edge_model_on_folders(args.fit_maps, args.fit_labels, params,
                                                                      progress=not args.quiet)}
     written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
-                             progress=not args.quiet)
+                             progress=not args.quiet, membrane_share=args.membrane_share)
     if fitting:
         cell_parameters.save_parameters({"method": args.method, "parameters": params},
                                 Path(args.output) / "instance_parameters.json")

@@ -65,12 +65,33 @@ def test_multicut_keeps_an_organelle_inside_its_cell():
     assert merged["v_rand"] > 0.95
 
 
-def test_the_label_free_threshold_follows_the_maps_calibration():
+@pytest.mark.parametrize("rescale", [lambda p: p ** 8, lambda p: p ** 0.2, lambda p: 0.2 + 0.6 * p,
+                                     lambda p: 1 / (1 + np.exp(-12 * (p - 0.7)))])
+def test_components_at_the_label_free_threshold_do_not_depend_on_the_maps_calibration(rescale):
+    prob, _ = false_boundary_map(3)
+    second = false_boundary_map(4)[0]
+    own = calibration.label_free_threshold([prob, second])
+    other = calibration.label_free_threshold([rescale(prob), rescale(second)])  # the same ranking, another scale
+    assert other == pytest.approx(float(rescale(np.float32(own))), abs=1e-6)
+    np.testing.assert_array_equal(cell_methods.threshold(rescale(prob), other), cell_methods.threshold(prob, own))
+
+
+def test_cells_saturated_at_one_stay_cells():
     _, label = synthetic_slice((96, 96), seed=1)
-    prob = np.where(label > 0, 0.95, 0.05).astype(np.float32)
-    low = calibration.label_free_threshold([prob])
-    high = calibration.label_free_threshold([prob ** 8])  # the same ranking, another scale
-    assert 0.05 < low < 0.95 and high < low
+    prob = np.where(label > 0, 1.0, 0.0).astype(np.float32)  # 80 % of the pixels at 1
+    threshold = calibration.label_free_threshold([prob])
+    assert threshold == 0.0
+    assert cell_methods.threshold(prob, threshold).max() > 1
+
+
+@pytest.mark.parametrize("share", [0.2, 0.35, 0.5])
+def test_the_label_free_threshold_calls_its_share_of_the_pixels_membrane(share):
+    values = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
+    threshold = calibration.label_free_threshold(list(values), share)
+    assert threshold in values
+    assert np.mean(values <= threshold) == pytest.approx(share, abs=1 / values.size + 1e-9)
+    with pytest.raises(ValueError):
+        calibration.label_free_threshold(list(values), 1.0)
 
 
 def _fitted(tmp_path=None) -> dict:

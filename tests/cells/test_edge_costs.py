@@ -162,6 +162,13 @@ def test_the_parsers_method_names_are_segments():
     assert INSTANCE_METHODS == cell_parameters.METHODS
 
 
+def test_the_parsers_membrane_share_is_the_calibrations():
+    from isbi_unet.cells.calibration import MEMBRANE_SHARE
+    from isbi_unet.cli.parser import MEMBRANE_SHARE as parsed
+
+    assert parsed == MEMBRANE_SHARE
+
+
 def test_segment_fits_on_the_superpixels_it_will_segment_with(tmp_path):
     """--min-distance changes the superpixels: the edge model is fitted on those, not the defaults'."""
     from isbi_unet.io.images import read_image

@@ -11,7 +11,7 @@ import tifffile
 from scipy import ndimage
 from skimage import io
 
-from conftest import synthetic_slice
+from conftest import run_cli, synthetic_slice
 from isbi_unet.cli import main as cli_main
 
 
@@ -125,3 +125,28 @@ def test_segment_without_method_segments_with_the_default_method(tmp_path, capsy
     np.testing.assert_array_equal(written, expected)
     others = [segment(stored, method, DEFAULT_PARAMETERS[method]) for method in ("threshold", "watershed")]
     assert not any(np.array_equal(written, other) for other in others)  # the methods differ on this map
+
+
+@pytest.mark.parametrize("share", [0.2, 0.5])
+def test_segment_reads_the_threshold_at_the_membrane_share_it_is_given(tmp_path, capsys, share):
+    from isbi_unet.cells.calibration import label_free_threshold
+    from isbi_unet.cells.split_components import split_components
+    from isbi_unet.cli import main as cli_main
+
+    _, label = synthetic_slice((64, 64), seed=4)
+    prob = ndimage.gaussian_filter((label > 0).astype(np.float32), 1.0)
+    (tmp_path / "maps").mkdir()
+    io.imsave(tmp_path / "maps" / "7_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
+                          "--membrane-share", str(share), "--quiet"]) == 0
+    stored = io.imread(tmp_path / "maps" / "7_predict.png") / np.float32(255)
+    own = label_free_threshold([stored], share)
+    assert f"threshold {own:g}, read from the maps ({share:.1%} of their pixels" in capsys.readouterr().out
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "cells" / "7_labels.tif"), split_components(stored, own))
+
+
+@pytest.mark.parametrize("share", ["0", "1", "1.5", "x"])
+def test_segment_refuses_a_membrane_share_outside_0_1(tmp_path, share):
+    code, out, err = run_cli("segment", "--pred", tmp_path, "--output", tmp_path / "cells", "--membrane-share", share)
+    assert code == 2 and "--membrane-share" in err and "Traceback" not in err
+    assert not (tmp_path / "cells").exists()
