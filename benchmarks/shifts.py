@@ -10,7 +10,11 @@ organelles inside cells; the
 labels are rescaled with the images, by nearest neighbour), saved as 8-bit images as a
 user's would be, and predicted by ``--model`` (TTA as the run chose it on its selection
 slices, when ``--params`` sits in a run folder; else ``--tta``). One more condition is the
-unshifted slices predicted by ``--second-model``, a differently trained network. Maps are
+unshifted slices predicted by ``--second-model``, a differently trained network; two more
+(:data:`CALIBRATIONS`) are the unshifted maps raised to a power, as a network with another
+calibration would give them (one network's 0.5 is another's 0.87 or 0.03); and three
+(:data:`PIXEL_SIZED`) are the rescaled slices predicted with ``predict --pixel-size``, as a
+user who states the pixel size gets them. Maps are
 written as ``OUT/maps/CONDITION/N_predict.png`` (8-bit, as ``predict`` writes them) and
 reused when present.
 
@@ -101,6 +105,18 @@ SHIFTS: dict[str, Callable[[Image, Image, int], tuple[Image, Image]]] = {
     "dark organelles": dark_organelles,
 }
 SECOND_MODEL = "second model"
+# name -> exponent: the unshifted maps (8-bit, as saved) raised to it, saved again as 8-bit
+CALIBRATIONS: dict[str, float] = {"map^0.2": 0.2, "map^5": 5.0}
+# name -> (shift, the pixel size in nm that a user of the rescaled slices states)
+PIXEL_SIZED: dict[str, tuple[str, float]] = {
+    f"scale {factor:g} at {4.0 / factor:.3g} nm": (f"scale {factor:g}", 4.0 / factor) for factor in (0.8, 1.15, 1.3)}
+CONDITIONS: tuple[str, ...] = (*SHIFTS, SECOND_MODEL, *CALIBRATIONS, *PIXEL_SIZED)
+
+
+def recalibrated(prediction_png: np.ndarray, exponent: float) -> np.ndarray:
+    """An 8-bit map (H, W) uint8 raised to ``exponent`` in [0, 1]: the same ranking of pixels
+    on another scale, uint8 (H, W)."""
+    return np.round((prediction_png.astype(np.float64) / 255.0) ** exponent * 255.0).astype(np.uint8)
 
 
 def shifted_slice(name: str, image: Image, label: Image, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,24 +129,34 @@ def shifted_slice(name: str, image: Image, label: Image, seed: int) -> tuple[np.
 def make_maps(model_path: Path, second_model: Path | None, data: Path, names: Sequence[str], out: Path,
               tta: bool, conditions: Sequence[str]) -> None:
     """Write OUT/images/CONDITION/N.png, OUT/labels/CONDITION/N.png and the maps
-    OUT/maps/CONDITION/N_predict.png of every condition; existing maps are kept."""
+    OUT/maps/CONDITION/N_predict.png of every condition; existing maps are kept. The
+    :data:`CALIBRATIONS` are made from the maps of ``none`` (made first when missing)."""
     from skimage import io
 
     from isbi_unet.io.pairs import read_label
-    from isbi_unet.network import load_model
-    from isbi_unet.prediction.predict import predict_image, prediction_to_png
+    from isbi_unet.network import downsampling_factor, load_model
+    from isbi_unet.prediction.pixel_size import at_pixel_size
+    from isbi_unet.prediction.predict import model_predict_fn, predict_image, prediction_to_png
     from isbi_unet.protocol import find_training_folders
 
     image_dir, label_dir = find_training_folders(data)
     models: dict[Path, Any] = {}
-    for condition in conditions:
+    ordered = list(dict.fromkeys([*(["none"] if set(conditions) & set(CALIBRATIONS) else []), *conditions]))
+    for condition in ordered:
         shift, path = ("none", second_model) if condition == SECOND_MODEL else (condition, model_path)
+        shift, pixel_size = PIXEL_SIZED.get(condition, (shift, None))
         folders = {kind: out / kind / condition for kind in ("images", "labels", "maps")}
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         for index, name in enumerate(names):
             target = folders["maps"] / f"{name}_predict.png"
             if target.exists():
+                continue
+            if condition in CALIBRATIONS:
+                for kind in ("images", "labels"):
+                    (folders[kind] / f"{name}.png").write_bytes((out / kind / "none" / f"{name}.png").read_bytes())
+                unshifted = io.imread(out / "maps" / "none" / f"{name}_predict.png")
+                io.imsave(target, recalibrated(unshifted, CALIBRATIONS[condition]), check_contrast=False)
                 continue
             image = io.imread(image_dir / f"{name}.png").astype(np.float64) / 255.0
             label = (read_label(label_dir, name) > 0).astype(np.float64)
@@ -139,7 +165,10 @@ def make_maps(model_path: Path, second_model: Path | None, data: Path, names: Se
             io.imsave(folders["labels"] / f"{name}.png", label_u8, check_contrast=False)
             if path not in models:
                 models[path] = load_model(path)
-            prediction = predict_image(models[path], image_u8[..., None] / np.float32(255.0), tta=tta)
+            predict_fn = None if pixel_size is None else at_pixel_size(
+                model_predict_fn(models[path]), pixel_size, downsampling_factor(models[path]))
+            prediction = predict_image(models[path], image_u8[..., None] / np.float32(255.0), tta=tta,
+                                       predict_fn=predict_fn)
             io.imsave(target, prediction_to_png(prediction), check_contrast=False)
         print(f"maps of {condition}: {folders['maps']}", flush=True)
 
@@ -225,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--second-model", type=Path, help="a differently trained model (another seed, width or recipe)")
     parser.add_argument("--data", type=Path, default=Path("data/membrane"), help="ISBI layout with train/image, train/label")
     parser.add_argument("--names", default="25,26,27,28,29", help="held-out slices (default: %(default)s)")
-    parser.add_argument("--conditions", help="comma-separated subset of the shifts (default: all, plus the second model)")
+    parser.add_argument("--conditions", help="comma-separated subset of the conditions (default: all; the second "
+                                             "model's with --second-model)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time augmentation (default: the run's choice next to --params, else off)")
     parser.add_argument("--out", type=Path, default=Path("logs/shifts"), help="where images, maps and shifts.json go")
@@ -238,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.model is None:
         parser.error("give --model (or --combine)")
-    conditions = list(SHIFTS) + ([SECOND_MODEL] if args.second_model else [])
+    conditions = [name for name in CONDITIONS if name != SECOND_MODEL or args.second_model]
     if args.conditions:
         conditions = [name.strip() for name in args.conditions.split(",")]
-        unknown = [name for name in conditions if name not in SHIFTS and name != SECOND_MODEL]
+        unknown = [name for name in conditions if name not in CONDITIONS]
         if unknown or (SECOND_MODEL in conditions and not args.second_model):
             parser.error(f"unknown conditions {unknown}" if unknown else "the second model's condition needs --second-model")
     names = [name for name in args.names.split(",") if name]

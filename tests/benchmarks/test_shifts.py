@@ -39,6 +39,15 @@ def test_contrast_and_gamma_move_the_grey_levels_the_way_they_say():
     assert (darker.astype(int) <= np.round(image * 255)).all()
 
 
+@pytest.mark.parametrize("exponent", [0.2, 5.0])
+def test_a_recalibrated_map_keeps_the_ranking_of_its_pixels(exponent):
+    png = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out = shifts.recalibrated(png, exponent)
+    assert out.dtype == np.uint8 and out[0, 0] == 0 and out[-1, -1] == 255
+    assert (np.diff(out.ravel().astype(int)) >= 0).all()  # ties from 8 bits, never a reversal
+    assert (out[8, 0] > 128) == (exponent < 1)
+
+
 def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: Path):
     import model
 
@@ -52,13 +61,16 @@ def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: 
     for width, name in ((4, "a.keras"), (8, "b.keras")):
         model.unet(input_size=(None, None, 1), width=width).save(tmp_path / name)
     out = tmp_path / "out"
-    conditions = "none,scale 1.3,noise 0.05,second model"
+    conditions = "scale 1.3,noise 0.05,second model,map^0.2,scale 1.3 at 3.08 nm"  # map^0.2 makes none's maps first
     assert shifts.main(["--model", str(tmp_path / "a.keras"), "--second-model", str(tmp_path / "b.keras"),
                         "--data", str(data), "--names", "0,1", "--conditions", conditions,
                         "--out", str(out)]) == 0
     report = json.loads((out / "shifts.json").read_text())["conditions"]
     assert list(report) == conditions.split(",")
     assert io.imread(out / "maps" / "scale 1.3" / "0_predict.png").shape == (83, 83)
+    pixel_sized = io.imread(out / "maps" / "scale 1.3 at 3.08 nm" / "0_predict.png")  # predicted at 4 nm, back at 3.08
+    assert pixel_sized.shape == (83, 83)
+    assert (out / "images" / "scale 1.3 at 3.08 nm" / "0.png").read_bytes() == (out / "images" / "scale 1.3" / "0.png").read_bytes()
     from isbi_unet.evaluation.metric import segmentation_scores
     from isbi_unet.evaluation.slice_scores import as_probability
 
@@ -70,6 +82,10 @@ def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: 
         components = [ndimage.label(prob > 0.5)[0] for prob in maps]
         assert rows["components at 0.5"]["v_rand"] == pytest.approx(
             segmentation_scores(components, labels)["v_rand"], nan_ok=True)
+    unshifted = io.imread(out / "maps" / "none" / "0_predict.png")
+    np.testing.assert_array_equal(io.imread(out / "maps" / "map^0.2" / "0_predict.png"),
+                                  shifts.recalibrated(unshifted, 0.2))
+    assert (out / "labels" / "map^0.2" / "0.png").read_bytes() == (out / "labels" / "none" / "0.png").read_bytes()
     first = (out / "maps" / "none" / "0_predict.png").read_bytes()
     assert first != (out / "maps" / "second model" / "0_predict.png").read_bytes()
 
