@@ -143,6 +143,7 @@ def segment_folder(
     names: Sequence[str] | None = None,
     progress: bool = True,
     membrane_share: float = MEMBRANE_SHARE,
+    pixel_size_nm: float | None = None,
 ) -> list[Path]:
     """Segment every probability map of ``pred_dir`` with ``isbi_unet.cells.parameters.segment`` and write the
     label images, overlays and ``cells.csv`` (see the module docstring) to ``output_dir``.
@@ -150,7 +151,8 @@ def segment_folder(
     ``images_dir`` holds the input images ``N.<ext>`` for the overlays and the cells'
     mean intensity (default: the maps themselves, 0-255). ``names`` restricts the maps.
     A threshold of None is read from the maps, calling ``membrane_share`` of their pixels
-    membrane (``cell_parameters.resolve_threshold``).
+    membrane (``cell_parameters.resolve_threshold``). ``pixel_size_nm``: the maps' pixel
+    size, for the parameters in pixels (``cell_parameters.segment``).
     A learned method whose edge model meets maps unlike those it was fitted on gives way
     to ``cell_parameters.FALLBACK_METHOD``, with a warning line (see
     ``cell_parameters.method_for_maps``). Every input is read and checked before anything
@@ -200,7 +202,7 @@ def segment_folder(
     update = _progress(len(inputs), progress)
     written, rows = [], []
     for done, (name, prob, image) in enumerate(inputs, start=1):
-        labels = cell_parameters.segment(prob, method, params)
+        labels = cell_parameters.segment(prob, method, params, pixel_size_nm)
         target = out_root / f"{name}_labels.tif"
         with atomic_path(target) as temporary:
             tifffile.imwrite(temporary, labels.astype(label_image_dtype(labels)))

@@ -32,8 +32,10 @@ from isbi_unet.cells.methods import (
     superpixel_graph,
     threshold,
     watershed,
+    with_boundaries,
 )
 from isbi_unet.cells.split_components import split_components
+from isbi_unet.prediction.pixel_size import ISBI_PIXEL_SIZE_NM
 from isbi_unet.io.images import write_text
 
 DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -179,11 +181,31 @@ def check_parameters(method: str, parameters: Mapping[str, Any] | None) -> dict[
     return merged
 
 
-def segment(prob: np.ndarray, method: str = "watershed", parameters: Mapping[str, Any] | None = None) -> np.ndarray:
+def segment(prob: np.ndarray, method: str = "watershed", parameters: Mapping[str, Any] | None = None,
+            pixel_size_nm: float | None = None) -> np.ndarray:
     """Label image (H, W) uint32 of ``prob`` (H, W) by ``method`` with ``parameters``
     (missing ones take the defaults of :data:`DEFAULT_PARAMETERS`; a threshold of None is
-    this map's own, :func:`resolve_threshold`)."""
-    return METHOD_FUNCTIONS[method](prob, **resolve_threshold(method, check_parameters(method, parameters), [prob]))
+    this map's own, :func:`resolve_threshold`).
+
+    ``pixel_size_nm``: the map's pixel size. Every parameter in pixels (and a fitted edge
+    model's lengths and areas) holds at ISBI's 4 nm, so the map is resampled to 4 nm,
+    segmented there, and its cells brought back to (H, W) by nearest neighbour with
+    1-pixel boundaries drawn again. Components (``threshold``) have no length and ignore it.
+    """
+    params = resolve_threshold(method, check_parameters(method, parameters), [prob])
+    scale = 1.0 if pixel_size_nm is None else pixel_size_nm / ISBI_PIXEL_SIZE_NM
+    if method == "threshold" or abs(scale - 1.0) < 1e-9:
+        return METHOD_FUNCTIONS[method](prob, **params)
+    from skimage.segmentation import expand_labels
+    from skimage.transform import resize
+
+    height, width = np.shape(prob)
+    inner = (max(1, round(height * scale)), max(1, round(width * scale)))
+    fine = resize(as_map(prob), inner, order=1, mode="reflect", anti_aliasing=scale < 1, preserve_range=True)
+    labels = METHOD_FUNCTIONS[method](fine.astype(np.float32), **params)
+    back = resize(labels, (height, width), order=0, mode="edge", anti_aliasing=False, preserve_range=True)
+    dense = expand_labels(back.astype(np.int64), distance=max(height, width))  # the boundaries, filled
+    return with_boundaries(dense) if dense.max() > 0 else np.zeros((height, width), np.uint32)
 
 
 def select_parameters(

@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--membrane-fraction", type=unit_float, metavar="F",
                      help="split-components: a multicut cut splits a component where at least this fraction of it lies "
                           "on membrane (map <= threshold, in pieces of at least 1000 px) (default 0.95)")
+    seg.add_argument("--pixel-size", type=in_range(float, 0.0, 1000.0, low_open=True), metavar="NM",
+                     help="nm per pixel of the maps: the methods' sizes in px hold at ISBI's 4 nm, so the maps are "
+                          "segmented resampled to 4 nm and the cells come back at their size (default: as they are)")
     seg.add_argument("--membrane-share", type=share_float, default=MEMBRANE_SHARE, metavar="S",
                      help="a threshold read from the maps calls this share of their pixels membrane: about 1.5 times "
                           "the membrane's share of a labelled slice (default: %(default)s, for ssTEM of neural tissue)")

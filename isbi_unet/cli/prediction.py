@@ -73,7 +73,7 @@ def cmd_predict(args) -> list:
 
         names = [Path(path).stem.removesuffix("_predict") for path in written]
         labels = segment_folder(output, output, args.instances, params, images_dir=args.input,
-                                names=names, progress=not args.quiet)
+                                names=names, progress=not args.quiet, pixel_size_nm=args.pixel_size)
         print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {output}")
     return written
 
@@ -134,7 +134,8 @@ def cmd_segment(args) -> list:
         params = {**params, "edge_model": fit_edge_model_on_folders(args.fit_maps, args.fit_labels, params,
                                                                      progress=not args.quiet)}
     written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
-                             progress=not args.quiet, membrane_share=args.membrane_share)
+                             progress=not args.quiet, membrane_share=args.membrane_share,
+                             pixel_size_nm=args.pixel_size)
     if fitting:
         cell_parameters.save_parameters({"method": args.method, "parameters": params},
                                 Path(args.output) / "instance_parameters.json")

@@ -81,3 +81,46 @@ def test_predict_refuses_a_pixel_size_with_a_fixed_size_model(tmp_path):
     code, _, err = run_cli("predict", "--model", tmp_path / "fixed.keras", "--input", tmp_path / "in",
                            "--output", tmp_path / "out", "--pixel-size", "5")
     assert code == 2 and err.startswith("error: --pixel-size") and not (tmp_path / "out").exists()
+
+
+def _corner_cell_map() -> np.ndarray:
+    """A map (64, 64) float32: a 14x14 px cell in a corner (196 px: under the 300 px of
+    min_size at 4 nm, 784 px at 4 nm if these pixels are 8 nm) and one large cell."""
+    from scipy import ndimage
+
+    prob = np.full((64, 64), 0.9, np.float32)
+    prob[14:16, 0:16] = 0.1
+    prob[0:16, 14:16] = 0.1
+    return ndimage.gaussian_filter(prob, 0.7)
+
+
+def test_cells_sizes_in_pixels_hold_at_4_nm():
+    from isbi_unet.cells.parameters import segment
+
+    prob = _corner_cell_map()
+    as_given = segment(prob, "split-components", {"threshold": 0.5})
+    at_8_nm = segment(prob, "split-components", {"threshold": 0.5}, pixel_size_nm=8.0)
+    assert len(np.unique(as_given[as_given > 0])) == 1  # 196 px joins its neighbour
+    assert at_8_nm.shape == prob.shape and len(np.unique(at_8_nm[at_8_nm > 0])) == 2  # 784 px at 4 nm: a cell
+    assert (at_8_nm[2:12, 2:12] == at_8_nm[5, 5]).all() and at_8_nm[5, 5] != at_8_nm[40, 40]
+    boundary = at_8_nm == 0
+    assert 0 < boundary.mean() < 0.1  # 1-pixel boundaries drawn again
+    np.testing.assert_array_equal(segment(prob, "threshold", {"threshold": 0.5}, pixel_size_nm=8.0),
+                                  segment(prob, "threshold", {"threshold": 0.5}))  # components have no size
+
+
+def test_segment_with_pixel_size_writes_cells_at_the_maps_size(tmp_path):
+    import tifffile
+
+    (tmp_path / "maps").mkdir()
+    io.imsave(tmp_path / "maps" / "0_predict.png", np.round(_corner_cell_map() * 255).astype(np.uint8),
+              check_contrast=False)
+    counts = {}
+    for name, extra in (("plain", []), ("fine", ["--pixel-size", "8"])):
+        code, _, err = run_cli("segment", "--pred", tmp_path / "maps", "--output", tmp_path / name,
+                               "--threshold", "0.5", "--quiet", *extra)
+        assert code == 0, err
+        labels = tifffile.imread(tmp_path / name / "0_labels.tif")
+        assert labels.shape == (64, 64)
+        counts[name] = len(np.unique(labels[labels > 0]))
+    assert counts == {"plain": 1, "fine": 2}
