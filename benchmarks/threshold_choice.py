@@ -10,7 +10,9 @@ for each candidate way of reading the threshold from the maps alone:
 
 * ``otsu``: the median over the maps of each map's Otsu threshold (the rule before);
 * ``share S``: :func:`isbi_unet.cells.calibration.label_free_threshold` with
-  ``membrane_share`` S: the value below which a share S of the maps' pixels lie.
+  ``membrane_share`` S: the value below which a share S of the maps' pixels lie;
+* ``otsu within L-H``: Otsu's threshold, kept between the thresholds of shares L and H
+  (``label_free_threshold`` with ``membrane_share=(L, H)``).
 
 The rule: the most (set, condition) pairs at least as good as ``otsu``, then the highest
 mean V_rand. Prints one line per candidate and writes every score to ``--out``.
@@ -34,6 +36,7 @@ from isbi_unet.cells.calibration import label_free_threshold
 from isbi_unet.evaluation.metric import segmentation_scores
 
 SHARES = [round(share, 3) for share in np.arange(0.2, 0.501, 0.025)]
+BOUNDS = [(low, high) for low in (0.25, 0.275, 0.3, 0.325) for high in (0.375, 0.4, 0.45)]
 BASELINE = "otsu"
 
 
@@ -46,13 +49,18 @@ def otsu_threshold(maps: list[np.ndarray]) -> float:
 
 def candidate_thresholds(maps: list[np.ndarray]) -> dict[str, float]:
     """Every candidate's threshold of one condition's maps."""
-    return {BASELINE: otsu_threshold(maps), **{f"share {share:g}": label_free_threshold(maps, share) for share in SHARES}}
+    return {BASELINE: otsu_threshold(maps), **{f"share {share:g}": label_free_threshold(maps, share) for share in SHARES},
+            **{f"otsu within {low:g}-{high:g}": label_free_threshold(maps, (low, high)) for low, high in BOUNDS}}
 
 
 def score_condition(maps: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, dict[str, float]]:
     """{candidate: {threshold, v_rand}} of components on one condition."""
-    return {candidate: {"threshold": threshold, "v_rand": segmentation_scores(
-                [cell_methods.threshold(prob, threshold) for prob in maps], labels)["v_rand"]}
+    v_rand: dict[float, float] = {}  # candidates often share a threshold
+    for threshold in candidate_thresholds(maps).values():
+        if threshold not in v_rand:
+            v_rand[threshold] = segmentation_scores([cell_methods.threshold(prob, threshold) for prob in maps],
+                                                    labels)["v_rand"]
+    return {candidate: {"threshold": threshold, "v_rand": v_rand[threshold]}
             for candidate, threshold in candidate_thresholds(maps).items()}
 
 

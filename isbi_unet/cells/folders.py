@@ -142,7 +142,7 @@ def segment_folder(
     images_dir: str | os.PathLike | None = None,
     names: Sequence[str] | None = None,
     progress: bool = True,
-    membrane_share: float = MEMBRANE_SHARE,
+    membrane_share: float | tuple[float, float] = MEMBRANE_SHARE,
     pixel_size_nm: float | None = None,
 ) -> list[Path]:
     """Segment every probability map of ``pred_dir`` with ``isbi_unet.cells.parameters.segment`` and write the
@@ -196,7 +196,10 @@ def segment_folder(
         print(f"warning: {unlike}; cells by connected components at a threshold read from the maps instead "
               "(fit an edge model on labelled maps of this kind: segment --fit-maps DIR --fit-labels DIR)", flush=True)
     if unlike or threshold_from_maps:
-        print(f"{method}: threshold {params['threshold']:g}, read from the maps ({membrane_share:.1%} of their pixels at or below it)",
+        how = (f"{membrane_share:.1%} of their pixels at or below it" if not isinstance(membrane_share, tuple) else
+               "the median of their Otsu thresholds, kept where {:.0%}-{:.0%} of their pixels are at or below it"
+               .format(*membrane_share))
+        print(f"{method}: threshold {params['threshold']:g}, read from the maps ({how})",
               flush=True)
     out_root.mkdir(parents=True, exist_ok=True)
     update = _progress(len(inputs), progress)

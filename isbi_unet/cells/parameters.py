@@ -114,7 +114,7 @@ LABEL_FREE_THRESHOLD_METHODS: tuple[str, ...] = ("threshold", "split-components"
 
 
 def resolve_threshold(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray],
-                      membrane_share: float = MEMBRANE_SHARE) -> dict[str, Any]:
+                      membrane_share: float | tuple[float, float] = MEMBRANE_SHARE) -> dict[str, Any]:
     """``parameters`` with a threshold of None replaced by the label-free threshold of ``maps``
     (H, W) in [0, 1] that calls ``membrane_share`` of their pixels membrane
     (:func:`isbi_unet.cells.calibration.label_free_threshold`), for the methods of
@@ -126,7 +126,8 @@ def resolve_threshold(method: str, parameters: Mapping[str, Any], maps: Sequence
 
 
 def method_for_maps(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray],
-                    membrane_share: float = MEMBRANE_SHARE) -> tuple[str, dict[str, Any], str | None]:
+                    membrane_share: float | tuple[float, float] = MEMBRANE_SHARE
+                    ) -> tuple[str, dict[str, Any], str | None]:
     """(method, parameters, reason) to run on ``maps`` (H, W) in [0, 1]: ``method`` with its
     checked ``parameters``, a threshold of None read from the maps (:func:`resolve_threshold`);
     or, for a learned method whose edge model recorded its maps' quantiles and ``maps`` are

@@ -78,7 +78,7 @@ non_negative_float = in_range(float, 0.0, 100.0)
 non_negative_int = in_range(int, 0)
 # segment.METHODS, spelled out so that parsing stays light (a test checks they agree)
 INSTANCE_METHODS = ("threshold", "watershed", "multicut", "gasp", "learned-multicut", "split-components")
-MEMBRANE_SHARE = 0.375  # cells.calibration.MEMBRANE_SHARE (a test checks they agree)
+MEMBRANE_SHARE = (0.25, 0.45)  # cells.calibration.MEMBRANE_SHARE (a test checks they agree)
 
 
 MASK_FOREGROUNDS = ("cell", "membrane")  # isbi_unet.io.pairs.MASK_FOREGROUNDS (a test checks they agree)
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "network did not train on (writes OUTPUT/instance_parameters.json)")
     seg.add_argument("--fit-labels", metavar="DIR", help="learned-multicut: the ground truth N.png of the --fit-maps slices (0 = membrane)")
     seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5, split-components: "
-                                                          "the value below which 37.5 %% of the maps' pixels lie)")
+                                                          "the median of the maps' Otsu thresholds, kept where 25-45 %% of their pixels are at or below it)")
     seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")
     seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
     seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
@@ -211,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--pixel-size", type=in_range(float, 0.0, 1000.0, low_open=True), metavar="NM",
                      help="nm per pixel of the maps: the methods' sizes in px hold at ISBI's 4 nm, so the maps are "
                           "segmented resampled to 4 nm and the cells come back at their size (default: as they are)")
-    seg.add_argument("--membrane-share", type=share_float, default=MEMBRANE_SHARE, metavar="S",
+    seg.add_argument("--membrane-share", type=share_float, metavar="S",
                      help="a threshold read from the maps calls this share of their pixels membrane: about 1.5 times "
-                          "the membrane's share of a labelled slice (default: %(default)s, for ssTEM of neural tissue)")
+                          "the membrane's share of a labelled slice (default: the median of the maps' Otsu thresholds, "
+                          "kept where %g-%g of the pixels are at or below it)" % MEMBRANE_SHARE)
     seg.add_argument("--min-size", type=non_negative_int, metavar="PX",
                      help="split-components, learned-multicut: segments smaller than this join the neighbour they share most boundary with "
                           "(default 300)")

@@ -115,6 +115,7 @@ def instance_parameters(method: str, params_file: str | None, overrides: dict, f
 
 def cmd_segment(args) -> list:
     from isbi_unet.cells import parameters as cell_parameters
+    from isbi_unet.cells.calibration import MEMBRANE_SHARE
     from isbi_unet.cells.folders import segment_folder
 
     overrides = {key: getattr(args, key) for key in ("threshold", "sigma", "min_distance", "beta", "bias", "membrane_fraction",
@@ -134,7 +135,7 @@ def cmd_segment(args) -> list:
         params = {**params, "edge_model": fit_edge_model_on_folders(args.fit_maps, args.fit_labels, params,
                                                                      progress=not args.quiet)}
     written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
-                             progress=not args.quiet, membrane_share=args.membrane_share,
+                             progress=not args.quiet, membrane_share=args.membrane_share or MEMBRANE_SHARE,
                              pixel_size_nm=args.pixel_size)
     if fitting:
         cell_parameters.save_parameters({"method": args.method, "parameters": params},

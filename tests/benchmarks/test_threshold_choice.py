@@ -38,6 +38,9 @@ def test_every_threshold_is_scored_against_otsus_and_ranked_by_the_rule(tmp_path
         assert scores["none"][f"share {share:g}"]["v_rand"] == pytest.approx(
             segmentation_scores([cell_methods.threshold(p, threshold) for p in maps], labels)["v_rand"])
     assert scores["none"]["otsu"]["threshold"] == pytest.approx(choice.otsu_threshold(maps))
+    bounded = scores["none"]["otsu within 0.3-0.4"]["threshold"]
+    assert label_free_threshold(maps, 0.3) <= bounded <= label_free_threshold(maps, 0.4)
+    assert bounded in (scores["none"]["otsu"]["threshold"], label_free_threshold(maps, 0.3), label_free_threshold(maps, 0.4))
     rows = report["summary"]
-    assert len(rows) == len(choice.SHARES) + 1 and rows[-1][0] == "otsu"
+    assert len(rows) == len(choice.SHARES) + len(choice.BOUNDS) + 1 and rows[-1][0] == "otsu"
     assert [(r[1], r[4]) for r in rows[:-1]] == sorted(((r[1], r[4]) for r in rows[:-1]), key=lambda c: (-c[0], -c[1]))

@@ -76,6 +76,14 @@ def test_components_at_the_label_free_threshold_do_not_depend_on_the_maps_calibr
     np.testing.assert_array_equal(cell_methods.threshold(rescale(prob), other), cell_methods.threshold(prob, own))
 
 
+@pytest.mark.parametrize("rescale", [lambda p: p ** 8, lambda p: p ** 0.2])
+def test_a_bounded_threshold_stays_between_its_shares_whatever_the_calibration(rescale):
+    maps = [rescale(false_boundary_map(seed)[0]) for seed in (3, 4)]
+    low, high = (calibration.label_free_threshold(maps, share) for share in (0.3, 0.4))
+    bounded = calibration.label_free_threshold(maps, (0.3, 0.4))
+    assert low <= bounded <= high
+
+
 def test_cells_saturated_at_one_stay_cells():
     _, label = synthetic_slice((96, 96), seed=1)
     prob = np.where(label > 0, 1.0, 0.0).astype(np.float32)  # 80 % of the pixels at 1
