@@ -13,7 +13,7 @@ slices, when ``--params`` sits in a run folder; else ``--tta``). One more condit
 unshifted slices predicted by ``--second-model``, a differently trained network; two more
 (:data:`CALIBRATIONS`) are the unshifted maps raised to a power, as a network with another
 calibration would give them (one network's 0.5 is another's 0.87 or 0.03); and three
-(:data:`PIXEL_SIZED`) are the rescaled slices predicted with ``predict --pixel-size``, as a
+(:data:`PIXEL_SIZED`) are the rescaled slices predicted and segmented with ``--pixel-size``, as a
 user who states the pixel size gets them. Maps are
 written as ``OUT/maps/CONDITION/N_predict.png`` (8-bit, as ``predict`` writes them) and
 reused when present.
@@ -200,10 +200,11 @@ def score_condition(out: Path, condition: str, names: Sequence[str],
     result = {"map, best threshold on these labels": {"v_rand": official["v_rand"], "v_info": official["v_info"],
                                                       "threshold": official["v_rand_threshold"]}}
     threshold = label_free_threshold(maps)
+    pixel_size = PIXEL_SIZED.get(condition, ("", None))[1]  # given to segment as to predict
     candidates = [("components, label-free threshold", "threshold", {"threshold": threshold}), *rows]
     for title, method, parameters in candidates:
         method, parameters, _ = cell_parameters.method_for_maps(method, parameters, maps)  # as segment does
-        segmentations = [cell_parameters.segment(prob, method, parameters) for prob in maps]
+        segmentations = [cell_parameters.segment(prob, method, parameters, pixel_size) for prob in maps]
         scores = segmentation_scores(segmentations, labels)
         result[title] = {key: scores[key] for key in ("v_rand", "v_info") + SCORE_PARTS}
         result[title]["segments"] = statistics.mean(entry["segments"] for entry in scores["per_slice"])
