@@ -11,9 +11,10 @@ weak maps have. Two components are never joined, except a segment smaller than
 ``min_size`` pixels, which joins a neighbour (:func:`isbi_unet.cells.methods.absorb_small`),
 and a segment enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
 
-The threshold is read from the maps themselves when not given: the value below which a
-fixed share of their pixels lie (:func:`isbi_unet.cells.calibration.label_free_threshold`),
-so the cells do not depend on a map's calibration.
+The threshold is read from the maps themselves when not given
+(:func:`isbi_unet.cells.calibration.label_free_threshold`: Otsu's, kept where a share of
+25-45 % of the pixels lies at or below it), so that a map's calibration can move it only
+within those bounds.
 """
 
 from __future__ import annotations

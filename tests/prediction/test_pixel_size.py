@@ -124,3 +124,19 @@ def test_segment_with_pixel_size_writes_cells_at_the_maps_size(tmp_path):
         assert labels.shape == (64, 64)
         counts[name] = len(np.unique(labels[labels > 0]))
     assert counts == {"plain": 1, "fine": 2}
+
+
+def test_a_tiff_stack_is_predicted_at_its_pixel_size_page_by_page(tmp_path):
+    import tifffile
+
+    model.unet(input_size=(None, None, 1), width=4, depth=2).save(tmp_path / "m.keras")
+    pages = np.stack([synthetic_slice((48, 64), seed)[0] for seed in (0, 1)])
+    tifffile.imwrite(tmp_path / "stack.tif", pages)
+    out = {}
+    for name, extra in (("plain", []), ("coarse", ["--pixel-size", "8"])):
+        code, _, err = run_cli("predict", "--model", tmp_path / "m.keras", "--input", tmp_path / "stack.tif",
+                               "--output", tmp_path / f"{name}.tif", "--quiet", *extra)
+        assert code == 0, err
+        out[name] = tifffile.imread(tmp_path / f"{name}.tif")
+    assert out["coarse"].shape == out["plain"].shape == (2, 48, 64)
+    assert not np.allclose(out["coarse"], out["plain"])
