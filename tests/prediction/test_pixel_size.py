@@ -55,14 +55,15 @@ def test_a_membrane_drawn_at_half_the_pixel_size_reaches_the_network_as_at_its_o
 
 
 def test_predict_with_pixel_size_writes_maps_at_the_images_size(tmp_path):
+    from isbi_unet.cli import main as cli_main
+
     model.unet(input_size=(None, None, 1), width=4, depth=2).save(tmp_path / "m.keras")
     (tmp_path / "in").mkdir()
     io.imsave(tmp_path / "in" / "0.png", synthetic_slice((60, 90), 0)[0], check_contrast=False)
     outputs = {}
     for name, extra in (("plain", []), ("coarse", ["--pixel-size", "8"])):
-        code, _, err = run_cli("predict", "--model", tmp_path / "m.keras", "--input", tmp_path / "in",
-                               "--output", tmp_path / name, "--quiet", *extra)
-        assert code == 0, err
+        assert cli_main.main(["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path / "in"),
+                              "--output", str(tmp_path / name), "--quiet", *extra]) == 0
         outputs[name] = io.imread(tmp_path / name / "0_predict.png")
     assert outputs["coarse"].shape == outputs["plain"].shape == (60, 90)
     assert not np.array_equal(outputs["coarse"], outputs["plain"])
@@ -74,13 +75,15 @@ def test_predict_refuses_a_pixel_size_that_is_not_positive(tmp_path, value):
     assert code == 2 and "--pixel-size" in err and "Traceback" not in err
 
 
-def test_predict_refuses_a_pixel_size_with_a_fixed_size_model(tmp_path):
+def test_predict_refuses_a_pixel_size_with_a_fixed_size_model(tmp_path, capsys):
+    from isbi_unet.cli import main as cli_main
+
     model.unet(input_size=(32, 32, 1), width=4, depth=2).save(tmp_path / "fixed.keras")
     (tmp_path / "in").mkdir()
     io.imsave(tmp_path / "in" / "0.png", synthetic_slice((32, 32), 0)[0], check_contrast=False)
-    code, _, err = run_cli("predict", "--model", tmp_path / "fixed.keras", "--input", tmp_path / "in",
-                           "--output", tmp_path / "out", "--pixel-size", "5")
-    assert code == 2 and err.startswith("error: --pixel-size") and not (tmp_path / "out").exists()
+    assert cli_main.main(["predict", "--model", str(tmp_path / "fixed.keras"), "--input", str(tmp_path / "in"),
+                          "--output", str(tmp_path / "out"), "--pixel-size", "5"]) == 2
+    assert capsys.readouterr().err.startswith("error: --pixel-size") and not (tmp_path / "out").exists()
 
 
 def _corner_cell_map() -> np.ndarray:
@@ -116,10 +119,11 @@ def test_segment_with_pixel_size_writes_cells_at_the_maps_size(tmp_path):
     io.imsave(tmp_path / "maps" / "0_predict.png", np.round(_corner_cell_map() * 255).astype(np.uint8),
               check_contrast=False)
     counts = {}
+    from isbi_unet.cli import main as cli_main
+
     for name, extra in (("plain", []), ("fine", ["--pixel-size", "8"])):
-        code, _, err = run_cli("segment", "--pred", tmp_path / "maps", "--output", tmp_path / name,
-                               "--threshold", "0.5", "--quiet", *extra)
-        assert code == 0, err
+        assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / name),
+                              "--threshold", "0.5", "--quiet", *extra]) == 0
         labels = tifffile.imread(tmp_path / name / "0_labels.tif")
         assert labels.shape == (64, 64)
         counts[name] = len(np.unique(labels[labels > 0]))
@@ -133,10 +137,11 @@ def test_a_tiff_stack_is_predicted_at_its_pixel_size_page_by_page(tmp_path):
     pages = np.stack([synthetic_slice((48, 64), seed)[0] for seed in (0, 1)])
     tifffile.imwrite(tmp_path / "stack.tif", pages)
     out = {}
+    from isbi_unet.cli import main as cli_main
+
     for name, extra in (("plain", []), ("coarse", ["--pixel-size", "8"])):
-        code, _, err = run_cli("predict", "--model", tmp_path / "m.keras", "--input", tmp_path / "stack.tif",
-                               "--output", tmp_path / f"{name}.tif", "--quiet", *extra)
-        assert code == 0, err
+        assert cli_main.main(["predict", "--model", str(tmp_path / "m.keras"), "--input", str(tmp_path / "stack.tif"),
+                              "--output", str(tmp_path / f"{name}.tif"), "--quiet", *extra]) == 0
         out[name] = tifffile.imread(tmp_path / f"{name}.tif")
     assert out["coarse"].shape == out["plain"].shape == (2, 48, 64)
     assert not np.allclose(out["coarse"], out["plain"])
