@@ -35,8 +35,8 @@ from isbi_unet.cells.methods import (
     with_boundaries,
 )
 from isbi_unet.cells.split_components import split_components
-from isbi_unet.prediction.pixel_size import ISBI_PIXEL_SIZE_NM
 from isbi_unet.io.images import write_text
+from isbi_unet.prediction.pixel_size import ISBI_PIXEL_SIZE_NM
 
 DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "threshold": {"threshold": 0.5},
@@ -116,9 +116,9 @@ LABEL_FREE_THRESHOLD_METHODS: tuple[str, ...] = ("threshold", "split-components"
 def resolve_threshold(method: str, parameters: Mapping[str, Any], maps: Sequence[np.ndarray],
                       membrane_share: float | tuple[float, float] = MEMBRANE_SHARE) -> dict[str, Any]:
     """``parameters`` with a threshold of None replaced by the label-free threshold of ``maps``
-    (H, W) in [0, 1] that calls ``membrane_share`` of their pixels membrane
-    (:func:`isbi_unet.cells.calibration.label_free_threshold`), for the methods of
-    :data:`LABEL_FREE_THRESHOLD_METHODS`; otherwise unchanged."""
+    (H, W) in [0, 1] (:func:`isbi_unet.cells.calibration.label_free_threshold` with
+    ``membrane_share``), for the methods of :data:`LABEL_FREE_THRESHOLD_METHODS`;
+    otherwise unchanged."""
     params = dict(parameters)
     if method in LABEL_FREE_THRESHOLD_METHODS and params.get("threshold") is None and len(maps):
         params["threshold"] = label_free_threshold(maps, membrane_share)
