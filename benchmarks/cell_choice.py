@@ -90,17 +90,33 @@ def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model
     return v_rand
 
 
+def by_the_rule(rows: list[dict[str, float]], baseline: str) -> list[tuple[str, int, int, float, float]]:
+    """Rows {candidate: V_rand}, one per (set, condition), ranked by the rule: (candidate,
+    conditions at least as good as ``baseline``, conditions, mean difference, mean V_rand),
+    most conditions first, then the highest mean; the baseline last."""
+    out = []
+    for candidate in rows[0]:
+        differences = [row[candidate] - row[baseline] for row in rows]
+        out.append((candidate, sum(d >= 0 for d in differences), len(rows), statistics.mean(differences),
+                    statistics.mean(row[candidate] for row in rows)))
+    return sorted(out, key=lambda row: (row[0] == baseline, -row[1], -row[4]))
+
+
+def print_and_save(ranked: list[tuple[str, int, int, float, float]], baseline: str, out: Path | None,
+                   scores_key: str, scores: dict) -> None:
+    """Print one line per ranked candidate; write the rule, the ranking and every score to ``out``."""
+    for candidate, at_least, total, difference, mean in ranked:
+        print(f"{candidate}: at least as good as {baseline} on {at_least} of {total}, "
+              f"mean difference {difference:+.4f}, mean V_rand {mean:.4f}")
+    if out:
+        out.write_text(json.dumps({"rule": f"most conditions >= {baseline}, then mean V_rand",
+                                   "summary": ranked, scores_key: scores}, indent=1) + "\n")
+
+
 def summary(report: dict[str, dict[str, dict[str, float]]]) -> list[tuple[str, int, int, float, float]]:
     """(candidate, conditions at least as good as components, conditions, mean difference, mean) by the rule."""
     rows = [scores for conditions in report.values() for scores in conditions.values()]
-    out = []
-    for candidate in rows[0]:
-        if candidate == "components":
-            continue
-        differences = [row[candidate] - row["components"] for row in rows]
-        out.append((candidate, sum(d >= 0 for d in differences), len(rows), statistics.mean(differences),
-                    statistics.mean(row[candidate] for row in rows)))
-    return sorted(out, key=lambda row: (-row[1], -row[4]))
+    return [row for row in by_the_rule(rows, "components") if row[0] != "components"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         for condition in sorted(path.name for path in (Path(folder) / "maps").iterdir()):
             report[folder][condition] = score_condition(*read_condition(Path(folder), condition), edge_model)
             print(f"{folder} {condition}: components {report[folder][condition]['components']:.4f}", flush=True)
-    for candidate, at_least, total, difference, mean in summary(report):
-        print(f"{candidate}: at least as good as components on {at_least} of {total}, "
-              f"mean difference {difference:+.4f}, mean V_rand {mean:.4f}")
-    if args.out:
-        args.out.write_text(json.dumps({"rule": "most conditions >= components, then mean V_rand",
-                                        "summary": summary(report), "v_rand": report}, indent=1) + "\n")
+    print_and_save(summary(report), "components", args.out, "v_rand", report)
     return 0
 
 

@@ -21,8 +21,6 @@ mean V_rand. Prints one line per candidate and writes every score to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -30,21 +28,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.cell_choice import read_condition
+from benchmarks.cell_choice import by_the_rule, print_and_save, read_condition
 from isbi_unet.cells import methods as cell_methods
-from isbi_unet.cells.calibration import label_free_threshold
+from isbi_unet.cells.calibration import label_free_threshold, otsu_threshold
 from isbi_unet.evaluation.metric import segmentation_scores
 
 SHARES = [round(share, 3) for share in np.arange(0.2, 0.501, 0.025)]
 BOUNDS = [(low, high) for low in (0.25, 0.275, 0.3, 0.325) for high in (0.375, 0.4, 0.45)]
 BASELINE = "otsu"
-
-
-def otsu_threshold(maps: list[np.ndarray]) -> float:
-    """The median over ``maps`` (H, W) of each map's Otsu threshold."""
-    from skimage.filters import threshold_otsu
-
-    return float(np.median([threshold_otsu(np.asarray(prob, np.float32)) for prob in maps]))
 
 
 def candidate_thresholds(maps: list[np.ndarray]) -> dict[str, float]:
@@ -66,13 +57,9 @@ def score_condition(maps: list[np.ndarray], labels: list[np.ndarray]) -> dict[st
 
 def summary(report: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[tuple[str, int, int, float, float]]:
     """(candidate, conditions at least as good as otsu, conditions, mean difference, mean V_rand) by the rule."""
-    rows = [scores for conditions in report.values() for scores in conditions.values()]
-    out = []
-    for candidate in rows[0]:
-        differences = [row[candidate]["v_rand"] - row[BASELINE]["v_rand"] for row in rows]
-        out.append((candidate, sum(d >= 0 for d in differences), len(rows), statistics.mean(differences),
-                    statistics.mean(row[candidate]["v_rand"] for row in rows)))
-    return sorted(out, key=lambda row: (row[0] == BASELINE, -row[1], -row[4]))
+    rows = [{candidate: scores["v_rand"] for candidate, scores in row.items()}
+            for conditions in report.values() for row in conditions.values()]
+    return by_the_rule(rows, BASELINE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,12 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             scores = score_condition(*read_condition(folder, condition))
             report[str(folder)][condition] = scores
             print(f"{folder} {condition}: otsu {scores[BASELINE]['v_rand']:.4f}", flush=True)
-    for candidate, at_least, total, difference, mean in summary(report):
-        print(f"{candidate}: at least as good as otsu on {at_least} of {total}, "
-              f"mean difference {difference:+.4f}, mean V_rand {mean:.4f}")
-    if args.out:
-        args.out.write_text(json.dumps({"rule": "most conditions >= otsu, then mean V_rand",
-                                        "summary": summary(report), "scores": report}, indent=1) + "\n")
+    print_and_save(summary(report), BASELINE, args.out, "scores", report)
     return 0
 
 

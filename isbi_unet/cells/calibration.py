@@ -4,7 +4,8 @@ Maps of a network on data it was not trained on, or of another network, keep the
 ranking of pixels but not their scale: one network's 0.5 is another's 0.9. Functions
 here look at the maps alone.
 
-* :func:`label_free_threshold`: a threshold of a folder's maps chosen without labels;
+* :func:`label_free_threshold`: a threshold of a folder's maps chosen without labels
+  (:func:`otsu_threshold`, kept within shares of the pixels);
 * :func:`map_quantiles` and :func:`unlike_reason`: the distribution of a folder's map
   values, which a fitted edge model keeps, and whether other maps are unlike it.
 """
@@ -28,6 +29,26 @@ MEMBRANE_SHARE = (0.25, 0.45)
 MAX_QUANTILE_SHIFT = 0.15
 
 
+def otsu_threshold(maps: Sequence[np.ndarray]) -> float:
+    """The median over ``maps`` (H, W) in [0, 1] of each map's Otsu threshold."""
+    from skimage.filters import threshold_otsu
+
+    return float(np.median([threshold_otsu(np.asarray(prob, np.float32)) for prob in maps]))
+
+
+def _share_threshold(values: np.ndarray, membrane_share: float) -> float:
+    """A value of ``values`` (N,) with about ``membrane_share`` of them at or below it; ties
+    fall on the side nearer the share."""
+    if not 0.0 < membrane_share < 1.0:
+        raise ValueError(f"membrane_share={membrane_share!r} must lie strictly between 0 and 1")
+    value = np.quantile(values, membrane_share, method="lower")
+    below = values[values < value]
+    share_below, share_at_or_below = below.size / values.size, np.count_nonzero(values <= value) / values.size
+    if below.size and membrane_share - share_below < share_at_or_below - membrane_share:
+        return float(below.max())  # the pixels at ``value`` count as cell
+    return float(value)
+
+
 def label_free_threshold(maps: Sequence[np.ndarray],
                          membrane_share: float | tuple[float, float] = MEMBRANE_SHARE) -> float:
     """A threshold for maps (H, W) float32 in [0, 1] (high = cell), chosen without labels.
@@ -36,24 +57,14 @@ def label_free_threshold(maps: Sequence[np.ndarray],
     at or below it. Where many pixels share one value (8-bit maps; cells saturated at 1),
     the threshold falls on the side of those pixels that comes nearer the share. It moves
     with any increasing change of the maps' scale, so the components of ``prob > threshold``
-    do not depend on the calibration. ``membrane_share`` (L, H): the median over the maps of
-    each map's Otsu threshold, kept between the thresholds of shares L and H.
+    do not depend on the calibration. ``membrane_share`` (L, H): :func:`otsu_threshold`,
+    kept between the thresholds of shares L and H.
     """
-    if isinstance(membrane_share, tuple):
-        from skimage.filters import threshold_otsu
-
-        low, high = (label_free_threshold(maps, share) for share in membrane_share)
-        otsu = float(np.median([threshold_otsu(np.asarray(prob, np.float32)) for prob in maps]))
-        return min(max(otsu, low), high)
-    if not 0.0 < membrane_share < 1.0:
-        raise ValueError(f"membrane_share={membrane_share!r} must lie strictly between 0 and 1")
     values = np.concatenate([np.asarray(prob, np.float32).ravel() for prob in maps])
-    value = np.quantile(values, membrane_share, method="lower")
-    below = values[values < value]
-    share_below, share_at_or_below = below.size / values.size, np.count_nonzero(values <= value) / values.size
-    if below.size and membrane_share - share_below < share_at_or_below - membrane_share:
-        return float(below.max())  # the pixels at ``value`` count as cell
-    return float(value)
+    if isinstance(membrane_share, tuple):
+        low, high = (_share_threshold(values, share) for share in membrane_share)
+        return min(max(otsu_threshold(maps), low), high)
+    return _share_threshold(values, membrane_share)
 
 
 def map_quantiles(maps: Sequence[np.ndarray]) -> list[float]:
