@@ -10,9 +10,10 @@ and that run's fitted ``instance_parameters.json``. On every condition of every 
 candidate is scored against connected components at the maps' label-free threshold
 (:func:`isbi_unet.cells.calibration.label_free_threshold`), the baseline issue 18 sets:
 
-* ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area`` and ``min_size``;
+* ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area``, ``min_size``
+  and ``faint_boundary``;
 * the learned multicut with the set's edge model, with and without merging enclosed segments,
-  over ``min_size``; as ``segment`` uses it, it gives way to components at the label-free
+  over ``min_size`` and ``faint_boundary``; as ``segment`` uses it, it gives way to components at the label-free
   threshold on maps unlike its own (:func:`isbi_unet.cells.parameters.method_for_maps`).
 
 The rule: the most (set, condition) pairs at least as good as components, then the highest
@@ -40,8 +41,19 @@ from isbi_unet.cells.split_components import component_graph, split
 from isbi_unet.evaluation.metric import segmentation_scores
 from isbi_unet.evaluation.slice_scores import as_probability
 
-SPLIT_GRID = {"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": [0, 1000], "min_size": [0, 300, 600]}
-LEARNED_GRID = {"enclosed": [False, True], "min_size": [0, 300, 600]}
+
+def grid(values: dict[str, list]) -> list[dict]:
+    """Every combination of ``values`` {parameter: [value, ...]}, in order."""
+    return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
+
+
+# small segments join across any boundary (faint_boundary 0) over the first grid; only across
+# faint ones around the first grid's choice
+SPLIT_GRID = grid({"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": [0, 1000], "min_size": [0, 300, 600],
+                   "faint_boundary": [0.0]}) + \
+    grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]})
+LEARNED_GRID = grid({"enclosed": [False, True], "min_size": [0, 300, 600], "faint_boundary": [0.0]}) + \
+    grid({"enclosed": [True], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]})
 
 
 def read_condition(folder: Path, condition: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -68,23 +80,21 @@ def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model
     threshold = label_free_threshold(maps)
     v_rand = {"components": segmentation_scores([cell_methods.threshold(p, threshold) for p in maps], labels)["v_rand"]}
     graphs = [component_graph(p, threshold) for p in maps]
-    for values in itertools.product(*SPLIT_GRID.values()):
-        params = dict(zip(SPLIT_GRID, values))
+    for params in SPLIT_GRID:
         segs = [split(graph, **params) if graph is not None else cell_methods.threshold(p, threshold)
                 for graph, p in zip(graphs, maps)]
         v_rand["split-components " + json.dumps(params)] = segmentation_scores(segs, labels)["v_rand"]
     unlike = cell_parameters.method_for_maps("learned-multicut", {"edge_model": edge_model}, maps)[2] is not None
     model = EdgeCostModel.from_dict(edge_model)
     dense = [] if unlike else [learned_dense(p, model) for p in maps]
-    for values in itertools.product(*LEARNED_GRID.values()):
-        params = dict(zip(LEARNED_GRID, values))
+    for params in LEARNED_GRID:
         key = "learned-multicut " + json.dumps(params)
         if unlike:  # as segment uses it: components at the label-free threshold instead
             v_rand[key] = v_rand["components"]
             continue
         segs = []
-        for d in dense:
-            merged = cell_methods.absorb_small(d, params["min_size"])
+        for d, p in zip(dense, maps):  # faint_boundary: times its superpixels' threshold, 0.5
+            merged = cell_methods.absorb_small(d, params["min_size"], p, params["faint_boundary"] * 0.5)
             segs.append(cell_methods.with_boundaries(cell_methods.merge_enclosed(merged) if params["enclosed"] else merged))
         v_rand[key] = segmentation_scores(segs, labels)["v_rand"]
     return v_rand

@@ -166,17 +166,26 @@ def merge_enclosed(dense: np.ndarray) -> np.ndarray:
     return dense
 
 
-def absorb_small(dense: np.ndarray, min_size: int) -> np.ndarray:
+def absorb_small(dense: np.ndarray, min_size: int, boundary_map: np.ndarray | None = None,
+                 least_boundary: float = 0.0) -> np.ndarray:
     """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment of
     fewer than ``min_size`` pixels has taken the id of the neighbour of at least ``min_size``
     pixels it shares the longest boundary with (4-connected pixel pairs); one without such
-    a neighbour stays. Same dtype; ids not renumbered."""
+    a neighbour stays. With ``boundary_map`` (H, W), e.g. the membrane map, only neighbours
+    whose shared boundary averages at least ``least_boundary`` in it count (the mean over
+    the boundary's pixel pairs of the two pixels' mean): a small segment joins across a
+    faint boundary, not across a deep one. Same dtype; ids not renumbered."""
     dense = np.asarray(dense)
     area = np.bincount(dense.ravel())
     first, second = _neighbour_pairs(dense)
     small, large = np.concatenate([first, second]), np.concatenate([second, first])
     keep = (area[small] < min_size) & (area[large] >= min_size)
-    pairs, shared = np.unique(np.stack([small[keep], large[keep]], axis=1), axis=0, return_counts=True)
+    pairs, index, shared = np.unique(np.stack([small[keep], large[keep]], axis=1), axis=0, return_inverse=True,
+                                     return_counts=True)
+    if boundary_map is not None and len(pairs):
+        value = np.tile(_pair_means(np.asarray(boundary_map, dtype=np.float64)), 2)[keep]
+        faint = np.bincount(index.ravel(), weights=value, minlength=len(pairs)) / shared >= least_boundary
+        pairs, shared = pairs[faint], shared[faint]
     if not len(pairs):
         return dense
     order = np.lexsort((pairs[:, 1], -shared, pairs[:, 0]))  # per small segment: longest boundary first
@@ -185,6 +194,11 @@ def absorb_small(dense: np.ndarray, min_size: int) -> np.ndarray:
     target = np.arange(area.size)
     target[pairs[first_of_each, 0]] = pairs[first_of_each, 1]
     return target[dense].astype(dense.dtype, copy=False)
+
+
+def _pair_means(image: np.ndarray) -> np.ndarray:
+    """The mean of the two pixels of every pair of :func:`_neighbour_pairs`, in its order: (P,)."""
+    return np.concatenate([(image[:, :-1] + image[:, 1:]).ravel(), (image[:-1, :] + image[1:, :]).ravel()]) / 2
 
 
 def _neighbour_pairs(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,11 @@ the map's membrane for at least ``membrane_fraction`` of their length: a gap clo
 cell cut. Membrane is ``prob <= threshold`` in 8-connected pieces of at least
 ``membrane_area`` pixels: the membranes' network, not the dark specks inside cells that
 weak maps have. Two components are never joined, except a segment smaller than
-``min_size`` pixels, which joins a neighbour (:func:`isbi_unet.cells.methods.absorb_small`),
+``min_size`` pixels, which joins a neighbour across a faint boundary (the map along it
+averaging at least ``faint_boundary`` times the threshold; :func:`isbi_unet.cells.methods.absorb_small`),
 and a segment enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
+On weak maps small segments are mostly pieces of a cell cut off by faint false membrane; on
+clean maps they are small cells, bounded by membrane as deep as any.
 
 The threshold is read from the maps themselves when not given
 (:func:`isbi_unet.cells.calibration.label_free_threshold`: Otsu's, kept where a share of
@@ -94,7 +97,7 @@ def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: flo
 
 
 def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-          min_size: int = 300) -> np.ndarray:
+          min_size: int = 300, faint_boundary: float = 0.0) -> np.ndarray:
     """Steps 4-5 of :func:`split_components` on a :func:`component_graph`: uint32 (H, W)."""
     import bioimage_cpp as bic
     from scipy.sparse import coo_matrix
@@ -117,12 +120,14 @@ def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area:
     n = graph.rag.number_of_nodes
     joined = coo_matrix((np.ones(int(join.sum())), (uv[join, 0], uv[join, 1])), shape=(n, n))
     nodes = connected_components(joined, directed=False)[1]
-    return with_boundaries(merge_enclosed(absorb_small(nodes[graph.regions].astype(np.int64) + 1, min_size)))
+    dense = absorb_small(nodes[graph.regions].astype(np.int64) + 1, min_size, graph.prob,
+                         faint_boundary * graph.threshold)
+    return with_boundaries(merge_enclosed(dense))
 
 
 def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
                      beta: float = 0.5, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-                     min_size: int = 300) -> np.ndarray:
+                     min_size: int = 300, faint_boundary: float = 0.0) -> np.ndarray:
     """Cells of ``prob`` (H, W) float32 in [0, 1], high = cell: uint32 (H, W), 0 on 1-pixel boundaries.
 
     1. components: 4-connected components of ``prob > threshold`` (None: :func:`map_threshold`);
@@ -135,10 +140,12 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
        (pixels ``<= threshold`` in 8-connected pieces of ``membrane_area`` px or more) for at
        least ``membrane_fraction`` of its length (in pixel pairs);
        superpixels of different components stay apart; the rest are joined;
-    5. segments under ``min_size`` px join a neighbour (:func:`isbi_unet.cells.methods.absorb_small`),
-       and enclosed segments the one around them (:func:`isbi_unet.cells.methods.merge_enclosed`).
+    5. segments under ``min_size`` px join a neighbour across a boundary along which ``prob``
+       averages at least ``faint_boundary`` times the threshold (0: any boundary;
+       :func:`isbi_unet.cells.methods.absorb_small`), and enclosed segments the one around
+       them (:func:`isbi_unet.cells.methods.merge_enclosed`).
     """
     graph = component_graph(prob, threshold, sigma, min_distance, beta)
     if graph is None:
         return with_boundaries(np.ones(np.shape(prob), dtype=np.int64))
-    return split(graph, membrane_fraction, membrane_area, min_size)
+    return split(graph, membrane_fraction, membrane_area, min_size, faint_boundary)

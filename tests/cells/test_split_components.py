@@ -119,3 +119,65 @@ def test_small_segments_join_the_neighbour_they_share_most_boundary_with():
     np.testing.assert_array_equal(absorb_small(dense, 4), dense)  # none smaller than 4 px
     tiny = np.array([[1, 2], [3, 4]])
     np.testing.assert_array_equal(absorb_small(tiny, 5), tiny)  # no neighbour large enough: all stay
+
+
+def test_small_segments_join_only_across_a_faint_boundary_when_a_map_is_given():
+    dense = np.ones((20, 20), np.int64)
+    dense[:, 10:] = 2
+    dense[4:7, 8:11] = 3  # 9 px: its boundary with 1 is longer than with 2
+    boundary = np.full((20, 20), 0.9, np.float32)
+    boundary[3:8, 7:10] = 0.0  # deep membrane between 3 and 1; the boundary with 2 is faint (0.9)
+    out = absorb_small(dense, 10, boundary, 0.5)
+    assert (out[4:7, 8:11] == 2).all()  # across the faint boundary, though it is the shorter
+    np.testing.assert_array_equal(absorb_small(dense, 10, boundary, 0.95), dense)  # none faint enough: it stays
+    np.testing.assert_array_equal(absorb_small(dense, 10, boundary, 0.0), absorb_small(dense, 10))
+
+
+def small_cell_beside_a_large_one() -> tuple[np.ndarray, np.ndarray]:
+    """(map, label): a large cell and a small one (10x10 px inside, under 300 px with its
+    walls) in its corner, both walled by membrane as deep as the frame's; the label has the
+    two cells."""
+    prob = framed()
+    prob[4:18, 14:18] = WALL
+    prob[14:18, 4:18] = WALL
+    label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
+    return ndimage.gaussian_filter(prob, 0.7), label
+
+
+def test_a_small_cell_walled_by_deep_membrane_is_kept_and_one_cut_off_by_a_faint_wall_joins():
+    prob, label = small_cell_beside_a_large_one()
+    assert cells(split_components(prob, MIDDLE, min_size=300, faint_boundary=0.0)) == 1  # any boundary: absorbed
+    kept = split_components(prob, MIDDLE, min_size=300, faint_boundary=0.25)
+    assert cells(kept) == 2 and segmentation_scores([kept], [label])["v_rand"] > 0.99
+    faint = prob.copy()
+    faint[4:18, 14:18] = faint[14:18, 4:18] = 0.4  # below the threshold (0.5), but faint: 0.8 times it
+    assert cells(split_components(faint, MIDDLE, min_size=300, faint_boundary=0.25)) == 1
+    assert cells(split_components(faint, MIDDLE, min_size=300, faint_boundary=0.9)) == 2
+
+
+@pytest.mark.parametrize("faint_boundary", ["0", "0.9"])
+def test_segment_passes_faint_boundary_to_split_components(tmp_path, faint_boundary):
+    import tifffile
+    from skimage import io
+
+    from isbi_unet.cli import main as cli_main
+
+    prob = small_cell_beside_a_large_one()[0]
+    prob[4:18, 14:18] = prob[14:18, 4:18] = 0.4  # a faint wall round the small cell
+    (tmp_path / "maps").mkdir()
+    io.imsave(tmp_path / "maps" / "3_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
+                          "--threshold", "0.5", "--faint-boundary", faint_boundary, "--quiet"]) == 0
+    stored = io.imread(tmp_path / "maps" / "3_predict.png") / np.float32(255)
+    written = tifffile.imread(tmp_path / "cells" / "3_labels.tif")
+    np.testing.assert_array_equal(written, split_components(stored, 0.5, faint_boundary=float(faint_boundary)))
+    assert cells(written) == (1 if faint_boundary == "0" else 2)
+
+
+def test_segment_refuses_a_faint_boundary_outside_0_1(tmp_path, capsys):
+    from isbi_unet.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main(["segment", "--pred", str(tmp_path), "--output", str(tmp_path / "cells"), "--faint-boundary", "1.5"])
+    assert exit_info.value.code == 2 and "--faint-boundary" in capsys.readouterr().err
+    assert not (tmp_path / "cells").exists()
