@@ -27,6 +27,8 @@ official maximum over thresholds (chosen on these labels) is the map's ceiling. 
 ``OUT/shifts.json`` and prints a Markdown table (one row per method, one column per
 condition, then the mean). ``--combine OUT1/shifts.json OUT2/shifts.json ...`` prints the
 mean of several runs instead, e.g. one per crossval fold on its own test block.
+``--rescore split-components`` scores that method's rows again on the kept maps and keeps
+the other rows (after a change to its defaults).
 """
 
 from __future__ import annotations
@@ -260,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time augmentation (default: the run's choice next to --params, else off)")
     parser.add_argument("--out", type=Path, default=Path("logs/shifts"), help="where images, maps and shifts.json go")
+    parser.add_argument("--rescore", metavar="METHOD,...",
+                        help="score only these cell methods' rows again (after a change to them) and keep the other "
+                             "rows of OUT/shifts.json")
     args = parser.parse_args(argv)
     from isbi_unet.hardware import start_backend
 
@@ -279,9 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     tta = args.tta if args.tta is not None else bool(run_tta(args.params))
     make_maps(args.model, args.second_model, args.data, names, args.out, tta, conditions)
     rows = cell_rows(args.params)
+    kept: dict[str, dict] = {}
+    if args.rescore:
+        rows = [row for row in rows if row[1] in args.rescore.split(",")]
+        kept = json.loads((args.out / "shifts.json").read_text())["conditions"]
     report = {}
     for condition in conditions:
-        report[condition] = score_condition(args.out, condition, names, rows)
+        report[condition] = {**kept.get(condition, {}), **score_condition(args.out, condition, names, rows)}
         print(f"scored {condition}", flush=True)
     (args.out / "shifts.json").write_text(json.dumps({"names": names, "tta": tta, "conditions": report}, indent=2) + "\n")
     print(markdown(report))

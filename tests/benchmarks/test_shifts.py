@@ -48,7 +48,8 @@ def test_a_recalibrated_map_keeps_the_ranking_of_its_pixels(exponent):
     assert (out[8, 0] > 128) == (exponent < 1)
 
 
-def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: Path):
+def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: Path, monkeypatch):
+    import keras
     import model
 
     data = tmp_path / "data"
@@ -58,6 +59,7 @@ def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: 
         image, label = synthetic_slice((64, 64), seed=index)
         io.imsave(data / "train/image" / f"{index}.png", image, check_contrast=False)
         io.imsave(data / "train/label" / f"{index}.png", label, check_contrast=False)
+    keras.utils.set_random_seed(0)  # the same untrained networks, hence maps, on every run
     for width, name in ((4, "a.keras"), (8, "b.keras")):
         model.unet(input_size=(None, None, 1), width=width).save(tmp_path / name)
     out = tmp_path / "out"
@@ -88,6 +90,20 @@ def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: 
     assert (out / "labels" / "map^0.2" / "0.png").read_bytes() == (out / "labels" / "none" / "0.png").read_bytes()
     first = (out / "maps" / "none" / "0_predict.png").read_bytes()
     assert first != (out / "maps" / "second model" / "0_predict.png").read_bytes()
+    # --rescore: the chosen method's rows are scored again with other parameters, the rest kept
+    monkeypatch.setitem(shifts.cell_parameters.DEFAULT_PARAMETERS["split-components"], "membrane_fraction", 0.0)
+    monkeypatch.setitem(shifts.cell_parameters.DEFAULT_PARAMETERS["split-components"], "min_size", 0)
+    assert shifts.main(["--model", str(tmp_path / "a.keras"), "--second-model", str(tmp_path / "b.keras"),
+                        "--data", str(data), "--names", "0,1", "--conditions", "noise 0.05",
+                        "--out", str(out), "--rescore", "split-components"]) == 0
+    again = json.loads((out / "shifts.json").read_text())["conditions"]
+    maps = [as_probability(io.imread(out / "maps" / "noise 0.05" / f"{n}_predict.png")) for n in "01"]
+    labels = [io.imread(out / "labels" / "noise 0.05" / f"{n}.png") for n in "01"]
+    method, params, _ = shifts.cell_parameters.method_for_maps("split-components", {}, maps)
+    expected = segmentation_scores([shifts.cell_parameters.segment(p, method, params) for p in maps], labels)
+    assert again["noise 0.05"]["split-components, defaults"]["segments"] != report["noise 0.05"]["split-components, defaults"]["segments"]
+    assert again["noise 0.05"]["split-components, defaults"]["v_rand"] == pytest.approx(expected["v_rand"], nan_ok=True)
+    assert again["noise 0.05"]["multicut, defaults"] == report["noise 0.05"]["multicut, defaults"]
 
 
 def test_unknown_conditions_are_refused(tmp_path: Path):
