@@ -227,12 +227,14 @@ def _merge_enclosed_once(dense: np.ndarray) -> np.ndarray:
     return target[dense].astype(dense.dtype, copy=False)
 
 
-def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, min_size: int = 0) -> np.ndarray:
+def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, min_size: int = 0,
+                  prob: np.ndarray | None = None, least_boundary: float = 0.0) -> np.ndarray:
     """Project node labels onto the superpixels, let segments under ``min_size`` px join a
-    neighbour (:func:`absorb_small`), merge enclosed segments (:func:`merge_enclosed`) and
-    draw 1-pixel boundaries: uint32 (H, W)."""
+    neighbour (:func:`absorb_small`; with ``prob``, across a boundary averaging at least
+    ``least_boundary`` in it), merge enclosed segments (:func:`merge_enclosed`) and draw
+    1-pixel boundaries: uint32 (H, W)."""
     dense = np.asarray(node_labels, dtype=np.int64)[regions] + 1
-    return with_boundaries(merge_enclosed(absorb_small(dense, min_size)))
+    return with_boundaries(merge_enclosed(absorb_small(dense, min_size, prob, least_boundary)))
 
 
 def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
@@ -249,11 +251,12 @@ def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_d
 
 
 def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
-                     beta: float = 0.5, edge_model: Mapping[str, Any] | None = None, min_size: int = 300
-                     ) -> np.ndarray:
+                     beta: float = 0.5, edge_model: Mapping[str, Any] | None = None, min_size: int = 300,
+                     faint_boundary: float = 0.25) -> np.ndarray:
     """:func:`multicut` with q = each edge's cut probability from ``edge_model`` (an
     :class:`isbi_unet.cells.edge_costs.EdgeCostModel` as its ``to_dict``, from :func:`fit_edge_model`),
-    segments under ``min_size`` px joined to a neighbour (:func:`absorb_small`):
+    segments under ``min_size`` px joined to a neighbour across a boundary along which
+    ``prob`` averages at least ``faint_boundary`` times ``threshold`` (:func:`absorb_small`):
     uint32 (H, W), 0 on 1-pixel boundaries. ValueError without a model."""
     from isbi_unet.cells.edge_costs import EdgeCostModel, edge_features
 
@@ -264,17 +267,19 @@ def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
     return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta,
-                           min_size)
+                           min_size, p, faint_boundary * threshold)
 
 
 def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size: np.ndarray,
-                    beta: float, min_size: int = 0) -> np.ndarray:
+                    beta: float, min_size: int = 0, prob: np.ndarray | None = None,
+                    least_boundary: float = 0.0) -> np.ndarray:
     """Greedy additive contraction then Kernighan-Lin on costs from ``cut_probability``
     (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W), through
-    :func:`_graph_labels` with ``min_size``."""
+    :func:`_graph_labels` with ``min_size``, ``prob`` and ``least_boundary``."""
     if rag.number_of_edges == 0:
         return _relabel(regions + 1)
-    return _graph_labels(regions, rag, multicut_nodes(rag, cut_probability, size, beta), min_size)
+    return _graph_labels(regions, rag, multicut_nodes(rag, cut_probability, size, beta), min_size, prob,
+                         least_boundary)
 
 
 def multicut_nodes(rag, cut_probability: np.ndarray, size: np.ndarray, beta: float) -> np.ndarray:

@@ -97,7 +97,7 @@ def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: flo
 
 
 def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-          min_size: int = 300, faint_boundary: float = 0.0) -> np.ndarray:
+          min_size: int = 300, faint_boundary: float = 0.25) -> np.ndarray:
     """Steps 4-5 of :func:`split_components` on a :func:`component_graph`: uint32 (H, W)."""
     import bioimage_cpp as bic
     from scipy.sparse import coo_matrix
@@ -127,7 +127,7 @@ def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area:
 
 def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
                      beta: float = 0.5, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-                     min_size: int = 300, faint_boundary: float = 0.0) -> np.ndarray:
+                     min_size: int = 300, faint_boundary: float = 0.25) -> np.ndarray:
     """Cells of ``prob`` (H, W) float32 in [0, 1], high = cell: uint32 (H, W), 0 on 1-pixel boundaries.
 
     1. components: 4-connected components of ``prob > threshold`` (None: :func:`map_threshold`);

@@ -152,9 +152,10 @@ def test_the_learned_multicut_keeps_organelles_and_small_pieces_in_their_cells()
     model = _fitted()
     prob, label = _map_with_organelles(3)
     scores = {}
-    for min_size in (0, 300):
-        scores[min_size] = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model,
-                                                                              min_size=min_size)], [label])
+    for min_size in (0, 300):  # the rings are as deep as membranes: small pieces join across any boundary
+        scores[min_size] = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model, min_size=min_size,
+                                                                              faint_boundary=0.0)], [label])
+    walled = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model, min_size=300)], [label])
     original = cell_methods.merge_enclosed
     try:
         cell_methods.merge_enclosed = lambda dense: dense
@@ -164,4 +165,5 @@ def test_the_learned_multicut_keeps_organelles_and_small_pieces_in_their_cells()
     assert scores[0]["v_rand_split"] > cut_out["v_rand_split"] + 0.01  # organelles stay in their cells
     assert scores[300]["v_rand_split"] > scores[0]["v_rand_split"] + 0.02  # and so do small pieces
     assert scores[300]["v_rand"] > 0.99
+    assert walled["v_rand_split"] < scores[300]["v_rand_split"]  # the default joins only across faint boundaries
     assert cell_parameters.DEFAULT_PARAMETERS["learned-multicut"]["min_size"] == 300
