@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isbi_unet.cells import methods as cell_methods
 from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.cells import segments
 from isbi_unet.cells.calibration import label_free_threshold
 from isbi_unet.cells.edge_costs import EdgeCostModel, edge_features
 from isbi_unet.cells.split_components import component_graph, split
@@ -94,8 +95,8 @@ def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model
             continue
         segs = []
         for d, p in zip(dense, maps):  # faint_boundary: times its superpixels' threshold, 0.5
-            merged = cell_methods.absorb_small(d, params["min_size"], p, params["faint_boundary"] * 0.5)
-            segs.append(cell_methods.with_boundaries(cell_methods.merge_enclosed(merged) if params["enclosed"] else merged))
+            merged = segments.absorb_small(d, params["min_size"], p, params["faint_boundary"] * 0.5)
+            segs.append(segments.with_boundaries(segments.merge_enclosed(merged) if params["enclosed"] else merged))
         v_rand[key] = segmentation_scores(segs, labels)["v_rand"]
     return v_rand
 

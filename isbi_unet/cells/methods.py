@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from isbi_unet.cells.segments import absorb_small, merge_enclosed, relabel, with_boundaries
+
 _FOUR = ndimage.generate_binary_structure(2, 1)
 
 
@@ -54,13 +56,6 @@ def as_map(prob: np.ndarray) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D probability map, got shape {arr.shape}")
     return arr
-
-
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    """Ids made consecutive 1..K (0 stays 0), as uint32 (H, W)."""
-    from skimage.segmentation import relabel_sequential
-
-    return relabel_sequential(labels.astype(np.uint32, copy=False))[0]
 
 
 def _above(prob: np.ndarray, threshold: float) -> np.ndarray:
@@ -121,17 +116,6 @@ def watershed(prob: np.ndarray, threshold: float = 0.5, sigma: float = 2.0, min_
     return with_boundaries(superpixels(prob, threshold, sigma, min_distance))
 
 
-def with_boundaries(labels: np.ndarray) -> np.ndarray:
-    """A dense label image (H, W) with 1-pixel boundaries set to 0: a pixel whose right or
-    lower neighbour has another label becomes 0. Returns uint32, ids 1..K."""
-    out = labels.astype(np.uint32, copy=True)
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    out[edge] = 0
-    return _relabel(out)
-
-
 def superpixel_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance: int):
     """Superpixels (H, W) uint32 with node ids 0..N-1 and their region adjacency graph (bioimage_cpp)."""
     import bioimage_cpp as bic
@@ -149,82 +133,6 @@ def region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance:
     features = bic.graph.features.edge_map_features(rag, regions, (1.0 - as_map(prob)).astype(np.float32),
                                                     number_of_threads=1)
     return regions, rag, np.asarray(features[:, 0], np.float64), np.asarray(features[:, 1], np.float64)
-
-
-def merge_enclosed(dense: np.ndarray) -> np.ndarray:
-    """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment
-    that touches exactly one other segment and not the image's edge has taken that
-    segment's id, repeated until none is left (a hole in a hole ends in the outer cell):
-    a dark organelle, which the graph cuts out all round, is part of the cell around it
-    (the ground truth draws membranes only). Same dtype; ids not renumbered."""
-    dense = np.asarray(dense)
-    for _ in range(16):
-        merged = _merge_enclosed_once(dense)
-        if np.array_equal(merged, dense):
-            break
-        dense = merged
-    return dense
-
-
-def absorb_small(dense: np.ndarray, min_size: int, boundary_map: np.ndarray | None = None,
-                 least_boundary: float = 0.0) -> np.ndarray:
-    """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment of
-    fewer than ``min_size`` pixels has taken the id of the neighbour of at least ``min_size``
-    pixels it shares the longest boundary with (4-connected pixel pairs); one without such
-    a neighbour stays. With ``boundary_map`` (H, W), e.g. the membrane map, only neighbours
-    whose shared boundary averages at least ``least_boundary`` in it count (the mean over
-    the boundary's pixel pairs of the two pixels' mean): a small segment joins across a
-    faint boundary, not across a deep one. Same dtype; ids not renumbered."""
-    dense = np.asarray(dense)
-    area = np.bincount(dense.ravel())
-    first, second = _neighbour_pairs(dense)
-    small, large = np.concatenate([first, second]), np.concatenate([second, first])
-    keep = (area[small] < min_size) & (area[large] >= min_size)
-    pairs, index, shared = np.unique(np.stack([small[keep], large[keep]], axis=1), axis=0, return_inverse=True,
-                                     return_counts=True)
-    if boundary_map is not None and len(pairs):
-        value = np.tile(_pair_means(np.asarray(boundary_map, dtype=np.float64)), 2)[keep]
-        faint = np.bincount(index.ravel(), weights=value, minlength=len(pairs)) / shared >= least_boundary
-        pairs, shared = pairs[faint], shared[faint]
-    if not len(pairs):
-        return dense
-    order = np.lexsort((pairs[:, 1], -shared, pairs[:, 0]))  # per small segment: longest boundary first
-    pairs = pairs[order]
-    first_of_each = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
-    target = np.arange(area.size)
-    target[pairs[first_of_each, 0]] = pairs[first_of_each, 1]
-    return target[dense].astype(dense.dtype, copy=False)
-
-
-def _pair_means(image: np.ndarray) -> np.ndarray:
-    """The mean of the two pixels of every pair of :func:`_neighbour_pairs`, in its order: (P,)."""
-    return np.concatenate([(image[:, :-1] + image[:, 1:]).ravel(), (image[:-1, :] + image[1:, :]).ravel()]) / 2
-
-
-def _neighbour_pairs(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ids of every horizontally and vertically adjacent pixel pair of ``dense`` (H, W):
-    (first (P,), second (P,)), equal where the two pixels share a segment."""
-    return (np.concatenate([dense[:, :-1].ravel(), dense[:-1, :].ravel()]),
-            np.concatenate([dense[:, 1:].ravel(), dense[1:, :].ravel()]))
-
-
-def _merge_enclosed_once(dense: np.ndarray) -> np.ndarray:
-    first, second = _neighbour_pairs(dense)
-    differ = first != second
-    pairs = np.unique(np.stack([np.minimum(first[differ], second[differ]),
-                                np.maximum(first[differ], second[differ])], axis=1), axis=0)
-    if not len(pairs):
-        return dense
-    size = int(dense.max()) + 1
-    neighbours = np.bincount(pairs.ravel(), minlength=size)
-    on_edge = np.zeros(size, dtype=bool)
-    on_edge[np.concatenate([dense[0], dense[-1], dense[:, 0], dense[:, -1]])] = True
-    target = np.arange(size)
-    for u, v in pairs:
-        for inner, outer in ((u, v), (v, u)):
-            if neighbours[inner] == 1 and not on_edge[inner] and target[outer] == outer:
-                target[inner] = outer
-    return target[dense].astype(dense.dtype, copy=False)
 
 
 def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, min_size: int = 0,
@@ -265,7 +173,7 @@ def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.
     p = as_map(prob)
     regions, rag, _, size = region_graph(p, threshold, sigma, min_distance)
     if rag.number_of_edges == 0:
-        return _relabel(regions + 1)
+        return relabel(regions + 1)
     return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta,
                            min_size, p, faint_boundary * threshold)
 
@@ -277,7 +185,7 @@ def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size:
     (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W), through
     :func:`_graph_labels` with ``min_size``, ``prob`` and ``least_boundary``."""
     if rag.number_of_edges == 0:
-        return _relabel(regions + 1)
+        return relabel(regions + 1)
     return _graph_labels(regions, rag, multicut_nodes(rag, cut_probability, size, beta), min_size, prob,
                          least_boundary)
 
@@ -309,6 +217,6 @@ def gasp(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_dista
 
     regions, rag, mean, size = region_graph(prob, threshold, sigma, min_distance)
     if rag.number_of_edges == 0:
-        return _relabel(regions + 1)
+        return relabel(regions + 1)
     policy = bic.graph.agglomeration.GaspClusterPolicy(num_clusters_stop=1, linkage="mean")
     return _graph_labels(regions, rag, policy.optimize(rag, bias - mean, edge_sizes=size))

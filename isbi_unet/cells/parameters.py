@@ -32,8 +32,8 @@ from isbi_unet.cells.methods import (
     superpixel_graph,
     threshold,
     watershed,
-    with_boundaries,
 )
+from isbi_unet.cells.segments import with_boundaries
 from isbi_unet.cells.split_components import split_components
 from isbi_unet.io.images import write_text
 from isbi_unet.prediction.pixel_size import ISBI_PIXEL_SIZE_NM

@@ -9,8 +9,8 @@ cell cut. Membrane is ``prob <= threshold`` in 8-connected pieces of at least
 ``membrane_area`` pixels: the membranes' network, not the dark specks inside cells that
 weak maps have. Two components are never joined, except a segment smaller than
 ``min_size`` pixels, which joins a neighbour across a faint boundary (the map along it
-averaging at least ``faint_boundary`` times the threshold; :func:`isbi_unet.cells.methods.absorb_small`),
-and a segment enclosed by a single other one (:func:`isbi_unet.cells.methods.merge_enclosed`).
+averaging at least ``faint_boundary`` times the threshold; :func:`isbi_unet.cells.segments.absorb_small`),
+and a segment enclosed by a single other one (:func:`isbi_unet.cells.segments.merge_enclosed`).
 On weak maps small segments are mostly pieces of a cell cut off by faint false membrane; on
 clean maps they are small cells, bounded by membrane as deep as any.
 
@@ -28,17 +28,9 @@ from typing import Any
 import numpy as np
 
 from isbi_unet.cells.calibration import label_free_threshold
-from isbi_unet.cells.methods import (
-    absorb_small,
-    as_map,
-    merge_enclosed,
-    multicut_nodes,
-    region_graph,
-    with_boundaries,
-)
-from isbi_unet.cells.methods import (
-    threshold as components,
-)
+from isbi_unet.cells.methods import as_map, multicut_nodes, region_graph
+from isbi_unet.cells.methods import threshold as components
+from isbi_unet.cells.segments import absorb_small, merge_enclosed, with_boundaries
 
 __all__ = ["split_components", "map_threshold", "membrane", "ComponentGraph", "component_graph", "split"]
 
@@ -142,8 +134,8 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
        superpixels of different components stay apart; the rest are joined;
     5. segments under ``min_size`` px join a neighbour across a boundary along which ``prob``
        averages at least ``faint_boundary`` times the threshold (0: any boundary;
-       :func:`isbi_unet.cells.methods.absorb_small`), and enclosed segments the one around
-       them (:func:`isbi_unet.cells.methods.merge_enclosed`).
+       :func:`isbi_unet.cells.segments.absorb_small`), and enclosed segments the one around
+       them (:func:`isbi_unet.cells.segments.merge_enclosed`).
     """
     graph = component_graph(prob, threshold, sigma, min_distance, beta)
     if graph is None:

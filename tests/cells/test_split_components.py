@@ -9,8 +9,8 @@ from scipy import ndimage
 from isbi_unet.cells import calibration
 from isbi_unet.cells import methods as cell_methods
 from isbi_unet.cells import parameters as cell_parameters
+from isbi_unet.cells.segments import absorb_small
 from isbi_unet.cells.split_components import (
-    absorb_small,
     map_threshold,
     membrane,
     split_components,
