@@ -13,8 +13,9 @@ candidate is scored against connected components at the maps' label-free thresho
 * ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area``, ``min_size``
   and ``faint_boundary``;
 * the learned multicut with the set's edge model, with and without merging enclosed segments,
-  over ``min_size`` and ``faint_boundary``; as ``segment`` uses it, it gives way to components at the label-free
-  threshold on maps unlike its own (:func:`isbi_unet.cells.parameters.method_for_maps`).
+  over ``min_size`` and ``faint_boundary``; as ``segment`` uses it, it gives way to components
+  at the label-free threshold on maps unlike its own
+  (:func:`isbi_unet.cells.parameters.method_for_maps`).
 
 The rule: the most (set, condition) pairs at least as good as components, then the highest
 mean V_rand. Prints one line per candidate and writes every score to ``--out``.

@@ -20,8 +20,9 @@ a label image (H, W) uint32: segments 1..K, 0 on the boundary pixels.
 
 The graph methods merge every segment enclosed by a single other one into it
 (:func:`merge_enclosed`: organelles are not cells); the learned multicut also lets
-segments under ``min_size`` px join a neighbour (:func:`absorb_small`). The graph methods use ``bioimage_cpp`` (the C++ back end of python-elf, installed on
-its own from its pip wheel). Each method has defaults in :data:`DEFAULT_PARAMETERS`
+segments under ``min_size`` px join a neighbour across a faint boundary
+(:func:`absorb_small`). The graph methods use ``bioimage_cpp`` (the C++ back end of
+python-elf, installed on its own from its pip wheel). Each method has defaults in :data:`DEFAULT_PARAMETERS`
 and a search grid in :data:`DEFAULT_GRIDS`; :func:`select_parameters` picks them by
 V_rand on selection slices, so that test slices choose nothing. The learned multicut's
 grid holds one beta, 0.5: its cut probabilities are fitted to the selection slices, so
