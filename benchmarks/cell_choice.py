@@ -19,6 +19,11 @@ candidate is scored against connected components at the maps' label-free thresho
 
 The rule: the most (set, condition) pairs at least as good as components, then the highest
 mean V_rand. Prints one line per candidate and writes every score to ``--out``.
+
+``--reuse JSON`` takes a set's scores from an earlier ``--out`` of this script instead of
+scoring it again, when that file holds the set with every candidate of the grid; scores
+depend only on the maps, the labels, the edge model and the cell code, so reuse them only
+when none of those changed since.
 """
 
 from __future__ import annotations
@@ -131,14 +136,35 @@ def summary(report: dict[str, dict[str, dict[str, float]]]) -> list[tuple[str, i
     return [row for row in by_the_rule(rows, "components") if row[0] != "components"]
 
 
+def candidates() -> list[str]:
+    """Every score key of a condition: components and each candidate of the grids."""
+    return (["components"] + ["split-components " + json.dumps(params) for params in SPLIT_GRID]
+            + ["learned-multicut " + json.dumps(params) for params in LEARNED_GRID])
+
+
+def reusable(previous: list[Path], folder: str) -> dict[str, dict[str, float]] | None:
+    """The scores of set ``folder`` in the first earlier report holding it with every candidate, or None."""
+    for path in previous:
+        conditions = json.loads(path.read_text())["v_rand"].get(folder)
+        if conditions and all(set(candidates()) <= set(row) for row in conditions.values()):
+            return {condition: {key: row[key] for key in candidates()} for condition, row in conditions.items()}
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", nargs=2, action="append", required=True, metavar=("DIR", "PARAMS"),
                         help="a shifts.py output folder of selection slices and its run's instance_parameters.json")
     parser.add_argument("--out", type=Path, help="JSON of every score")
+    parser.add_argument("--reuse", type=Path, action="append", default=[], metavar="JSON",
+                        help="an earlier --out: its sets' scores are taken instead of scored again")
     args = parser.parse_args(argv)
     report: dict[str, dict[str, dict[str, float]]] = {}
     for folder, params in args.set:
+        if (previous := reusable(args.reuse, folder)) is not None:
+            report[folder] = previous
+            print(f"{folder}: {len(previous)} conditions' scores reused", flush=True)
+            continue
         edge_model = json.loads(Path(params).read_text())["parameters"]["edge_model"]
         report[folder] = {}
         for condition in sorted(path.name for path in (Path(folder) / "maps").iterdir()):

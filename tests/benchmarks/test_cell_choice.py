@@ -59,3 +59,20 @@ def test_every_candidate_is_scored_against_components_at_the_label_free_threshol
     assert len(report["summary"]) == len(scores["none"]) - 1
     counts = [(row[1], row[4]) for row in report["summary"]]
     assert counts == sorted(counts, key=lambda c: (-c[0], -c[1]))  # the rule's order
+
+
+def test_reuse_takes_a_set_from_an_earlier_report_only_when_it_holds_every_candidate(selection_set, tmp_path):
+    folder, params = selection_set
+    first = tmp_path / "first.json"
+    assert choice.main(["--set", str(folder), str(params), "--out", str(first)]) == 0
+    earlier = json.loads(first.read_text())
+    earlier["v_rand"][str(folder)]["none"]["components"] = 2.0  # a mark that only reuse carries over
+    marked = tmp_path / "marked.json"
+    marked.write_text(json.dumps(earlier))
+    again = tmp_path / "again.json"
+    assert choice.main(["--set", str(folder), str(params), "--reuse", str(marked), "--out", str(again)]) == 0
+    assert json.loads(again.read_text())["v_rand"][str(folder)]["none"]["components"] == 2.0
+    del earlier["v_rand"][str(folder)]["dark"][choice.candidates()[-1]]  # a candidate the earlier grid lacked
+    marked.write_text(json.dumps(earlier))
+    assert choice.main(["--set", str(folder), str(params), "--reuse", str(marked), "--out", str(again)]) == 0
+    assert json.loads(again.read_text())["v_rand"][str(folder)] == json.loads(first.read_text())["v_rand"][str(folder)]
