@@ -117,7 +117,9 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
     ``instance_parameters.json`` and ``test_slice_instances/`` (N_labels.tif,
     N_overlay.png, cells.csv) under out_dir. Returns {"method", "parameters", "selection"
     (V_rand, V_info of the choice), "candidates" (each method's choice and selection
-    scores), "test" (segmentation_scores without per_slice)}.
+    scores), "applied" (the method that made the test cells and, where a learned method
+    gave way on test maps unlike its own, the reason; else None), "test"
+    (segmentation_scores without per_slice)}.
     """
     import tifffile
     from skimage import io
@@ -145,6 +147,8 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
         candidates = [cell_parameters.select_parameters(DEFAULT_INSTANCE_METHOD, maps, truth)]
     choice = max(candidates, key=lambda candidate: candidate["v_rand"] or 0.0)
     cell_parameters.save_parameters(choice, out_dir / "instance_parameters.json")
+    test_maps_read = [as_probability(io.imread(test_maps / f"{name}_predict.png")) for name in test]
+    applied, _, reason = cell_parameters.method_for_maps(choice["method"], choice["parameters"], test_maps_read)
     written = segment_folder(test_maps, out_dir / "test_slice_instances", choice["method"], choice["parameters"],
                              images_dir=image_dir, names=test, progress=progress)
     scores = segmentation_scores([tifffile.imread(path) for path in written], labels(test), names=list(test))
@@ -152,6 +156,7 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
             "selection": {"v_rand": choice["v_rand"], "v_info": choice["v_info"]},
             "candidates": {c["method"]: {"parameters": c["parameters"], "v_rand": c["v_rand"], "v_info": c["v_info"]}
                            for c in candidates},
+            "applied": {"method": applied, "reason": reason},
             "test": {key: value for key, value in scores.items() if key != "per_slice"}}
 
 

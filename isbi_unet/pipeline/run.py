@@ -98,7 +98,9 @@ def score_run(network, data_dir: str | Path, run_dir: Path, selection: Sequence[
         report["instances"] = cells
         print(f"Cells of the test slices ({cells['method']} and its parameters chosen on the selection slices: "
               f"{cell_parameters.describe_parameters(cells['parameters'])}, selection V_rand {cells['selection']['v_rand']:.4f}): "
-              f"V_rand {cells['test']['v_rand']:.4f}, V_info {cells['test']['v_info']:.4f}")
+              f"V_rand {cells['test']['v_rand']:.4f}, V_info {cells['test']['v_info']:.4f}"
+              + (f" (by {cells['applied']['method']}: {cells['method']} gave way on these maps)"
+                 if cells["applied"]["reason"] else ""))
     return report
 
 

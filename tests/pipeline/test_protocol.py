@@ -223,3 +223,33 @@ def test_the_test_slices_labels_choose_nothing(tiny_dataset, tmp_path):
     assert json.dumps(changed["instances"]["parameters"]) == json.dumps(original["instances"]["parameters"])
     assert changed["instances"]["selection"] == original["instances"]["selection"]
     assert changed["test"]["v_rand"] != original["test"]["v_rand"]  # the test labels were read, and scored
+
+
+def test_the_report_says_when_the_learned_method_gave_way_on_the_test_maps(tmp_path):
+    """A learned multicut fitted on the selection maps meets test maps raised to the fourth
+    power (another calibration): the test cells are components, and the report says so."""
+    from skimage import io
+
+    from conftest import false_boundary_map
+    from isbi_unet.cells.parameters import FALLBACK_METHOD
+    from isbi_unet.pipeline.choose import choose_and_score_instances
+
+    folders = {name: tmp_path / name for name in ("select", "test", "images", "labels")}
+    for folder in folders.values():
+        folder.mkdir()
+    for name, power in (("0", 1), ("1", 1), ("2", 1), ("3", 4)):
+        prob, label = false_boundary_map(int(name) + 5, size=96)
+        role = "test" if name in ("2", "3") else "select"
+        io.imsave(folders[role] / f"{name}_predict.png", np.round(prob ** power * 255).astype(np.uint8),
+                  check_contrast=False)
+        io.imsave(folders["images"] / f"{name}.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+        io.imsave(folders["labels"] / f"{name}.png", label, check_contrast=False)
+    like = choose_and_score_instances(folders["select"], folders["test"], folders["images"], folders["labels"],
+                                      ["0", "1"], ["2"], tmp_path / "like", methods=("learned-multicut",),
+                                      progress=False)
+    assert like["applied"] == {"method": "learned-multicut", "reason": None}
+    unlike = choose_and_score_instances(folders["select"], folders["test"], folders["images"], folders["labels"],
+                                        ["0", "1"], ["3"], tmp_path / "unlike", methods=("learned-multicut",),
+                                        progress=False)
+    assert unlike["method"] == "learned-multicut" and unlike["applied"]["method"] == FALLBACK_METHOD
+    assert "unlike those the edge model was fitted on" in unlike["applied"]["reason"]
