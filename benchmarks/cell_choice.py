@@ -10,10 +10,10 @@ and that run's fitted ``instance_parameters.json``. On every condition of every 
 candidate is scored against connected components at the maps' label-free threshold
 (:func:`isbi_unet.cells.calibration.label_free_threshold`), the baseline issue 18 sets:
 
-* ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area``, ``min_size``
-  and ``faint_boundary``;
+* ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area``, ``min_size``,
+  ``faint_boundary`` and ``enclosed_boundary``;
 * the learned multicut with the set's edge model, with and without merging enclosed segments,
-  over ``min_size`` and ``faint_boundary``; as ``segment`` uses it, it gives way to components
+  over ``min_size``, ``faint_boundary`` and ``enclosed_boundary``; as ``segment`` uses it, it gives way to components
   at the label-free threshold on maps unlike its own
   (:func:`isbi_unet.cells.parameters.method_for_maps`).
 
@@ -54,13 +54,18 @@ def grid(values: dict[str, list]) -> list[dict]:
     return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
 
 
-# small segments join across any boundary (faint_boundary 0) over the first grid; only across
-# faint ones around the first grid's choice
+# small and enclosed segments join across any boundary (faint_boundary and enclosed_boundary
+# 0) over the first grid; small ones only across faint ones around the first grid's choice;
+# then enclosed ones too around the second grid's
 SPLIT_GRID = grid({"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": [0, 1000], "min_size": [0, 300, 600],
-                   "faint_boundary": [0.0]}) + \
-    grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]})
+                   "faint_boundary": [0.0], "enclosed_boundary": [0.0]}) + \
+    grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300, 600], "faint_boundary": [0.25, 0.5],
+          "enclosed_boundary": [0.0]}) + \
+    grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25, 0.5],
+          "enclosed_boundary": [0.25, 0.5]})
 LEARNED_GRID = grid({"enclosed": [False, True], "min_size": [0, 300, 600], "faint_boundary": [0.0]}) + \
-    grid({"enclosed": [True], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]})
+    grid({"enclosed": [True], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]}) + \
+    grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "enclosed_boundary": [0.25, 0.5]})
 
 
 def read_condition(folder: Path, condition: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -100,9 +105,11 @@ def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model
             v_rand[key] = v_rand["components"]
             continue
         segs = []
-        for d, p in zip(dense, maps):  # faint_boundary: times its superpixels' threshold, 0.5
+        for d, p in zip(dense, maps):  # faint and enclosed boundary: times its superpixels' threshold, 0.5
             merged = segments.absorb_small(d, params["min_size"], p, params["faint_boundary"] * 0.5)
-            segs.append(segments.with_boundaries(segments.merge_enclosed(merged) if params["enclosed"] else merged))
+            if params["enclosed"]:
+                merged = segments.merge_enclosed(merged, p, params.get("enclosed_boundary", 0.0) * 0.5)
+            segs.append(segments.with_boundaries(merged))
         v_rand[key] = segmentation_scores(segs, labels)["v_rand"]
     return v_rand
 

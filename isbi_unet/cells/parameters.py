@@ -47,7 +47,8 @@ DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
                          "min_size": 300, "faint_boundary": 0.25},
     # threshold None: read from the maps at hand (resolve_threshold)
     "split-components": {"threshold": None, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "membrane_fraction": 0.95,
-                         "membrane_area": 1000, "min_size": 300, "faint_boundary": 0.25},
+                         "membrane_area": 1000, "min_size": 300, "faint_boundary": 0.25,
+                         "enclosed_boundary": 0.25},
 }
 
 METHOD_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
@@ -80,6 +81,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "membrane_area": (0, 10**9, True),
     "min_size": (0, 10**9, True),
     "faint_boundary": (0.0, 1.0, False),
+    "enclosed_boundary": (0.0, 1.0, False),
 }
 
 

@@ -28,36 +28,47 @@ def with_boundaries(labels: np.ndarray) -> np.ndarray:
     return relabel(out)
 
 
-def merge_enclosed(dense: np.ndarray) -> np.ndarray:
+def merge_enclosed(dense: np.ndarray, boundary_map: np.ndarray | None = None,
+                   least_boundary: float = 0.0) -> np.ndarray:
     """A dense label image (H, W) (every pixel a segment id >= 1) in which every segment
     that touches exactly one other segment and not the image's edge has taken that
     segment's id, repeated until none is left (a hole in a hole ends in the outer cell):
     a dark organelle, which the graph cuts out all round, is part of the cell around it
-    (the ground truth draws membranes only). Same dtype; ids not renumbered."""
+    (the ground truth draws membranes only). With ``boundary_map`` (H, W), e.g. the membrane
+    map, only a segment whose boundary with the one around it averages at least
+    ``least_boundary`` in it (as in :func:`absorb_small`) merges: a cell walled off by deep
+    membrane stays. Same dtype; ids not renumbered."""
     dense = np.asarray(dense)
+    pair_means = None if boundary_map is None else _pair_means(np.asarray(boundary_map, dtype=np.float64))
     for _ in range(16):
-        merged = _merge_enclosed_once(dense)
+        merged = _merge_enclosed_once(dense, pair_means, least_boundary)
         if np.array_equal(merged, dense):
             break
         dense = merged
     return dense
 
 
-def _merge_enclosed_once(dense: np.ndarray) -> np.ndarray:
+def _merge_enclosed_once(dense: np.ndarray, pair_means: np.ndarray | None, least_boundary: float) -> np.ndarray:
     first, second = _neighbour_pairs(dense)
     differ = first != second
-    pairs = np.unique(np.stack([np.minimum(first[differ], second[differ]),
-                                np.maximum(first[differ], second[differ])], axis=1), axis=0)
+    pairs, index = np.unique(np.stack([np.minimum(first[differ], second[differ]),
+                                       np.maximum(first[differ], second[differ])], axis=1), axis=0,
+                             return_inverse=True)
     if not len(pairs):
         return dense
     size = int(dense.max()) + 1
     neighbours = np.bincount(pairs.ravel(), minlength=size)
     on_edge = np.zeros(size, dtype=bool)
     on_edge[np.concatenate([dense[0], dense[-1], dense[:, 0], dense[:, -1]])] = True
+    faint = np.ones(len(pairs), dtype=bool)
+    if pair_means is not None:
+        index = index.ravel()
+        faint = np.bincount(index, weights=pair_means[differ], minlength=len(pairs)) \
+            / np.bincount(index, minlength=len(pairs)) >= least_boundary
     target = np.arange(size)
-    for u, v in pairs:
+    for (u, v), joins in zip(pairs, faint):
         for inner, outer in ((u, v), (v, u)):
-            if neighbours[inner] == 1 and not on_edge[inner] and target[outer] == outer:
+            if joins and neighbours[inner] == 1 and not on_edge[inner] and target[outer] == outer:
                 target[inner] = outer
     return target[dense].astype(dense.dtype, copy=False)
 

@@ -10,9 +10,11 @@ cell cut. Membrane is ``prob <= threshold`` in 8-connected pieces of at least
 weak maps have. Two components are never joined, except a segment smaller than
 ``min_size`` pixels, which joins a neighbour across a faint boundary (the map along it
 averaging at least ``faint_boundary`` times the threshold; :func:`isbi_unet.cells.segments.absorb_small`),
-and a segment enclosed by a single other one (:func:`isbi_unet.cells.segments.merge_enclosed`).
-On weak maps small segments are mostly pieces of a cell cut off by faint false membrane; on
-clean maps they are small cells, bounded by membrane as deep as any.
+and a segment enclosed by a single other one, across a boundary averaging at least
+``enclosed_boundary`` times the threshold (:func:`isbi_unet.cells.segments.merge_enclosed`).
+On weak maps small segments are mostly pieces of a cell cut off by faint false membrane,
+and enclosed ones organelles; on clean maps they are cells, bounded by membrane as deep as
+any.
 
 The threshold is read from the maps themselves when not given
 (:func:`isbi_unet.cells.calibration.label_free_threshold`: Otsu's, kept where a share of
@@ -89,7 +91,7 @@ def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: flo
 
 
 def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-          min_size: int = 300, faint_boundary: float = 0.25) -> np.ndarray:
+          min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.25) -> np.ndarray:
     """Steps 4-5 of :func:`split_components` on a :func:`component_graph`: uint32 (H, W)."""
     import bioimage_cpp as bic
     from scipy.sparse import coo_matrix
@@ -114,12 +116,12 @@ def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area:
     nodes = connected_components(joined, directed=False)[1]
     dense = absorb_small(nodes[graph.regions].astype(np.int64) + 1, min_size, graph.prob,
                          faint_boundary * graph.threshold)
-    return with_boundaries(merge_enclosed(dense))
+    return with_boundaries(merge_enclosed(dense, graph.prob, enclosed_boundary * graph.threshold))
 
 
 def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
                      beta: float = 0.5, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-                     min_size: int = 300, faint_boundary: float = 0.25) -> np.ndarray:
+                     min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.25) -> np.ndarray:
     """Cells of ``prob`` (H, W) float32 in [0, 1], high = cell: uint32 (H, W), 0 on 1-pixel boundaries.
 
     1. components: 4-connected components of ``prob > threshold`` (None: :func:`map_threshold`);
@@ -135,9 +137,10 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
     5. segments under ``min_size`` px join a neighbour across a boundary along which ``prob``
        averages at least ``faint_boundary`` times the threshold (0: any boundary;
        :func:`isbi_unet.cells.segments.absorb_small`), and enclosed segments the one around
-       them (:func:`isbi_unet.cells.segments.merge_enclosed`).
+       them across a boundary averaging at least ``enclosed_boundary`` times the threshold
+       (0: any boundary; :func:`isbi_unet.cells.segments.merge_enclosed`).
     """
     graph = component_graph(prob, threshold, sigma, min_distance, beta)
     if graph is None:
         return with_boundaries(np.ones(np.shape(prob), dtype=np.int64))
-    return split(graph, membrane_fraction, membrane_area, min_size, faint_boundary)
+    return split(graph, membrane_fraction, membrane_area, min_size, faint_boundary, enclosed_boundary)

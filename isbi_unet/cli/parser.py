@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="split-components, learned-multicut: a segment under --min-size joins a neighbour only where "
                           "the map along their boundary averages at least F times the threshold (a faint wall, not a "
                           "cell's membrane; 0: any boundary) (default 0.25)")
+    seg.add_argument("--enclosed-boundary", type=unit_float, metavar="F",
+                     help="split-components: a segment enclosed by a single other one joins it only where the map "
+                          "along their boundary averages at least F times the threshold (an organelle, not a cell "
+                          "walled by membrane; 0: any boundary) (default 0.25)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     scored = evaluate.add_mutually_exclusive_group(required=True)

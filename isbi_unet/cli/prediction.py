@@ -119,7 +119,7 @@ def cmd_segment(args) -> list:
     from isbi_unet.cells.folders import segment_folder
 
     overrides = {key: getattr(args, key) for key in ("threshold", "sigma", "min_distance", "beta", "bias", "membrane_fraction",
-                                                    "min_size", "faint_boundary")}
+                                                    "min_size", "faint_boundary", "enclosed_boundary")}
     fitting = args.fit_maps is not None
     if fitting != (args.fit_labels is not None):
         raise UserError("--fit-maps and --fit-labels go together")

@@ -9,7 +9,7 @@ from scipy import ndimage
 from isbi_unet.cells import calibration
 from isbi_unet.cells import methods as cell_methods
 from isbi_unet.cells import parameters as cell_parameters
-from isbi_unet.cells.segments import absorb_small
+from isbi_unet.cells.segments import absorb_small, merge_enclosed
 from isbi_unet.cells.split_components import (
     map_threshold,
     membrane,
@@ -133,6 +133,40 @@ def test_small_segments_join_only_across_a_faint_boundary_when_a_map_is_given():
     np.testing.assert_array_equal(absorb_small(dense, 10, boundary, 0.0), absorb_small(dense, 10))
 
 
+def test_enclosed_segments_join_only_across_a_faint_boundary_when_a_map_is_given():
+    dense = np.ones((20, 20), np.int64)
+    dense[:, 14:] = 2  # touches the edge: stays
+    dense[3:7, 3:7] = 3  # inside 1, behind a deep boundary
+    dense[10:14, 3:7] = 4  # inside 1, behind a faint one
+    boundary = np.full((20, 20), 0.9, np.float32)
+    boundary[2:8, 2:8] = 0.0
+    out = merge_enclosed(dense, boundary, 0.5)
+    assert set(np.unique(out)) == {1, 2, 3} and (out[10:14, 3:7] == 1).all()
+    np.testing.assert_array_equal(merge_enclosed(dense, boundary, 0.0), merge_enclosed(dense))
+    assert set(np.unique(merge_enclosed(dense))) == {1, 2}
+
+
+def cell_inside_a_cell(wall: float) -> tuple[np.ndarray, np.ndarray]:
+    """(map, label): a cell (24x24 px inside) walled all round by membrane of value ``wall``
+    in the middle of a larger one; the label has the two cells."""
+    prob = framed()
+    prob[32:64, 32:64] = WALL
+    prob[36:60, 36:60] = CELL
+    label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
+    prob[32:64, 32:64] = np.where(prob[32:64, 32:64] == WALL, wall, CELL)
+    return ndimage.gaussian_filter(prob, 0.7), label
+
+
+def test_an_enclosed_cell_walled_by_deep_membrane_is_kept_and_one_walled_faintly_joins():
+    prob, label = cell_inside_a_cell(WALL)
+    assert cells(split_components(prob, MIDDLE, enclosed_boundary=0.0)) == 1  # any boundary: merged
+    kept = split_components(prob, MIDDLE, enclosed_boundary=0.25)
+    assert cells(kept) == 2 and segmentation_scores([kept], [label])["v_rand"] > 0.99
+    faint = cell_inside_a_cell(0.4)[0]  # below the threshold (0.5), but faint: 0.8 times it
+    assert cells(split_components(faint, MIDDLE, enclosed_boundary=0.25)) == 1
+    assert cells(split_components(faint, MIDDLE, enclosed_boundary=0.9)) == 2
+
+
 def small_cell_beside_a_large_one() -> tuple[np.ndarray, np.ndarray]:
     """(map, label): a large cell and a small one (10x10 px inside, under 300 px with its
     walls) in its corner, both walled by membrane as deep as the frame's; the label has the
@@ -172,6 +206,34 @@ def test_segment_passes_faint_boundary_to_split_components(tmp_path, faint_bound
     written = tifffile.imread(tmp_path / "cells" / "3_labels.tif")
     np.testing.assert_array_equal(written, split_components(stored, 0.5, faint_boundary=float(faint_boundary)))
     assert cells(written) == (1 if faint_boundary == "0" else 2)
+
+
+@pytest.mark.parametrize("enclosed_boundary", ["0", "0.9"])
+def test_segment_passes_enclosed_boundary_to_split_components(tmp_path, enclosed_boundary):
+    import tifffile
+    from skimage import io
+
+    from isbi_unet.cli import main as cli_main
+
+    prob = cell_inside_a_cell(0.4)[0]  # a faint wall round the inner cell
+    (tmp_path / "maps").mkdir()
+    io.imsave(tmp_path / "maps" / "3_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
+                          "--threshold", "0.5", "--enclosed-boundary", enclosed_boundary, "--quiet"]) == 0
+    stored = io.imread(tmp_path / "maps" / "3_predict.png") / np.float32(255)
+    written = tifffile.imread(tmp_path / "cells" / "3_labels.tif")
+    np.testing.assert_array_equal(written, split_components(stored, 0.5, enclosed_boundary=float(enclosed_boundary)))
+    assert cells(written) == (1 if enclosed_boundary == "0" else 2)
+
+
+def test_enclosed_boundary_is_refused_for_a_method_without_it(tmp_path, capsys):
+    from isbi_unet.cli import main as cli_main
+
+    (tmp_path / "maps").mkdir()
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
+                          "--method", "multicut", "--enclosed-boundary", "0.5"]) == 2
+    assert "error: method 'multicut' has no parameter 'enclosed_boundary'" in capsys.readouterr().err
+    assert not (tmp_path / "cells").exists()
 
 
 def test_segment_refuses_a_faint_boundary_outside_0_1(tmp_path, capsys):
