@@ -189,41 +189,30 @@ def test_a_small_cell_walled_by_deep_membrane_is_kept_and_one_cut_off_by_a_faint
     assert cells(split_components(faint, MIDDLE, min_size=300, faint_boundary=0.9)) == 2
 
 
-@pytest.mark.parametrize("faint_boundary", ["0", "0.9"])
-def test_segment_passes_faint_boundary_to_split_components(tmp_path, faint_boundary):
-    import tifffile
-    from skimage import io
-
-    from isbi_unet.cli import main as cli_main
-
+def faint_walled_small_cell() -> np.ndarray:
     prob = small_cell_beside_a_large_one()[0]
     prob[4:18, 14:18] = prob[14:18, 4:18] = 0.4  # a faint wall round the small cell
-    (tmp_path / "maps").mkdir()
-    io.imsave(tmp_path / "maps" / "3_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
-    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
-                          "--threshold", "0.5", "--faint-boundary", faint_boundary, "--quiet"]) == 0
-    stored = io.imread(tmp_path / "maps" / "3_predict.png") / np.float32(255)
-    written = tifffile.imread(tmp_path / "cells" / "3_labels.tif")
-    np.testing.assert_array_equal(written, split_components(stored, 0.5, faint_boundary=float(faint_boundary)))
-    assert cells(written) == (1 if faint_boundary == "0" else 2)
+    return prob
 
 
-@pytest.mark.parametrize("enclosed_boundary", ["0", "0.9"])
-def test_segment_passes_enclosed_boundary_to_split_components(tmp_path, enclosed_boundary):
+@pytest.mark.parametrize("option, value, make_map", [
+    ("faint_boundary", "0", faint_walled_small_cell), ("faint_boundary", "0.9", faint_walled_small_cell),
+    ("enclosed_boundary", "0", lambda: cell_inside_a_cell(0.4)[0]),  # a faint wall round the inner cell
+    ("enclosed_boundary", "0.9", lambda: cell_inside_a_cell(0.4)[0])])
+def test_segment_passes_its_boundary_options_to_split_components(tmp_path, option, value, make_map):
     import tifffile
     from skimage import io
 
     from isbi_unet.cli import main as cli_main
 
-    prob = cell_inside_a_cell(0.4)[0]  # a faint wall round the inner cell
     (tmp_path / "maps").mkdir()
-    io.imsave(tmp_path / "maps" / "3_predict.png", np.round(prob * 255).astype(np.uint8), check_contrast=False)
+    io.imsave(tmp_path / "maps" / "3_predict.png", np.round(make_map() * 255).astype(np.uint8), check_contrast=False)
     assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
-                          "--threshold", "0.5", "--enclosed-boundary", enclosed_boundary, "--quiet"]) == 0
+                          "--threshold", "0.5", "--" + option.replace("_", "-"), value, "--quiet"]) == 0
     stored = io.imread(tmp_path / "maps" / "3_predict.png") / np.float32(255)
     written = tifffile.imread(tmp_path / "cells" / "3_labels.tif")
-    np.testing.assert_array_equal(written, split_components(stored, 0.5, enclosed_boundary=float(enclosed_boundary)))
-    assert cells(written) == (1 if enclosed_boundary == "0" else 2)
+    np.testing.assert_array_equal(written, split_components(stored, 0.5, **{option: float(value)}))
+    assert cells(written) == (1 if value == "0" else 2)
 
 
 def test_enclosed_boundary_is_refused_for_a_method_without_it(tmp_path, capsys):
