@@ -11,7 +11,9 @@ candidate is scored against connected components at the maps' label-free thresho
 (:func:`isbi_unet.cells.calibration.label_free_threshold`), the baseline issue 18 sets:
 
 * ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area``, ``min_size``,
-  ``faint_boundary`` and ``enclosed_boundary``;
+  ``faint_boundary`` and ``enclosed_boundary``; the candidates without ``boundary_levels``
+  read how faint a boundary is on the map, times the threshold, as ``split-components`` did
+  before it read the map's ranks (:func:`isbi_unet.cells.split_components.split`);
 * the learned multicut with the set's edge model, with and without merging enclosed segments,
   over ``min_size``, ``faint_boundary`` and ``enclosed_boundary``; as ``segment`` uses it, it gives way to components
   at the label-free threshold on maps unlike its own
@@ -21,9 +23,9 @@ The rule: the most (set, condition) pairs at least as good as components, then t
 mean V_rand. Prints one line per candidate and writes every score to ``--out``.
 
 ``--reuse JSON`` takes a set's scores from an earlier ``--out`` of this script instead of
-scoring it again, when that file holds the set with every candidate of the grid; scores
-depend only on the maps, the labels, the edge model and the cell code, so reuse them only
-when none of those changed since.
+scoring them again, and scores only the candidates that file lacks; scores depend only on
+the maps, the labels, the edge model and the cell code, so reuse them only when none of
+those changed since.
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ def grid(values: dict[str, list]) -> list[dict]:
 
 # small and enclosed segments join across any boundary (faint_boundary and enclosed_boundary
 # 0) over the first grid; small ones only across faint ones around the first grid's choice;
-# then enclosed ones too around the second grid's
+# then enclosed ones too around the second grid's; then how faint, read on the map's ranks
 SPLIT_GRID = grid({"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": [0, 1000], "min_size": [0, 300, 600],
                    "faint_boundary": [0.0], "enclosed_boundary": [0.0]}) + \
     grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300, 600], "faint_boundary": [0.25, 0.5],
           "enclosed_boundary": [0.0]}) + \
     grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25, 0.5],
-          "enclosed_boundary": [0.25, 0.5]})
+          "enclosed_boundary": [0.25, 0.5]}) + \
+    grid({"membrane_fraction": [0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25, 0.5, 0.75],
+          "enclosed_boundary": [0.25, 0.5, 0.75], "boundary_levels": ["ranks"]})
 LEARNED_GRID = grid({"enclosed": [False, True], "min_size": [0, 300, 600], "faint_boundary": [0.0]}) + \
     grid({"enclosed": [True], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]}) + \
     grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "enclosed_boundary": [0.25, 0.5]})
@@ -87,15 +91,23 @@ def learned_dense(prob: np.ndarray, model: EdgeCostModel) -> np.ndarray:
     return nodes[regions] + 1
 
 
-def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model: dict) -> dict[str, float]:
-    """V_rand of components (label-free threshold) and of every candidate on one condition."""
+def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model: dict,
+                    known: dict[str, float] | None = None) -> dict[str, float]:
+    """V_rand of components (label-free threshold) and of every candidate on one condition;
+    those in ``known`` (an earlier run's scores of the same maps) are taken, not scored."""
+    v_rand = dict(known or {})
     threshold = label_free_threshold(maps)
-    v_rand = {"components": segmentation_scores([cell_methods.threshold(p, threshold) for p in maps], labels)["v_rand"]}
-    graphs = [component_graph(p, threshold) for p in maps]
-    for params in SPLIT_GRID:
-        segs = [split(graph, **params) if graph is not None else cell_methods.threshold(p, threshold)
-                for graph, p in zip(graphs, maps)]
+    if "components" not in v_rand:
+        v_rand["components"] = segmentation_scores([cell_methods.threshold(p, threshold) for p in maps],
+                                                   labels)["v_rand"]
+    missing = [params for params in SPLIT_GRID if "split-components " + json.dumps(params) not in v_rand]
+    graphs = [component_graph(p, threshold) for p in maps] if missing else []
+    for params in missing:
+        segs = [split(graph, **{"boundary_levels": "threshold", **params}) if graph is not None
+                else cell_methods.threshold(p, threshold) for graph, p in zip(graphs, maps)]
         v_rand["split-components " + json.dumps(params)] = segmentation_scores(segs, labels)["v_rand"]
+    if all("learned-multicut " + json.dumps(params) in v_rand for params in LEARNED_GRID):
+        return v_rand
     unlike = cell_parameters.method_for_maps("learned-multicut", {"edge_model": edge_model}, maps)[2] is not None
     model = EdgeCostModel.from_dict(edge_model)
     dense = [] if unlike else [learned_dense(p, model) for p in maps]
@@ -149,13 +161,15 @@ def candidates() -> list[str]:
             + ["learned-multicut " + json.dumps(params) for params in LEARNED_GRID])
 
 
-def reusable(previous: list[Path], folder: str) -> dict[str, dict[str, float]] | None:
-    """The scores of set ``folder`` in the first earlier report holding it with every candidate, or None."""
+def reusable(previous: list[Path], folder: str) -> dict[str, dict[str, float]]:
+    """The scores of set ``folder`` that earlier reports hold, {condition: {candidate: V_rand}}
+    (candidates of the grids only; the first report holding a score wins)."""
+    wanted, found = set(candidates()), {}
     for path in previous:
-        conditions = json.loads(path.read_text())["v_rand"].get(folder)
-        if conditions and all(set(candidates()) <= set(row) for row in conditions.values()):
-            return {condition: {key: row[key] for key in candidates()} for condition, row in conditions.items()}
-    return None
+        for condition, row in json.loads(path.read_text())["v_rand"].get(folder, {}).items():
+            scores = found.setdefault(condition, {})
+            scores.update({key: value for key, value in row.items() if key in wanted and key not in scores})
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,14 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report: dict[str, dict[str, dict[str, float]]] = {}
     for folder, params in args.set:
-        if (previous := reusable(args.reuse, folder)) is not None:
+        previous = reusable(args.reuse, folder)
+        if previous and all(set(candidates()) <= set(row) for row in previous.values()):
             report[folder] = previous
             print(f"{folder}: {len(previous)} conditions' scores reused", flush=True)
             continue
         edge_model = json.loads(Path(params).read_text())["parameters"]["edge_model"]
         report[folder] = {}
         for condition in sorted(path.name for path in (Path(folder) / "maps").iterdir()):
-            report[folder][condition] = score_condition(*read_condition(Path(folder), condition), edge_model)
+            report[folder][condition] = score_condition(*read_condition(Path(folder), condition), edge_model,
+                                                        previous.get(condition))
             print(f"{folder} {condition}: components {report[folder][condition]['components']:.4f}", flush=True)
     print_and_save(summary(report), "components", args.out, "v_rand", report)
     return 0

@@ -7,7 +7,8 @@ here look at the maps alone.
 * :func:`label_free_threshold`: a threshold of a folder's maps chosen without labels
   (:func:`otsu_threshold`, kept within shares of the pixels);
 * :func:`map_quantiles` and :func:`unlike_reason`: the distribution of a folder's map
-  values, which a fitted edge model keeps, and whether other maps are unlike it.
+  values, which a fitted edge model keeps, and whether other maps are unlike it;
+* :func:`map_ranks`: each pixel's rank in its map, which no change of scale moves.
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ def label_free_threshold(maps: Sequence[np.ndarray],
         low, high = (_share_threshold(values, share) for share in membrane_share)
         return min(max(otsu_threshold(maps), low), high)
     return _share_threshold(values, membrane_share)
+
+
+def map_ranks(prob: np.ndarray) -> np.ndarray:
+    """Each pixel's rank in ``prob`` (H, W) as a share of its pixels: float64 (H, W) in
+    (0, 1]; pixels of one value share the middle rank of their group (8-bit maps of a steep
+    calibration hold many pixels at 0). Any increasing change of the map's scale (another
+    network's calibration, ``prob ** 5``) leaves it unchanged."""
+    from scipy.stats import rankdata
+
+    values = np.asarray(prob)
+    return (rankdata(values, method="average") / values.size).reshape(values.shape)
 
 
 def map_quantiles(maps: Sequence[np.ndarray]) -> list[float]:

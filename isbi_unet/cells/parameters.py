@@ -48,7 +48,7 @@ DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     # threshold None: read from the maps at hand (resolve_threshold)
     "split-components": {"threshold": None, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "membrane_fraction": 0.95,
                          "membrane_area": 1000, "min_size": 300, "faint_boundary": 0.25,
-                         "enclosed_boundary": 0.25},
+                         "enclosed_boundary": 0.5},
 }
 
 METHOD_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {

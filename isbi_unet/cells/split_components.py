@@ -8,10 +8,13 @@ the map's membrane for at least ``membrane_fraction`` of their length: a gap clo
 cell cut. Membrane is ``prob <= threshold`` in 8-connected pieces of at least
 ``membrane_area`` pixels: the membranes' network, not the dark specks inside cells that
 weak maps have. Two components are never joined, except a segment smaller than
-``min_size`` pixels, which joins a neighbour across a faint boundary (the map along it
-averaging at least ``faint_boundary`` times the threshold; :func:`isbi_unet.cells.segments.absorb_small`),
-and a segment enclosed by a single other one, across a boundary averaging at least
-``enclosed_boundary`` times the threshold (:func:`isbi_unet.cells.segments.merge_enclosed`).
+``min_size`` pixels, which joins a neighbour across a faint boundary, and a segment
+enclosed by a single other one, across a faint boundary too
+(:func:`isbi_unet.cells.segments.absorb_small`, :func:`isbi_unet.cells.segments.merge_enclosed`).
+How faint is read on the map's ranks (:func:`isbi_unet.cells.calibration.map_ranks`): the
+pixels along the boundary rank, on average, at least ``faint_boundary`` (``enclosed_boundary``)
+times as high as the threshold does, i.e. as the share of the pixels at or below it; like
+the components, this does not depend on the map's calibration.
 On weak maps small segments are mostly pieces of a cell cut off by faint false membrane,
 and enclosed ones organelles; on clean maps they are cells, bounded by membrane as deep as
 any.
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from isbi_unet.cells.calibration import label_free_threshold
+from isbi_unet.cells.calibration import label_free_threshold, map_ranks
 from isbi_unet.cells.methods import as_map, multicut_nodes, region_graph
 from isbi_unet.cells.methods import threshold as components
 from isbi_unet.cells.segments import absorb_small, merge_enclosed, with_boundaries
@@ -91,8 +94,12 @@ def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: flo
 
 
 def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-          min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.25) -> np.ndarray:
-    """Steps 4-5 of :func:`split_components` on a :func:`component_graph`: uint32 (H, W)."""
+          min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.5,
+          boundary_levels: str = "ranks") -> np.ndarray:
+    """Steps 4-5 of :func:`split_components` on a :func:`component_graph`: uint32 (H, W).
+    ``boundary_levels`` "threshold" reads how faint a boundary is on the map itself, as
+    ``faint_boundary`` (``enclosed_boundary``) times the threshold, as ``split-components``
+    did before it read ranks (the earlier candidates of ``benchmarks/cell_choice.py``)."""
     import bioimage_cpp as bic
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -114,14 +121,19 @@ def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area:
     n = graph.rag.number_of_nodes
     joined = coo_matrix((np.ones(int(join.sum())), (uv[join, 0], uv[join, 1])), shape=(n, n))
     nodes = connected_components(joined, directed=False)[1]
-    dense = absorb_small(nodes[graph.regions].astype(np.int64) + 1, min_size, graph.prob,
-                         faint_boundary * graph.threshold)
-    return with_boundaries(merge_enclosed(dense, graph.prob, enclosed_boundary * graph.threshold))
+    if boundary_levels == "ranks":
+        levels, unit = map_ranks(graph.prob), float(np.count_nonzero(graph.prob <= graph.threshold)) / graph.prob.size
+    elif boundary_levels == "threshold":
+        levels, unit = graph.prob, graph.threshold
+    else:
+        raise ValueError(f"boundary_levels={boundary_levels!r}: choose 'ranks' or 'threshold'")
+    dense = absorb_small(nodes[graph.regions].astype(np.int64) + 1, min_size, levels, faint_boundary * unit)
+    return with_boundaries(merge_enclosed(dense, levels, enclosed_boundary * unit))
 
 
 def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
                      beta: float = 0.5, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-                     min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.25) -> np.ndarray:
+                     min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.5) -> np.ndarray:
     """Cells of ``prob`` (H, W) float32 in [0, 1], high = cell: uint32 (H, W), 0 on 1-pixel boundaries.
 
     1. components: 4-connected components of ``prob > threshold`` (None: :func:`map_threshold`);
@@ -134,11 +146,12 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
        (pixels ``<= threshold`` in 8-connected pieces of ``membrane_area`` px or more) for at
        least ``membrane_fraction`` of its length (in pixel pairs);
        superpixels of different components stay apart; the rest are joined;
-    5. segments under ``min_size`` px join a neighbour across a boundary along which ``prob``
-       averages at least ``faint_boundary`` times the threshold (0: any boundary;
-       :func:`isbi_unet.cells.segments.absorb_small`), and enclosed segments the one around
-       them across a boundary averaging at least ``enclosed_boundary`` times the threshold
-       (0: any boundary; :func:`isbi_unet.cells.segments.merge_enclosed`).
+    5. segments under ``min_size`` px join a neighbour across a boundary whose pixels' ranks
+       in ``prob`` (:func:`isbi_unet.cells.calibration.map_ranks`) average at least
+       ``faint_boundary`` times the threshold's (the share of pixels at or below it; 0: any
+       boundary; :func:`isbi_unet.cells.segments.absorb_small`), and enclosed segments the one
+       around them across a boundary whose ranks average at least ``enclosed_boundary`` times
+       the threshold's (0: any boundary; :func:`isbi_unet.cells.segments.merge_enclosed`).
     """
     graph = component_graph(prob, threshold, sigma, min_distance, beta)
     if graph is None:

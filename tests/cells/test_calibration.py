@@ -167,3 +167,18 @@ def test_the_learned_multicut_keeps_organelles_and_small_pieces_in_their_cells()
     assert scores[300]["v_rand"] > 0.99
     assert walled["v_rand_split"] < scores[300]["v_rand_split"]  # the default joins only across faint boundaries
     assert cell_parameters.DEFAULT_PARAMETERS["learned-multicut"]["min_size"] == 300
+
+
+@pytest.mark.parametrize("change", [lambda p: p ** 0.2, lambda p: p ** 5, lambda p: 0.5 * p + 0.25])
+def test_map_ranks_do_not_move_with_the_calibration(change):
+    prob = np.random.default_rng(0).random((32, 40)).astype(np.float32)
+    ranks = calibration.map_ranks(prob)
+    assert ranks.shape == prob.shape and ranks.min() > 0 and ranks.max() == 1.0
+    np.testing.assert_allclose(calibration.map_ranks(change(prob)), ranks)
+
+
+def test_pixels_of_one_value_share_the_middle_rank_of_their_group():
+    prob = np.array([[0.0, 0.0, 0.0, 0.5], [0.5, 0.9, 0.9, 1.0]])  # 3 at 0: ranks 1-3 of 8
+    ranks = calibration.map_ranks(prob)
+    np.testing.assert_allclose(ranks[0, :3], 2 / 8)
+    np.testing.assert_allclose(ranks[1, 3], 1.0)

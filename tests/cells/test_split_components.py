@@ -146,10 +146,23 @@ def test_enclosed_segments_join_only_across_a_faint_boundary_when_a_map_is_given
     assert set(np.unique(merge_enclosed(dense))) == {1, 2}
 
 
+FAINT = 0.44  # a wall below the threshold (0.5), whose pixels rank just under it
+
+
+def spread_frame(prob: np.ndarray, wall: int = 4) -> np.ndarray:
+    """``prob`` with its frame's membrane spread evenly over 0.05-0.45, as a network spreads
+    membrane below the threshold: how deep a wall is then shows in its pixels' ranks."""
+    frame = np.zeros(prob.shape, bool)
+    frame[:wall], frame[-wall:], frame[:, :wall], frame[:, -wall:] = True, True, True, True
+    out = prob.copy()
+    out[frame] = np.linspace(0.05, 0.45, int(frame.sum()), dtype=np.float32)
+    return out
+
+
 def cell_inside_a_cell(wall: float) -> tuple[np.ndarray, np.ndarray]:
     """(map, label): a cell (24x24 px inside) walled all round by membrane of value ``wall``
-    in the middle of a larger one; the label has the two cells."""
-    prob = framed()
+    in the middle of a larger one (its frame :func:`spread_frame`); the label has the two cells."""
+    prob = spread_frame(framed())
     prob[32:64, 32:64] = WALL
     prob[36:60, 36:60] = CELL
     label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
@@ -160,18 +173,22 @@ def cell_inside_a_cell(wall: float) -> tuple[np.ndarray, np.ndarray]:
 def test_an_enclosed_cell_walled_by_deep_membrane_is_kept_and_one_walled_faintly_joins():
     prob, label = cell_inside_a_cell(WALL)
     assert cells(split_components(prob, MIDDLE, enclosed_boundary=0.0)) == 1  # any boundary: merged
-    kept = split_components(prob, MIDDLE, enclosed_boundary=0.25)
+    kept = split_components(prob, MIDDLE)
     assert cells(kept) == 2 and segmentation_scores([kept], [label])["v_rand"] > 0.99
-    faint = cell_inside_a_cell(0.4)[0]  # below the threshold (0.5), but faint: 0.8 times it
-    assert cells(split_components(faint, MIDDLE, enclosed_boundary=0.25)) == 1
+    faint = cell_inside_a_cell(FAINT)[0]
+    assert cells(split_components(faint, MIDDLE)) == 1
     assert cells(split_components(faint, MIDDLE, enclosed_boundary=0.9)) == 2
+    # the same decisions on the maps of another calibration, at its own threshold
+    for power in (0.2, 5.0):
+        assert cells(split_components(prob ** power, MIDDLE ** power)) == 2
+        assert cells(split_components(faint ** power, MIDDLE ** power)) == 1
 
 
 def small_cell_beside_a_large_one() -> tuple[np.ndarray, np.ndarray]:
     """(map, label): a large cell and a small one (10x10 px inside, under 300 px with its
-    walls) in its corner, both walled by membrane as deep as the frame's; the label has the
-    two cells."""
-    prob = framed()
+    walls) in its corner, walled by membrane as deep as the frame's deepest (the frame
+    :func:`spread_frame`); the label has the two cells."""
+    prob = spread_frame(framed())
     prob[4:18, 14:18] = WALL
     prob[14:18, 4:18] = WALL
     label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
@@ -181,24 +198,26 @@ def small_cell_beside_a_large_one() -> tuple[np.ndarray, np.ndarray]:
 def test_a_small_cell_walled_by_deep_membrane_is_kept_and_one_cut_off_by_a_faint_wall_joins():
     prob, label = small_cell_beside_a_large_one()
     assert cells(split_components(prob, MIDDLE, min_size=300, faint_boundary=0.0)) == 1  # any boundary: absorbed
-    kept = split_components(prob, MIDDLE, min_size=300, faint_boundary=0.25)
+    kept = split_components(prob, MIDDLE, min_size=300)
     assert cells(kept) == 2 and segmentation_scores([kept], [label])["v_rand"] > 0.99
-    faint = prob.copy()
-    faint[4:18, 14:18] = faint[14:18, 4:18] = 0.4  # below the threshold (0.5), but faint: 0.8 times it
-    assert cells(split_components(faint, MIDDLE, min_size=300, faint_boundary=0.25)) == 1
+    faint = faint_walled_small_cell()
+    assert cells(split_components(faint, MIDDLE, min_size=300)) == 1
     assert cells(split_components(faint, MIDDLE, min_size=300, faint_boundary=0.9)) == 2
+    for power in (0.2, 5.0):  # the same decisions on the maps of another calibration
+        assert cells(split_components(prob ** power, MIDDLE ** power, min_size=300)) == 2
+        assert cells(split_components(faint ** power, MIDDLE ** power, min_size=300)) == 1
 
 
 def faint_walled_small_cell() -> np.ndarray:
     prob = small_cell_beside_a_large_one()[0]
-    prob[4:18, 14:18] = prob[14:18, 4:18] = 0.4  # a faint wall round the small cell
+    prob[4:18, 14:18] = prob[14:18, 4:18] = FAINT  # a faint wall round the small cell
     return prob
 
 
 @pytest.mark.parametrize("option, value, make_map", [
     ("faint_boundary", "0", faint_walled_small_cell), ("faint_boundary", "0.9", faint_walled_small_cell),
-    ("enclosed_boundary", "0", lambda: cell_inside_a_cell(0.4)[0]),  # a faint wall round the inner cell
-    ("enclosed_boundary", "0.9", lambda: cell_inside_a_cell(0.4)[0])])
+    ("enclosed_boundary", "0", lambda: cell_inside_a_cell(FAINT)[0]),  # a faint wall round the inner cell
+    ("enclosed_boundary", "0.9", lambda: cell_inside_a_cell(FAINT)[0])])
 def test_segment_passes_its_boundary_options_to_split_components(tmp_path, option, value, make_map):
     import tifffile
     from skimage import io
@@ -232,3 +251,14 @@ def test_segment_refuses_a_faint_boundary_outside_0_1(tmp_path, capsys):
         cli_main.main(["segment", "--pred", str(tmp_path), "--output", str(tmp_path / "cells"), "--faint-boundary", "1.5"])
     assert exit_info.value.code == 2 and "--faint-boundary" in capsys.readouterr().err
     assert not (tmp_path / "cells").exists()
+
+
+def test_split_reads_faint_on_the_map_itself_only_when_asked():
+    from isbi_unet.cells.split_components import component_graph, split
+
+    prob = cell_inside_a_cell(WALL)[0] ** 0.2  # deep membrane 0.1 reads 0.63: above a quarter of any threshold
+    graph = component_graph(prob, MIDDLE ** 0.2)
+    assert cells(split(graph)) == 2  # ranks: the deep wall stays a wall
+    assert cells(split(graph, boundary_levels="threshold")) == 1  # values: it reads faint, the cell joins
+    with pytest.raises(ValueError, match="boundary_levels"):
+        split(graph, boundary_levels="quantiles")
