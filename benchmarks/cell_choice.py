@@ -13,7 +13,9 @@ candidate is scored against connected components at the maps' label-free thresho
 * ``split-components`` over a grid of ``membrane_fraction``, ``membrane_area``, ``min_size``,
   ``faint_boundary`` and ``enclosed_boundary``; the candidates without ``boundary_levels``
   read how faint a boundary is on the map, times the threshold, as ``split-components`` did
-  before it read the map's ranks (:func:`isbi_unet.cells.split_components.split`);
+  before it read the map's ranks (:func:`isbi_unet.cells.split_components.split`); those
+  with ``cost_map`` and ``beta`` run the multicut under the split on those readings of the map
+  (:func:`isbi_unet.cells.calibration.relative_map`), the rest on the map itself at beta 0.5;
 * the learned multicut with the set's edge model, with and without merging enclosed segments,
   over ``min_size``, ``faint_boundary`` and ``enclosed_boundary``; as ``segment`` uses it, it gives way to components
   at the label-free threshold on maps unlike its own
@@ -58,7 +60,8 @@ def grid(values: dict[str, list]) -> list[dict]:
 
 # small and enclosed segments join across any boundary (faint_boundary and enclosed_boundary
 # 0) over the first grid; small ones only across faint ones around the first grid's choice;
-# then enclosed ones too around the second grid's; then how faint, read on the map's ranks
+# then enclosed ones too around the second grid's; then how faint, read on the map's ranks;
+# then the multicut's costs read relative to the threshold
 SPLIT_GRID = grid({"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": [0, 1000], "min_size": [0, 300, 600],
                    "faint_boundary": [0.0], "enclosed_boundary": [0.0]}) + \
     grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300, 600], "faint_boundary": [0.25, 0.5],
@@ -66,7 +69,16 @@ SPLIT_GRID = grid({"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": 
     grid({"membrane_fraction": [0.9, 0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25, 0.5],
           "enclosed_boundary": [0.25, 0.5]}) + \
     grid({"membrane_fraction": [0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25, 0.5, 0.75],
-          "enclosed_boundary": [0.25, 0.5, 0.75], "boundary_levels": ["ranks"]})
+          "enclosed_boundary": [0.25, 0.5, 0.75], "boundary_levels": ["ranks"]}) + \
+    grid({"membrane_fraction": [0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25],
+          "enclosed_boundary": [0.5], "boundary_levels": ["ranks"], "cost_map": ["ranks", "power"],
+          "beta": [0.2, 0.3, 0.4, 0.5]}) + \
+    grid({"membrane_fraction": [0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25],
+          "enclosed_boundary": [0.5], "boundary_levels": ["ranks"], "cost_map": ["map"], "beta": [0.3, 0.4, 0.6]}) + \
+    grid({"membrane_fraction": [0.95], "membrane_area": [1000], "min_size": [300], "faint_boundary": [0.25],
+          "enclosed_boundary": [0.5], "boundary_levels": ["ranks"], "cost_map": ["ranks"], "beta": [0.1, 0.15, 0.25]})
+# the multicut under the split: its costs read on the map itself, at beta 0.5, unless a candidate says
+GRAPH_DEFAULTS = {"cost_map": "map", "beta": 0.5}
 LEARNED_GRID = grid({"enclosed": [False, True], "min_size": [0, 300, 600], "faint_boundary": [0.0]}) + \
     grid({"enclosed": [True], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]}) + \
     grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "enclosed_boundary": [0.25, 0.5]})
@@ -101,10 +113,14 @@ def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model
         v_rand["components"] = segmentation_scores([cell_methods.threshold(p, threshold) for p in maps],
                                                    labels)["v_rand"]
     missing = [params for params in SPLIT_GRID if "split-components " + json.dumps(params) not in v_rand]
-    graphs = [component_graph(p, threshold) for p in maps] if missing else []
+    graphs: dict[tuple, list] = {}
     for params in missing:
-        segs = [split(graph, **{"boundary_levels": "threshold", **params}) if graph is not None
-                else cell_methods.threshold(p, threshold) for graph, p in zip(graphs, maps)]
+        graph_key = tuple(params.get(key, GRAPH_DEFAULTS[key]) for key in GRAPH_DEFAULTS)
+        if graph_key not in graphs:
+            graphs[graph_key] = [component_graph(p, threshold, **dict(zip(GRAPH_DEFAULTS, graph_key))) for p in maps]
+        split_params = {key: value for key, value in params.items() if key not in GRAPH_DEFAULTS}
+        segs = [split(graph, **{"boundary_levels": "threshold", **split_params}) if graph is not None
+                else cell_methods.threshold(p, threshold) for graph, p in zip(graphs[graph_key], maps)]
         v_rand["split-components " + json.dumps(params)] = segmentation_scores(segs, labels)["v_rand"]
     if all("learned-multicut " + json.dumps(params) in v_rand for params in LEARNED_GRID):
         return v_rand

@@ -8,7 +8,8 @@ here look at the maps alone.
   (:func:`otsu_threshold`, kept within shares of the pixels);
 * :func:`map_quantiles` and :func:`unlike_reason`: the distribution of a folder's map
   values, which a fitted edge model keeps, and whether other maps are unlike it;
-* :func:`map_ranks`: each pixel's rank in its map, which no change of scale moves.
+* :func:`map_ranks`: each pixel's rank in its map, which no change of scale moves;
+* :func:`relative_map`: a map rescaled so that its threshold falls at 0.5.
 """
 
 from __future__ import annotations
@@ -77,6 +78,33 @@ def map_ranks(prob: np.ndarray) -> np.ndarray:
 
     values = np.asarray(prob)
     return (rankdata(values, method="average") / values.size).reshape(values.shape)
+
+
+RELATIVE_READINGS: tuple[str, ...] = ("map", "ranks", "power")
+
+
+def relative_map(prob: np.ndarray, threshold: float, reading: str = "ranks") -> np.ndarray:
+    """``prob`` (H, W) in [0, 1] rescaled so that ``threshold`` falls at 0.5: float32 (H, W).
+
+    ``reading`` "ranks": :func:`map_ranks`, linear from 0 to 0.5 over the pixels at or
+    below the threshold and from 0.5 to 1 over those above it (no increasing change of the
+    map's scale moves it, given a threshold at the same rank); "power": ``prob ** k`` with
+    ``threshold ** k`` = 0.5 (no power of the map moves it); "map": ``prob`` itself.
+    """
+    values = np.asarray(prob, dtype=np.float64)
+    if reading == "map":
+        return values.astype(np.float32)
+    if reading == "power":
+        if not 0.0 < threshold < 1.0:
+            return values.astype(np.float32)
+        return (values ** (np.log(0.5) / np.log(threshold))).astype(np.float32)
+    if reading != "ranks":
+        raise ValueError(f"reading={reading!r}: choose one of {', '.join(RELATIVE_READINGS)}")
+    ranks = map_ranks(values)
+    at_or_below = float(np.count_nonzero(values <= threshold)) / values.size
+    low = 0.5 * ranks / max(at_or_below, 1e-12)
+    high = 0.5 + 0.5 * (ranks - at_or_below) / max(1.0 - at_or_below, 1e-12)
+    return np.clip(np.where(values <= threshold, low, high), 0.0, 1.0).astype(np.float32)
 
 
 def map_quantiles(maps: Sequence[np.ndarray]) -> list[float]:

@@ -14,7 +14,9 @@ enclosed by a single other one, across a faint boundary too
 How faint is read on the map's ranks (:func:`isbi_unet.cells.calibration.map_ranks`): the
 pixels along the boundary rank, on average, at least ``faint_boundary`` (``enclosed_boundary``)
 times as high as the threshold does, i.e. as the share of the pixels at or below it; like
-the components, this does not depend on the map's calibration.
+the components, this does not depend on the map's calibration. Neither do the multicut's
+costs, read on the map's ranks with the threshold at 0.5
+(:func:`isbi_unet.cells.calibration.relative_map`).
 On weak maps small segments are mostly pieces of a cell cut off by faint false membrane,
 and enclosed ones organelles; on clean maps they are cells, bounded by membrane as deep as
 any.
@@ -32,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from isbi_unet.cells.calibration import label_free_threshold, map_ranks
-from isbi_unet.cells.methods import as_map, multicut_nodes, region_graph
+from isbi_unet.cells.calibration import label_free_threshold, map_ranks, relative_map
+from isbi_unet.cells.methods import as_map, multicut_nodes, superpixel_graph
 from isbi_unet.cells.methods import threshold as components
 from isbi_unet.cells.segments import absorb_small, merge_enclosed, with_boundaries
 
@@ -77,16 +79,20 @@ class ComponentGraph:
 
 
 def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
-                    beta: float = 0.5) -> ComponentGraph | None:
+                    beta: float = 0.15, cost_map: str = "ranks") -> ComponentGraph | None:
     """Steps 1-3 of :func:`split_components` on ``prob`` (H, W) in [0, 1]; None when the
-    superpixels have no edge (one region)."""
+    superpixels have no edge (one region). The multicut's costs come from
+    :func:`isbi_unet.cells.calibration.relative_map` of ``prob`` read as ``cost_map``."""
     import bioimage_cpp as bic
 
     p = as_map(prob)
     t = map_threshold(p) if threshold is None else float(threshold)
-    regions, rag, mean_boundary, size = region_graph(p, t, sigma, min_distance)
+    regions, rag = superpixel_graph(p, t, sigma, min_distance)
     if rag.number_of_edges == 0:
         return None
+    features = bic.graph.features.edge_map_features(rag, regions, 1.0 - relative_map(p, t, cost_map),
+                                                    number_of_threads=1)
+    mean_boundary, size = np.asarray(features[:, 0], np.float64), np.asarray(features[:, 1], np.float64)
     component = np.asarray(bic.graph.features.accumulate_labels(
         rag, regions, components(p, t), ignore_value=0, number_of_threads=1), dtype=np.int64)
     return ComponentGraph(p, t, regions, rag, np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2), size,
@@ -132,15 +138,18 @@ def split(graph: ComponentGraph, membrane_fraction: float = 0.95, membrane_area:
 
 
 def split_components(prob: np.ndarray, threshold: float | None = None, sigma: float = 1.0, min_distance: int = 2,
-                     beta: float = 0.5, membrane_fraction: float = 0.95, membrane_area: int = 1000,
-                     min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.5) -> np.ndarray:
+                     beta: float = 0.15, membrane_fraction: float = 0.95, membrane_area: int = 1000,
+                     min_size: int = 300, faint_boundary: float = 0.25, enclosed_boundary: float = 0.5,
+                     cost_map: str = "ranks") -> np.ndarray:
     """Cells of ``prob`` (H, W) float32 in [0, 1], high = cell: uint32 (H, W), 0 on 1-pixel boundaries.
 
     1. components: 4-connected components of ``prob > threshold`` (None: :func:`map_threshold`);
     2. superpixels: the seeded watershed of :func:`isbi_unet.cells.methods.superpixels` at
        the same threshold (``sigma``, ``min_distance`` in px), each assigned to the
        component most of its pixels above the threshold lie in;
-    3. the multicut of :func:`isbi_unet.cells.methods.multicut` (``beta``) on them;
+    3. the multicut of :func:`isbi_unet.cells.methods.multicut` (``beta``) on them, its
+       costs read on :func:`isbi_unet.cells.calibration.relative_map` (``cost_map``; "ranks":
+       the map's ranks with the threshold at 0.5, so that no calibration moves them);
     4. two superpixels of one component stay apart where the multicut separates them and the
        boundary between their two multicut segments inside that component lies on membrane
        (pixels ``<= threshold`` in 8-connected pieces of ``membrane_area`` px or more) for at
@@ -153,7 +162,7 @@ def split_components(prob: np.ndarray, threshold: float | None = None, sigma: fl
        around them across a boundary whose ranks average at least ``enclosed_boundary`` times
        the threshold's (0: any boundary; :func:`isbi_unet.cells.segments.merge_enclosed`).
     """
-    graph = component_graph(prob, threshold, sigma, min_distance, beta)
+    graph = component_graph(prob, threshold, sigma, min_distance, beta, cost_map)
     if graph is None:
         return with_boundaries(np.ones(np.shape(prob), dtype=np.int64))
     return split(graph, membrane_fraction, membrane_area, min_size, faint_boundary, enclosed_boundary)

@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "the median of the maps' Otsu thresholds, kept where 25-45 %% of their pixels are at or below it)")
     seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")
     seg.add_argument("--min-distance", type=positive_int, help="px, least distance between seeds (watershed, multicut, gasp)")
-    seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5)")
+    seg.add_argument("--beta", type=unit_float, help="multicut boundary bias in (0, 1): higher cuts more (default 0.5; split-components "
+                                                     "0.15, its costs read on the map's ranks)")
     seg.add_argument("--bias", type=unit_float, help="gasp: an edge merges while bias > its mean boundary probability (default 0.5)")
     seg.add_argument("--membrane-fraction", type=unit_float, metavar="F",
                      help="split-components: a multicut cut splits a component where at least this fraction of it lies "

@@ -182,3 +182,22 @@ def test_pixels_of_one_value_share_the_middle_rank_of_their_group():
     ranks = calibration.map_ranks(prob)
     np.testing.assert_allclose(ranks[0, :3], 2 / 8)
     np.testing.assert_allclose(ranks[1, 3], 1.0)
+
+
+@pytest.mark.parametrize("change", [lambda p: p ** 0.2, lambda p: p ** 5, lambda p: 0.5 * p + 0.25])
+def test_a_map_read_relative_to_its_threshold_does_not_move_with_the_calibration(change):
+    prob = np.random.default_rng(1).random((32, 40)).astype(np.float64)
+    relative = calibration.relative_map(prob, 0.3, "ranks")
+    assert (relative[prob <= 0.3] <= 0.5).all() and (relative[prob > 0.3] > 0.5).all()
+    assert relative.min() >= 0.0 and relative.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(calibration.relative_map(change(prob), change(0.3), "ranks"), relative, atol=1e-6)
+
+
+def test_a_power_of_the_map_puts_its_threshold_at_one_half():
+    prob = np.random.default_rng(2).random((16, 16))
+    relative = calibration.relative_map(prob, 0.7, "power")
+    np.testing.assert_allclose(calibration.relative_map(np.array([0.7]), 0.7, "power"), [0.5], rtol=1e-6)
+    np.testing.assert_allclose(calibration.relative_map(prob ** 3, 0.7 ** 3, "power"), relative, rtol=1e-5)
+    np.testing.assert_array_equal(calibration.relative_map(prob, 0.7, "map"), prob.astype(np.float32))
+    with pytest.raises(ValueError, match="reading"):
+        calibration.relative_map(prob, 0.7, "quantiles")

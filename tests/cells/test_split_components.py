@@ -30,10 +30,24 @@ def framed(size: int = 96, wall: int = 4) -> np.ndarray:
     return prob
 
 
+FAINT = 0.44  # a wall below the threshold (0.5), whose pixels rank just under it
+
+
+def spread_frame(prob: np.ndarray, wall: int = 4) -> np.ndarray:
+    """``prob`` with its frame's membrane spread evenly over 0.05-0.45, as a network spreads
+    membrane below the threshold: how deep a wall is then shows in its pixels' ranks."""
+    frame = np.zeros(prob.shape, bool)
+    frame[:wall], frame[-wall:], frame[:, :wall], frame[:, -wall:] = True, True, True, True
+    out = prob.copy()
+    out[frame] = np.linspace(0.05, 0.45, int(frame.sum()), dtype=np.float32)
+    return out
+
+
 def two_cells_with_a_gap(gap: int) -> tuple[np.ndarray, np.ndarray]:
     """(map, label): two cells split by a vertical membrane 4 px wide with a ``gap`` px hole
-    (map as high as the cells there) in its middle; the label's membrane has no hole."""
-    prob = framed()
+    (map as high as the cells there) in its middle, in the frame of :func:`spread_frame`; the
+    label's membrane has no hole."""
+    prob = spread_frame(framed())
     prob[:, 46:50] = WALL
     label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
     prob[48 - gap // 2:48 - gap // 2 + gap, 46:50] = CELL
@@ -42,8 +56,8 @@ def two_cells_with_a_gap(gap: int) -> tuple[np.ndarray, np.ndarray]:
 
 def one_cell_with_specks() -> tuple[np.ndarray, np.ndarray]:
     """(map, label): one cell crossed by a line of dark specks (3x4 px, every 5 px), as weak
-    maps have inside cells; the label is the one cell."""
-    prob = framed()
+    maps have inside cells, in the frame of :func:`spread_frame`; the label is the one cell."""
+    prob = spread_frame(framed())
     label = np.where(prob > 0.5, 255, 0).astype(np.uint8)
     for row in range(6, 90, 5):
         prob[row:row + 3, 46:50] = WALL
@@ -63,6 +77,17 @@ def test_a_gap_in_a_membrane_is_closed(gap):
     assert segmentation_scores([split], [label])["v_rand"] > 0.99
 
 
+@pytest.mark.parametrize("power", [0.2, 5.0])
+def test_the_multicut_under_the_split_reads_its_costs_relative_to_the_threshold(power):
+    prob, _ = two_cells_with_a_gap(2)
+    split = split_components(prob, MIDDLE)
+    np.testing.assert_array_equal(split_components(prob ** power, MIDDLE ** power), split)  # another calibration
+    assert cells(split) == 2
+    # costs read on the map's own values at the same beta: under prob ** 0.2 the wall (0.1 -> 0.63)
+    # reads as cell, and the gap stays open
+    assert cells(split_components(prob ** 0.2, MIDDLE ** 0.2, cost_map="map")) == 1
+
+
 @pytest.mark.parametrize("gap, fraction, expected", [(8, 0.95, 1), (8, 0.8, 2), (12, 0.8, 2)])
 def test_a_cut_must_lie_on_membrane_for_membrane_fraction_of_its_length(gap, fraction, expected):
     prob, _ = two_cells_with_a_gap(gap)  # the cut is about 96 px long, ``gap`` + 1-2 px of it off membrane
@@ -73,9 +98,10 @@ def test_specks_inside_a_cell_do_not_cut_it():
     prob, label = one_cell_with_specks()
     assert cells(cell_methods.multicut(prob)) > 1  # multicut cuts along the specks
     assert not membrane(prob, MIDDLE, 1000)[10:86, 46:50].any()  # the specks are not membrane
-    assert cells(split_components(prob, MIDDLE)) == 1
-    assert segmentation_scores([split_components(prob, MIDDLE)], [label])["v_rand"] > 0.99
-    assert cells(split_components(prob, MIDDLE, membrane_area=0)) > 1  # counted as membrane, they would cut it
+    for beta in (0.15, 0.5):  # the default, and a multicut that cuts more
+        assert cells(split_components(prob, MIDDLE, beta=beta)) == 1
+        assert segmentation_scores([split_components(prob, MIDDLE, beta=beta)], [label])["v_rand"] > 0.99
+    assert cells(split_components(prob, MIDDLE, beta=0.5, membrane_area=0)) > 1  # counted as membrane, they would cut it
 
 
 def test_two_components_are_never_joined():
@@ -146,17 +172,6 @@ def test_enclosed_segments_join_only_across_a_faint_boundary_when_a_map_is_given
     assert set(np.unique(merge_enclosed(dense))) == {1, 2}
 
 
-FAINT = 0.44  # a wall below the threshold (0.5), whose pixels rank just under it
-
-
-def spread_frame(prob: np.ndarray, wall: int = 4) -> np.ndarray:
-    """``prob`` with its frame's membrane spread evenly over 0.05-0.45, as a network spreads
-    membrane below the threshold: how deep a wall is then shows in its pixels' ranks."""
-    frame = np.zeros(prob.shape, bool)
-    frame[:wall], frame[-wall:], frame[:, :wall], frame[:, -wall:] = True, True, True, True
-    out = prob.copy()
-    out[frame] = np.linspace(0.05, 0.45, int(frame.sum()), dtype=np.float32)
-    return out
 
 
 def cell_inside_a_cell(wall: float) -> tuple[np.ndarray, np.ndarray]:
