@@ -17,9 +17,10 @@ candidate is scored against connected components at the maps' label-free thresho
   with ``cost_map`` and ``beta`` run the multicut under the split on those readings of the map
   (:func:`isbi_unet.cells.calibration.relative_map`), the rest on the map itself at beta 0.5;
 * the learned multicut with the set's edge model, with and without merging enclosed segments,
-  over ``min_size``, ``faint_boundary`` and ``enclosed_boundary``; as ``segment`` uses it, it gives way to components
-  at the label-free threshold on maps unlike its own
-  (:func:`isbi_unet.cells.parameters.method_for_maps`).
+  over ``min_size``, ``faint_boundary`` and ``enclosed_boundary``; on maps unlike its own
+  (:func:`isbi_unet.cells.parameters.method_for_maps`) it gives way to components at the
+  label-free threshold, or, where the candidate's ``fallback`` says so, to ``split-components``
+  with its defaults, as ``segment`` uses it now.
 
 The rule: the most (set, condition) pairs at least as good as components, then the highest
 mean V_rand. Prints one line per candidate and writes every score to ``--out``.
@@ -79,9 +80,23 @@ SPLIT_GRID = grid({"membrane_fraction": [0.6, 0.8, 0.9, 0.95], "membrane_area": 
           "enclosed_boundary": [0.5], "boundary_levels": ["ranks"], "cost_map": ["ranks"], "beta": [0.1, 0.15, 0.25]})
 # the multicut under the split: its costs read on the map itself, at beta 0.5, unless a candidate says
 GRAPH_DEFAULTS = {"cost_map": "map", "beta": 0.5}
+# on maps unlike its own the learned multicut gives way to components at the label-free
+# threshold, unless a candidate's "fallback" names split-components with its defaults
 LEARNED_GRID = grid({"enclosed": [False, True], "min_size": [0, 300, 600], "faint_boundary": [0.0]}) + \
     grid({"enclosed": [True], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]}) + \
-    grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "enclosed_boundary": [0.25, 0.5]})
+    grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "enclosed_boundary": [0.25, 0.5]}) + \
+    grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "fallback": ["split-components"]})
+
+
+def default_split_key() -> str:
+    """The score key of the grid's candidate that is ``split-components`` as ``segment`` runs it."""
+    defaults = cell_parameters.DEFAULT_PARAMETERS["split-components"]
+    params = {key: defaults[key] for key in ("membrane_fraction", "membrane_area", "min_size", "faint_boundary",
+                                            "enclosed_boundary")}
+    key = "split-components " + json.dumps({**params, "boundary_levels": "ranks", "cost_map": "ranks",
+                                            "beta": defaults["beta"]})
+    assert key in candidates(), f"the defaults of split-components are not a candidate of the grid: {key}"
+    return key
 
 
 def read_condition(folder: Path, condition: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -129,8 +144,8 @@ def score_condition(maps: list[np.ndarray], labels: list[np.ndarray], edge_model
     dense = [] if unlike else [learned_dense(p, model) for p in maps]
     for params in LEARNED_GRID:
         key = "learned-multicut " + json.dumps(params)
-        if unlike:  # as segment uses it: components at the label-free threshold instead
-            v_rand[key] = v_rand["components"]
+        if unlike:  # as segment uses it: the fallback at the label-free threshold instead
+            v_rand[key] = v_rand[default_split_key() if params.get("fallback") == "split-components" else "components"]
             continue
         segs = []
         for d, p in zip(dense, maps):  # faint and enclosed boundary: times its superpixels' threshold, 0.5

@@ -19,9 +19,9 @@ written as ``OUT/maps/CONDITION/N_predict.png`` (8-bit, as ``predict`` writes th
 reused when present.
 
 On every condition's maps each cell method runs with the parameters a user would have
-(the defaults, and the run's fitted ``--params`` file, which gives way to components on
-maps unlike those it was fitted on, as ``segment`` does; and once more without that
-check), beside connected components of the same map at 0.5 and at the threshold
+(the defaults, and the run's fitted ``--params`` file, which gives way to
+``split-components`` on maps unlike those it was fitted on, as ``segment`` does; and once
+more without that check), beside connected components of the same map at 0.5 and at the threshold
 :func:`isbi_unet.cells.calibration.label_free_threshold` finds without labels; the
 official maximum over thresholds (chosen on these labels) is the map's ceiling. Scores: V_rand, V_info and their split/merge parts. Writes
 ``OUT/shifts.json`` and prints a Markdown table (one row per method, one column per

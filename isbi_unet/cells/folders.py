@@ -193,8 +193,9 @@ def segment_folder(
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     if unlike:
-        print(f"warning: {unlike}; cells by connected components at a threshold read from the maps instead "
-              "(fit an edge model on labelled maps of this kind: segment --fit-maps DIR --fit-labels DIR)", flush=True)
+        print(f"warning: {unlike}; cells by {method} (the default of segment) at a threshold read from the maps "
+              "instead (fit an edge model on labelled maps of this kind: segment --fit-maps DIR --fit-labels DIR)",
+              flush=True)
     if unlike or threshold_from_maps:
         how = (f"{membrane_share:.1%} of their pixels at or below it" if not isinstance(membrane_share, tuple) else
                "the median of their Otsu thresholds, kept where {:.0%}-{:.0%} of their pixels are at or below it"

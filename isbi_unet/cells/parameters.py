@@ -108,10 +108,10 @@ def fit_edge_model(maps: Sequence[np.ndarray], labels: Sequence[np.ndarray], thr
     return dataclasses.replace(model, map_quantiles=tuple(map_quantiles(maps))).to_dict()
 
 
-# What a fitted edge model gives way to on maps unlike its own: connected components at
-# the maps' label-free threshold (chosen on the selection blocks of ISBI under the shifts of
-# benchmarks/shifts.py; see docs/shifts.md).
-FALLBACK_METHOD = "threshold"
+# What a fitted edge model gives way to on maps unlike its own: split-components with its
+# defaults, at the maps' label-free threshold (chosen on the selection slices of ISBI under
+# the shifts of benchmarks/shifts.py, against components at that threshold; see docs/shifts.md).
+FALLBACK_METHOD = "split-components"
 # Methods whose threshold None means: read it from the maps at hand (resolve_threshold).
 LABEL_FREE_THRESHOLD_METHODS: tuple[str, ...] = ("threshold", "split-components")
 
@@ -135,7 +135,7 @@ def method_for_maps(method: str, parameters: Mapping[str, Any], maps: Sequence[n
     checked ``parameters``, a threshold of None read from the maps (:func:`resolve_threshold`);
     or, for a learned method whose edge model recorded its maps' quantiles and ``maps`` are
     unlike them (:func:`isbi_unet.cells.calibration.unlike_reason`), :data:`FALLBACK_METHOD`
-    at the maps' label-free threshold, and the reason. ``membrane_share``: as in
+    with its defaults at the maps' label-free threshold, and the reason. ``membrane_share``: as in
     :func:`resolve_threshold`."""
     params = check_parameters(method, parameters)
     fitted = (params.get("edge_model") or {}).get("map_quantiles")

@@ -48,18 +48,27 @@ def test_every_candidate_is_scored_against_components_at_the_label_free_threshol
     threshold = label_free_threshold(maps)
     assert scores["none"]["components"] == pytest.approx(
         segmentation_scores([cell_methods.threshold(p, threshold) for p in maps], labels)["v_rand"])
-    default = {**{key: cell_parameters.DEFAULT_PARAMETERS["split-components"][key] for key in choice.SPLIT_GRID[0]},
-               "boundary_levels": "ranks"}
+    defaults = cell_parameters.DEFAULT_PARAMETERS["split-components"]
+    split_only = {key: defaults[key] for key in choice.SPLIT_GRID[0]}
+    default = {**split_only, "boundary_levels": "ranks", "cost_map": "ranks", "beta": defaults["beta"]}
+    assert choice.default_split_key() == "split-components " + json.dumps(default)
     assert scores["none"]["split-components " + json.dumps(default)] == pytest.approx(
         segmentation_scores([split_components(p, threshold) for p in maps], labels)["v_rand"])
-    earlier = {key: value for key, value in default.items() if key != "boundary_levels"}  # read on the map itself
-    assert scores["none"]["split-components " + json.dumps(earlier)] == pytest.approx(segmentation_scores(
-        [split(component_graph(p, threshold), **earlier, boundary_levels="threshold") for p in maps], labels)["v_rand"])
+    # the candidates before: the multicut's costs on the map itself at beta 0.5; faint read on
+    # the map's ranks, or before that on the map itself
+    on_values = [component_graph(p, threshold, cost_map="map", beta=0.5) for p in maps]
+    for levels, key in (("ranks", {**split_only, "boundary_levels": "ranks"}), ("threshold", split_only)):
+        assert scores["none"]["split-components " + json.dumps(key)] == pytest.approx(segmentation_scores(
+            [split(graph, **split_only, boundary_levels=levels) for graph in on_values], labels)["v_rand"])
     learned = {"edge_model": json.loads(params.read_text())["parameters"]["edge_model"]}
     assert scores["none"]["learned-multicut " + json.dumps({"enclosed": True, "min_size": 300, "faint_boundary": 0.25})] == pytest.approx(
         segmentation_scores([cell_methods.learned_multicut(p, **learned) for p in maps], labels)["v_rand"])
-    # the squared maps are unlike the fitted ones: the learned multicut gives way to components there
-    assert all(scores["dark"][key] == scores["dark"]["components"] for key in scores["dark"] if "learned" in key)
+    # the squared maps are unlike the fitted ones: the learned multicut gives way to components
+    # there, or to split-components with its defaults where the candidate says so
+    fallback = "split-components " + json.dumps(default)
+    for key in (key for key in scores["dark"] if "learned" in key):
+        assert scores["dark"][key] == scores["dark"][fallback if '"fallback"' in key else "components"]
+    assert scores["dark"][fallback] != scores["dark"]["components"]  # the two fallbacks differ here
     assert len(report["summary"]) == len(scores["none"]) - 1
     counts = [(row[1], row[4]) for row in report["summary"]]
     assert counts == sorted(counts, key=lambda c: (-c[0], -c[1]))  # the rule's order

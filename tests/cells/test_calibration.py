@@ -15,6 +15,7 @@ from isbi_unet.cells import calibration
 from isbi_unet.cells import methods as cell_methods
 from isbi_unet.cells import parameters as cell_parameters
 from isbi_unet.cells.edge_costs import EdgeCostModel
+from isbi_unet.cells.split_components import split_components
 from isbi_unet.cli import main as cli_main
 from isbi_unet.evaluation.metric import segmentation_scores
 
@@ -120,14 +121,15 @@ def test_a_fitted_edge_model_keeps_its_maps_quantiles_through_json():
     assert "map_quantiles" not in EdgeCostModel.from_dict(older).to_dict()  # files from before still load
 
 
-def test_a_fitted_model_gives_way_to_components_at_the_maps_threshold_on_unlike_maps_only():
+def test_a_fitted_model_gives_way_to_split_components_at_the_maps_threshold_on_unlike_maps_only():
     params = {"edge_model": _fitted()}
     like = [false_boundary_map(3)[0]]
     unlike = [like[0] ** 6, false_boundary_map(4)[0] ** 6]  # another network's scale: cells need a threshold near 0.9
     assert cell_parameters.method_for_maps("learned-multicut", params, like)[0] == "learned-multicut"
     method, fallback, reason = cell_parameters.method_for_maps("learned-multicut", params, unlike)
-    assert method == cell_parameters.FALLBACK_METHOD == "threshold" and "unlike" in reason
-    assert fallback == {"threshold": calibration.label_free_threshold(unlike)}
+    assert method == cell_parameters.FALLBACK_METHOD == "split-components" and "unlike" in reason
+    assert fallback == {**cell_parameters.DEFAULT_PARAMETERS["split-components"],
+                        "threshold": calibration.label_free_threshold(unlike)}
     assert cell_parameters.method_for_maps("multicut", {}, unlike)[0] == "multicut"
 
 
@@ -142,10 +144,10 @@ def test_segment_warns_and_falls_back_on_unlike_maps(tmp_path, capsys):
     assert cli_main.main(["segment", "--pred", str(maps), "--output", str(out), "--method", "learned-multicut",
                           "--params", str(path), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "warning: these maps are unlike" in printed and "threshold: threshold 0." in printed
+    assert "warning: these maps are unlike" in printed and "split-components: threshold 0." in printed
     stored = io.imread(maps / "0_predict.png") / np.float32(255.0)
     own = calibration.label_free_threshold([stored])
-    np.testing.assert_array_equal(tifffile.imread(out / "0_labels.tif"), cell_methods.threshold(stored, own))
+    np.testing.assert_array_equal(tifffile.imread(out / "0_labels.tif"), split_components(stored, own))
 
 
 def test_the_learned_multicut_keeps_organelles_and_small_pieces_in_their_cells():

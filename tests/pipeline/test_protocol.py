@@ -227,7 +227,7 @@ def test_the_test_slices_labels_choose_nothing(tiny_dataset, tmp_path):
 
 def test_the_report_says_when_the_learned_method_gave_way_on_the_test_maps(tmp_path):
     """A learned multicut fitted on the selection maps meets test maps raised to the fourth
-    power (another calibration): the test cells are components, and the report says so."""
+    power (another calibration): the test cells are split-components, and the report says so."""
     from skimage import io
 
     from conftest import false_boundary_map
