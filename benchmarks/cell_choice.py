@@ -85,7 +85,9 @@ GRAPH_DEFAULTS = {"cost_map": "map", "beta": 0.5}
 LEARNED_GRID = grid({"enclosed": [False, True], "min_size": [0, 300, 600], "faint_boundary": [0.0]}) + \
     grid({"enclosed": [True], "min_size": [300, 600], "faint_boundary": [0.25, 0.5]}) + \
     grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "enclosed_boundary": [0.25, 0.5]}) + \
-    grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "fallback": ["split-components"]})
+    grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "fallback": ["split-components"]}) + \
+    grid({"enclosed": [True], "min_size": [300], "faint_boundary": [0.25], "enclosed_boundary": [0.25, 0.5],
+          "fallback": ["split-components"]})
 
 
 def default_split_key() -> str:

@@ -19,9 +19,9 @@ a label image (H, W) uint32: segments 1..K, 0 on the boundary pixels.
   labelled slices; :func:`select_parameters` does so on the selection slices.
 
 The graph methods merge every segment enclosed by a single other one into it
-(:func:`merge_enclosed`: organelles are not cells); the learned multicut also lets
-segments under ``min_size`` px join a neighbour across a faint boundary
-(:func:`absorb_small`). The graph methods use ``bioimage_cpp`` (the C++ back end of
+(:func:`merge_enclosed`: organelles are not cells); the learned multicut merges it only
+across a faint boundary, and also lets segments under ``min_size`` px join a neighbour
+across a faint boundary (:func:`absorb_small`). The graph methods use ``bioimage_cpp`` (the C++ back end of
 python-elf, installed on its own from its pip wheel). Each method has defaults in :data:`DEFAULT_PARAMETERS`
 and a search grid in :data:`DEFAULT_GRIDS`; :func:`select_parameters` picks them by
 V_rand on selection slices, so that test slices choose nothing. The learned multicut's
@@ -137,13 +137,16 @@ def region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance:
 
 
 def _graph_labels(regions: np.ndarray, rag, node_labels: np.ndarray, min_size: int = 0,
-                  prob: np.ndarray | None = None, least_boundary: float = 0.0) -> np.ndarray:
+                  prob: np.ndarray | None = None, least_boundary: float = 0.0,
+                  least_enclosed_boundary: float = 0.0) -> np.ndarray:
     """Project node labels onto the superpixels, let segments under ``min_size`` px join a
     neighbour (:func:`absorb_small`; with ``prob``, across a boundary averaging at least
-    ``least_boundary`` in it), merge enclosed segments (:func:`merge_enclosed`) and draw
+    ``least_boundary`` in it), merge enclosed segments (:func:`merge_enclosed`; with
+    ``prob``, across a boundary averaging at least ``least_enclosed_boundary``) and draw
     1-pixel boundaries: uint32 (H, W)."""
     dense = np.asarray(node_labels, dtype=np.int64)[regions] + 1
-    return with_boundaries(merge_enclosed(absorb_small(dense, min_size, prob, least_boundary)))
+    merged = absorb_small(dense, min_size, prob, least_boundary)
+    return with_boundaries(merge_enclosed(merged, prob if least_enclosed_boundary > 0 else None, least_enclosed_boundary))
 
 
 def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
@@ -161,11 +164,13 @@ def multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_d
 
 def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.0, min_distance: int = 2,
                      beta: float = 0.5, edge_model: Mapping[str, Any] | None = None, min_size: int = 300,
-                     faint_boundary: float = 0.25) -> np.ndarray:
+                     faint_boundary: float = 0.25, enclosed_boundary: float = 0.25) -> np.ndarray:
     """:func:`multicut` with q = each edge's cut probability from ``edge_model`` (an
     :class:`isbi_unet.cells.edge_costs.EdgeCostModel` as its ``to_dict``, from :func:`fit_edge_model`),
     segments under ``min_size`` px joined to a neighbour across a boundary along which
-    ``prob`` averages at least ``faint_boundary`` times ``threshold`` (:func:`absorb_small`):
+    ``prob`` averages at least ``faint_boundary`` times ``threshold`` (:func:`absorb_small`),
+    and enclosed segments the one around them across a boundary along which it averages at
+    least ``enclosed_boundary`` times ``threshold`` (:func:`merge_enclosed`; 0: any boundary):
     uint32 (H, W), 0 on 1-pixel boundaries. ValueError without a model."""
     from isbi_unet.cells.edge_costs import EdgeCostModel, edge_features
 
@@ -176,19 +181,20 @@ def learned_multicut(prob: np.ndarray, threshold: float = 0.5, sigma: float = 1.
     if rag.number_of_edges == 0:
         return relabel(regions + 1)
     return _solve_multicut(regions, rag, model.cut_probability(edge_features(p, regions, rag)), size, beta,
-                           min_size, p, faint_boundary * threshold)
+                           min_size, p, faint_boundary * threshold, enclosed_boundary * threshold)
 
 
 def _solve_multicut(regions: np.ndarray, rag, cut_probability: np.ndarray, size: np.ndarray,
                     beta: float, min_size: int = 0, prob: np.ndarray | None = None,
-                    least_boundary: float = 0.0) -> np.ndarray:
+                    least_boundary: float = 0.0, least_enclosed_boundary: float = 0.0) -> np.ndarray:
     """Greedy additive contraction then Kernighan-Lin on costs from ``cut_probability``
     (E,) and edge ``size`` (E,) pixel pairs (see :func:`multicut`): uint32 (H, W), through
-    :func:`_graph_labels` with ``min_size``, ``prob`` and ``least_boundary``."""
+    :func:`_graph_labels` with ``min_size``, ``prob``, ``least_boundary`` and
+    ``least_enclosed_boundary``."""
     if rag.number_of_edges == 0:
         return relabel(regions + 1)
     return _graph_labels(regions, rag, multicut_nodes(rag, cut_probability, size, beta), min_size, prob,
-                         least_boundary)
+                         least_boundary, least_enclosed_boundary)
 
 
 def multicut_nodes(rag, cut_probability: np.ndarray, size: np.ndarray, beta: float) -> np.ndarray:

@@ -44,7 +44,7 @@ DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5},
     "gasp": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "bias": 0.5},
     "learned-multicut": {"threshold": 0.5, "sigma": 1.0, "min_distance": 2, "beta": 0.5, "edge_model": None,
-                         "min_size": 300, "faint_boundary": 0.25},
+                         "min_size": 300, "faint_boundary": 0.25, "enclosed_boundary": 0.25},
     # threshold None: read from the maps at hand (resolve_threshold)
     "split-components": {"threshold": None, "sigma": 1.0, "min_distance": 2, "beta": 0.15,
                          "membrane_fraction": 0.95, "membrane_area": 1000, "min_size": 300, "faint_boundary": 0.25,

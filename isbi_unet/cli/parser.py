@@ -225,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "its pixels' ranks in the map average at least F times the threshold's (default 0.25); "
                           "learned-multicut, where the map along it averages at least F times the threshold (default 0.25)")
     seg.add_argument("--enclosed-boundary", type=unit_float, metavar="F",
-                     help="split-components: a segment enclosed by a single other one joins it only where the ranks "
-                          "of their boundary's pixels in the map average at least F times the threshold's (an organelle, "
-                          "not a cell walled by membrane; 0: any boundary) (default 0.5)")
+                     help="split-components, learned-multicut: a segment enclosed by a single other one joins it only "
+                          "across a faint boundary (an organelle, not a cell walled by membrane; 0: any boundary): "
+                          "split-components, where the ranks of their boundary's pixels in the map average at least F "
+                          "times the threshold's (default 0.5); learned-multicut, where the map along it averages at "
+                          "least F times the threshold (default 0.25)")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="score predictions with the ISBI 2012 metric")
     scored = evaluate.add_mutually_exclusive_group(required=True)

@@ -61,8 +61,12 @@ def test_every_candidate_is_scored_against_components_at_the_label_free_threshol
         assert scores["none"]["split-components " + json.dumps(key)] == pytest.approx(segmentation_scores(
             [split(graph, **split_only, boundary_levels=levels) for graph in on_values], labels)["v_rand"])
     learned = {"edge_model": json.loads(params.read_text())["parameters"]["edge_model"]}
-    assert scores["none"]["learned-multicut " + json.dumps({"enclosed": True, "min_size": 300, "faint_boundary": 0.25})] == pytest.approx(
+    learned_default = {"enclosed": True, "min_size": 300, "faint_boundary": 0.25, "enclosed_boundary": 0.25}
+    assert scores["none"]["learned-multicut " + json.dumps(learned_default)] == pytest.approx(
         segmentation_scores([cell_methods.learned_multicut(p, **learned) for p in maps], labels)["v_rand"])
+    merged_across_any = {"enclosed": True, "min_size": 300, "faint_boundary": 0.25}  # the default before
+    assert scores["none"]["learned-multicut " + json.dumps(merged_across_any)] == pytest.approx(segmentation_scores(
+        [cell_methods.learned_multicut(p, **learned, enclosed_boundary=0.0) for p in maps], labels)["v_rand"])
     # the squared maps are unlike the fitted ones: the learned multicut gives way to components
     # there, or to split-components with its defaults where the candidate says so
     fallback = "split-components " + json.dumps(default)

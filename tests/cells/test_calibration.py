@@ -58,7 +58,7 @@ def test_multicut_keeps_an_organelle_inside_its_cell():
     merged = segmentation_scores([cell_methods.multicut(prob)], [label])
     original = cell_methods.merge_enclosed
     try:
-        cell_methods.merge_enclosed = lambda dense: dense
+        cell_methods.merge_enclosed = lambda dense, *boundary: dense
         cut_out = segmentation_scores([cell_methods.multicut(prob)], [label])
     finally:
         cell_methods.merge_enclosed = original
@@ -154,13 +154,15 @@ def test_the_learned_multicut_keeps_organelles_and_small_pieces_in_their_cells()
     model = _fitted()
     prob, label = _map_with_organelles(3)
     scores = {}
-    for min_size in (0, 300):  # the rings are as deep as membranes: small pieces join across any boundary
-        scores[min_size] = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model, min_size=min_size,
-                                                                              faint_boundary=0.0)], [label])
+    for min_size in (0, 300):  # the rings are as deep as membranes: pieces join across any boundary
+        scores[min_size] = segmentation_scores([cell_methods.learned_multicut(
+            prob, edge_model=model, min_size=min_size, faint_boundary=0.0, enclosed_boundary=0.0)], [label])
     walled = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model, min_size=300)], [label])
+    enclosed_walled = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model, min_size=0,
+                                                                         faint_boundary=0.0)], [label])
     original = cell_methods.merge_enclosed
     try:
-        cell_methods.merge_enclosed = lambda dense: dense
+        cell_methods.merge_enclosed = lambda dense, *boundary: dense
         cut_out = segmentation_scores([cell_methods.learned_multicut(prob, edge_model=model, min_size=0)], [label])
     finally:
         cell_methods.merge_enclosed = original
@@ -168,6 +170,7 @@ def test_the_learned_multicut_keeps_organelles_and_small_pieces_in_their_cells()
     assert scores[300]["v_rand_split"] > scores[0]["v_rand_split"] + 0.02  # and so do small pieces
     assert scores[300]["v_rand"] > 0.99
     assert walled["v_rand_split"] < scores[300]["v_rand_split"]  # the default joins only across faint boundaries
+    assert enclosed_walled["v_rand_split"] < scores[0]["v_rand_split"]  # and merges enclosed ones only across them
     assert cell_parameters.DEFAULT_PARAMETERS["learned-multicut"]["min_size"] == 300
 
 
@@ -203,3 +206,23 @@ def test_a_power_of_the_map_puts_its_threshold_at_one_half():
     np.testing.assert_array_equal(calibration.relative_map(prob, 0.7, "map"), prob.astype(np.float32))
     with pytest.raises(ValueError, match="reading"):
         calibration.relative_map(prob, 0.7, "quantiles")
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_segment_passes_enclosed_boundary_to_the_learned_multicut(tmp_path, value):
+    path = tmp_path / "instance_parameters.json"
+    model = {key: value for key, value in _fitted().items() if key != "map_quantiles"}  # no check of the maps
+    cell_parameters.save_parameters({"method": "learned-multicut", "parameters": {"edge_model": model}}, path)
+    (tmp_path / "maps").mkdir()
+    io.imsave(tmp_path / "maps" / "0_predict.png", np.round(_map_with_organelles(3)[0] * 255).astype(np.uint8),
+              check_contrast=False)
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
+                          "--method", "learned-multicut", "--params", str(path), "--min-size", "0",
+                          "--faint-boundary", "0", "--enclosed-boundary", value, "--quiet"]) == 0
+    stored = io.imread(tmp_path / "maps" / "0_predict.png") / np.float32(255.0)
+    expected = cell_methods.learned_multicut(stored, edge_model=model, min_size=0, faint_boundary=0.0,
+                                             enclosed_boundary=float(value))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "cells" / "0_labels.tif"), expected)
+    merged_all = cell_methods.learned_multicut(stored, edge_model=model, min_size=0, faint_boundary=0.0,
+                                               enclosed_boundary=0.0)
+    assert (len(np.unique(expected)) > len(np.unique(merged_all))) == (value == "1")  # deep rings stay apart at 1
