@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,18 @@ def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.
         raise UserError(f"--fit-maps {pred_dir}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class SegmentedFolder:
+    """What :func:`segment_folder` wrote: the label images' ``paths``, and the ``method`` and
+    ``parameters`` that made them (a threshold read from the maps as its value); where a
+    learned method gave way on maps unlike its own, its fallback, and why (``gave_way``)."""
+
+    paths: list[Path]
+    method: str
+    parameters: dict[str, Any]
+    gave_way: str | None
+
+
 def segment_folder(
     pred_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -144,7 +157,7 @@ def segment_folder(
     progress: bool = True,
     membrane_share: float | tuple[float, float] = MEMBRANE_SHARE,
     pixel_size_nm: float | None = None,
-) -> list[Path]:
+) -> SegmentedFolder:
     """Segment every probability map of ``pred_dir`` with ``isbi_unet.cells.parameters.segment`` and write the
     label images, overlays and ``cells.csv`` (see the module docstring) to ``output_dir``.
 
@@ -158,7 +171,7 @@ def segment_folder(
     ``cell_parameters.method_for_maps``). Every input is read and checked before anything
     is written; raises UserError for
     a missing folder or image, an unreadable file, a size mismatch or bad parameters.
-    Returns the written label image paths.
+    Returns what was written and how (:class:`SegmentedFolder`).
     """
     import tifffile
 
@@ -219,4 +232,4 @@ def segment_folder(
         writer = csv.DictWriter(handle, fieldnames=CELL_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    return written
+    return SegmentedFolder(written, method, dict(params), unlike)

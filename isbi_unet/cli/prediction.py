@@ -72,9 +72,9 @@ def cmd_predict(args) -> list:
         from isbi_unet.cells.folders import segment_folder
 
         names = [Path(path).stem.removesuffix("_predict") for path in written]
-        labels = segment_folder(output, output, args.instances, params, images_dir=args.input,
-                                names=names, progress=not args.quiet, pixel_size_nm=args.pixel_size)
-        print(f"Wrote {len(labels)} label images ({args.instances}) and cells.csv to {output}")
+        cells = segment_folder(output, output, args.instances, params, images_dir=args.input,
+                               names=names, progress=not args.quiet, pixel_size_nm=args.pixel_size)
+        print(f"Wrote {len(cells.paths)} label images ({cells.method}) and cells.csv to {output}")
     return written
 
 
@@ -134,12 +134,12 @@ def cmd_segment(args) -> list:
 
         params = {**params, "edge_model": fit_edge_model_on_folders(args.fit_maps, args.fit_labels, params,
                                                                      progress=not args.quiet)}
-    written = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
-                             progress=not args.quiet, membrane_share=args.membrane_share or MEMBRANE_SHARE,
-                             pixel_size_nm=args.pixel_size)
+    cells = segment_folder(args.pred, args.output, args.method, params, images_dir=args.images,
+                           progress=not args.quiet, membrane_share=args.membrane_share or MEMBRANE_SHARE,
+                           pixel_size_nm=args.pixel_size)
     if fitting:
         cell_parameters.save_parameters({"method": args.method, "parameters": params},
                                 Path(args.output) / "instance_parameters.json")
-    print(f"Wrote {len(written)} label images ({args.method}, {cell_parameters.describe_parameters(params)}) "
+    print(f"Wrote {len(cells.paths)} label images ({cells.method}, {cell_parameters.describe_parameters(cells.parameters)}) "
           f"and cells.csv to {args.output}" + (" with the fitted parameters in instance_parameters.json" if fitting else ""))
-    return written
+    return cells.paths

@@ -147,16 +147,14 @@ def choose_and_score_instances(selection_maps: Path, test_maps: Path, image_dir:
         candidates = [cell_parameters.select_parameters(DEFAULT_INSTANCE_METHOD, maps, truth)]
     choice = max(candidates, key=lambda candidate: candidate["v_rand"] or 0.0)
     cell_parameters.save_parameters(choice, out_dir / "instance_parameters.json")
-    test_maps_read = [as_probability(io.imread(test_maps / f"{name}_predict.png")) for name in test]
-    applied, _, reason = cell_parameters.method_for_maps(choice["method"], choice["parameters"], test_maps_read)
     written = segment_folder(test_maps, out_dir / "test_slice_instances", choice["method"], choice["parameters"],
                              images_dir=image_dir, names=test, progress=progress)
-    scores = segmentation_scores([tifffile.imread(path) for path in written], labels(test), names=list(test))
+    scores = segmentation_scores([tifffile.imread(path) for path in written.paths], labels(test), names=list(test))
     return {"method": choice["method"], "parameters": choice["parameters"],
             "selection": {"v_rand": choice["v_rand"], "v_info": choice["v_info"]},
             "candidates": {c["method"]: {"parameters": c["parameters"], "v_rand": c["v_rand"], "v_info": c["v_info"]}
                            for c in candidates},
-            "applied": {"method": applied, "reason": reason},
+            "applied": {"method": written.method, "reason": written.gave_way},
             "test": {key: value for key, value in scores.items() if key != "per_slice"}}
 
 

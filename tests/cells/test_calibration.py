@@ -145,6 +145,7 @@ def test_segment_warns_and_falls_back_on_unlike_maps(tmp_path, capsys):
                           "--params", str(path), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "warning: these maps are unlike" in printed and "split-components: threshold 0." in printed
+    assert "Wrote 1 label images (split-components, threshold=0." in printed  # what made them, not what was asked
     stored = io.imread(maps / "0_predict.png") / np.float32(255.0)
     own = calibration.label_free_threshold([stored])
     np.testing.assert_array_equal(tifffile.imread(out / "0_labels.tif"), split_components(stored, own))
