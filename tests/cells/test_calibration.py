@@ -227,3 +227,12 @@ def test_segment_passes_enclosed_boundary_to_the_learned_multicut(tmp_path, valu
     merged_all = cell_methods.learned_multicut(stored, edge_model=model, min_size=0, faint_boundary=0.0,
                                                enclosed_boundary=0.0)
     assert (len(np.unique(expected)) > len(np.unique(merged_all))) == (value == "1")  # deep rings stay apart at 1
+
+
+@pytest.mark.parametrize("prob, threshold", [(np.full((8, 8), 0.5), 0.5), (np.linspace(0.2, 0.9, 64).reshape(8, 8), 0.1),
+                                             (np.linspace(0.2, 0.9, 64).reshape(8, 8), 0.95)])
+def test_a_map_read_relative_to_a_threshold_outside_its_values_stays_within_0_1(prob, threshold):
+    relative = calibration.relative_map(prob, threshold)
+    assert relative.dtype == np.float32 and np.isfinite(relative).all()
+    assert (relative >= 0).all() and (relative <= 1).all()
+    assert ((relative <= 0.5) == (prob <= threshold)).all()  # the threshold's side is kept
