@@ -125,13 +125,16 @@ def superpixel_graph(prob: np.ndarray, threshold: float, sigma: float, min_dista
     return regions, bic.graph.region_adjacency_graph(regions, number_of_threads=1)
 
 
-def region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance: int):
-    """Superpixels (H, W) uint32, their region adjacency graph (bioimage_cpp), each edge's
-    mean boundary probability ``1 - prob`` and its length in pixel pairs (float64 (E,))."""
+def region_graph(prob: np.ndarray, threshold: float, sigma: float, min_distance: int,
+                 costs_from: np.ndarray | None = None):
+    """Superpixels (H, W) uint32 of ``prob``, their region adjacency graph (bioimage_cpp), each
+    edge's mean boundary probability ``1 - prob`` (``1 - costs_from`` where given, a map (H, W)
+    of the same pixels read otherwise) and its length in pixel pairs (float64 (E,))."""
     import bioimage_cpp as bic
 
     regions, rag = superpixel_graph(prob, threshold, sigma, min_distance)
-    features = bic.graph.features.edge_map_features(rag, regions, (1.0 - as_map(prob)).astype(np.float32),
+    boundary = 1.0 - as_map(prob if costs_from is None else costs_from)
+    features = bic.graph.features.edge_map_features(rag, regions, boundary.astype(np.float32),
                                                     number_of_threads=1)
     return regions, rag, np.asarray(features[:, 0], np.float64), np.asarray(features[:, 1], np.float64)
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from isbi_unet.cells.calibration import label_free_threshold, map_ranks, relative_map
-from isbi_unet.cells.methods import as_map, multicut_nodes, superpixel_graph
+from isbi_unet.cells.methods import as_map, multicut_nodes, region_graph
 from isbi_unet.cells.methods import threshold as components
 from isbi_unet.cells.segments import absorb_small, merge_enclosed, with_boundaries
 
@@ -87,12 +87,9 @@ def component_graph(prob: np.ndarray, threshold: float | None = None, sigma: flo
 
     p = as_map(prob)
     t = map_threshold(p) if threshold is None else float(threshold)
-    regions, rag = superpixel_graph(p, t, sigma, min_distance)
+    regions, rag, mean_boundary, size = region_graph(p, t, sigma, min_distance, relative_map(p, t, cost_map))
     if rag.number_of_edges == 0:
         return None
-    features = bic.graph.features.edge_map_features(rag, regions, 1.0 - relative_map(p, t, cost_map),
-                                                    number_of_threads=1)
-    mean_boundary, size = np.asarray(features[:, 0], np.float64), np.asarray(features[:, 1], np.float64)
     component = np.asarray(bic.graph.features.accumulate_labels(
         rag, regions, components(p, t), ignore_value=0, number_of_threads=1), dtype=np.int64)
     return ComponentGraph(p, t, regions, rag, np.asarray(rag.uv_ids(), dtype=np.int64).reshape(-1, 2), size,
