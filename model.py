@@ -140,6 +140,8 @@ def unet(
         outputs = layers.Conv2D(num_class, 1, activation="softmax", name="probability", dtype="float32")(x)
 
     model = keras.Model(inputs=inputs, outputs=outputs, name="unet")
+    if pretrained_weights:  # before compile: a weights file's optimizer state, if any, stays behind
+        load_weights_into(model, pretrained_weights)
     if compile:
         default_loss = "binary_crossentropy" if num_class == 1 else "categorical_crossentropy"
         model.compile(
@@ -149,17 +151,17 @@ def unet(
             metrics=["accuracy"] if sigmoid_outputs == 1 else [],
             jit_compile=jit_compile,
         )
-    if pretrained_weights:
-        load_weights_into(model, pretrained_weights)
     return model
 
 
 def load_weights_into(model: keras.Model, path: str | Path) -> None:
     """Load weights from a ``.keras``, ``.weights.h5`` or legacy ``.h5`` file.
 
-    A ``.keras`` model gives its network's weights only: its optimizer state (the moments
-    and step count of the run that trained it) stays behind, so that fine-tuning starts
-    its own. Raises UserError when the file is missing or holds another architecture.
+    The file gives its network's weights only: a ``.keras`` model's optimizer state (the
+    moments and step count of the run that trained it) stays behind, and ``unet`` loads
+    before it compiles, so a ``.weights.h5`` file's optimizer state, or its lack of one,
+    meets no optimizer; fine-tuning starts its own. Raises UserError when the file is
+    missing or holds another architecture.
     """
     path = Path(path)
     if not path.is_file():

@@ -80,16 +80,25 @@ def test_load_model_errors(tmp_path):
         model_files.load_model(bad)
 
 
-def test_a_trained_keras_model_gives_its_weights_and_not_its_optimizer_state(tmp_path):
-    """--pretrained logs/RUN/unet_membrane.keras: the network's weights, a fresh optimizer, no
-    "Skipping variable loading for optimizer" warning."""
+@pytest.mark.parametrize("kind", ["trained.keras", "trained.weights.h5", "uncompiled.weights.h5"])
+def test_a_trained_model_gives_its_weights_and_not_its_optimizer_state(tmp_path, kind):
+    """--pretrained logs/RUN/unet_membrane.keras, or a .weights.h5 saved with or without an
+    optimizer: the network's weights, a fresh optimizer, no "Skipping variable loading for
+    optimizer" warning."""
     import warnings
 
     trained = model.unet(input_size=(None, None, 1), width=4)
     x = np.random.default_rng(2).random((2, 32, 32, 1)).astype(np.float32)
     trained.fit(x, (x > 0.5).astype(np.float32), epochs=1, verbose=0)
-    path = tmp_path / "trained.keras"
-    trained.save(path)
+    path = tmp_path / kind
+    if kind.startswith("uncompiled"):
+        bare = model.unet(input_size=(None, None, 1), width=4, compile=False)
+        bare.set_weights(trained.get_weights())
+        bare.save_weights(path)
+    elif kind.endswith(".weights.h5"):
+        trained.save_weights(path)
+    else:
+        trained.save(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = model.unet(pretrained_weights=path, input_size=(None, None, 1), width=4)
