@@ -3,8 +3,8 @@
     python benchmarks/score_folds.py --weights DIR --out logs/h200-s3
 
 ``DIR`` holds ``fold1.weights.h5`` ... ``fold6.weights.h5`` (the `cpu` recipe's network in
-float32). Fold k tests on block k (slices 5k-5 ... 5k-1) and selects on the next block (the
-first for fold 6). For each fold the model is rebuilt and saved as
+float32). Fold k tests on block k (slices 5k-5 ... 5k-1 of ISBI) and selects on the next
+block (the first for fold 6), as ``main.py crossval --folds 6`` splits them. For each fold the model is rebuilt and saved as
 ``OUT/foldK/unet_membrane.keras``; its selection block chooses TTA, the thresholds and the
 cells' parameters (fitting the learned multicut's edge model), and its test block is scored
 once (:func:`isbi_unet.pipeline.run.score_run`): ``OUT/foldK/summary.json`` and the files
@@ -23,10 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def blocks(fold: int) -> tuple[list[str], list[str]]:
-    """(test, selection) slice names of ``fold`` (1-6) of the 6-fold split of 30 slices."""
-    names = [[str(i) for i in range(5 * b, 5 * b + 5)] for b in range(6)]
-    return names[fold - 1], names[fold % 6]
+def fold_split(data_dir: str | Path, fold: int, folds: int = 6) -> tuple[list[str], list[str]]:
+    """(test, selection) slice names of ``fold`` (1..folds), as ``main.py crossval`` splits
+    the training images of ``data_dir``: fold k tests on block k and selects on the next."""
+    from isbi_unet.io.images import list_images
+    from isbi_unet.protocol import consecutive_folds, find_training_folders
+
+    image_dir, _ = find_training_folders(data_dir)
+    blocks = consecutive_folds([path.stem for path in list_images(image_dir)], folds)
+    return blocks[fold - 1], blocks[fold % folds]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         if not model_path.exists():
             weights = args.weights / f"fold{fold}.weights.h5"
             build_model(RECIPES["cpu"].replace(precision="float32"), pretrained_weights=weights).save(model_path)
-        test, selection = blocks(fold)
+        test, selection = fold_split(args.data, fold)
         print(f"fold {fold}: test {','.join(test)}, selection {','.join(selection)}")
         report = score_run(keras.models.load_model(model_path, compile=False), args.data, run_dir,
                            selection, test, progress=False)
