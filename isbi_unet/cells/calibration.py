@@ -122,5 +122,5 @@ def unlike_reason(fitted: Sequence[float], maps: Sequence[np.ndarray]) -> str | 
     if shift[worst] <= MAX_QUANTILE_SHIFT:
         return None
     return (f"these maps are unlike those the edge model was fitted on (their {QUANTILE_LEVELS[worst]:.0%} "
-            f"quantile is {here[worst]:.2f}, there {fitted[worst]:.2f}): another network, "
-            "or images unlike its training data")
+            f"quantile is {here[worst]:.2f}, there {fitted[worst]:.2f}): another network, images "
+            "unlike its training data, or slices unlike those of the same stack it was fitted on")
