@@ -4,12 +4,12 @@
 
 ``DIR`` holds ``fold1.weights.h5`` ... ``fold6.weights.h5`` (the `cpu` recipe's network in
 float32). Fold k tests on block k (slices 5k-5 ... 5k-1 of ISBI) and selects on the next
-block (the first for fold 6), as ``main.py crossval --folds 6`` splits them. For each fold the model is rebuilt and saved as
-``OUT/foldK/unet_membrane.keras``; its selection block chooses TTA, the thresholds and the
-cells' parameters (fitting the learned multicut's edge model), and its test block is scored
-once (:func:`isbi_unet.pipeline.run.score_run`): ``OUT/foldK/summary.json`` and the files
-of a run folder, so that ``benchmarks/shifts.py --params OUT/foldK/instance_parameters.json``
-reads them.
+block (the first for fold 6), as ``main.py crossval --folds 6`` splits them. Each fold's
+model is rebuilt and saved as ``OUT/foldK/unet_membrane.keras``; its selection block
+chooses TTA, the thresholds and the cells' parameters (fitting the learned multicut's edge
+model), and its test block is scored once (:func:`isbi_unet.pipeline.run.score_run`):
+``OUT/foldK/summary.json`` and the files of a run folder, which
+``benchmarks/shifts.py --params OUT/foldK/instance_parameters.json`` reads.
 """
 
 from __future__ import annotations
