@@ -10,7 +10,8 @@ organelles inside cells; the
 labels are rescaled with the images, by nearest neighbour), saved as 8-bit images as a
 user's would be, and predicted by ``--model`` (TTA as the run chose it on its selection
 slices, when ``--params`` sits in a run folder; else ``--tta``). One more condition is the
-unshifted slices predicted by ``--second-model``, a differently trained network; two more
+unshifted slices predicted by ``--second-model``, a differently trained network (or its maps,
+``--second-maps DIR``, e.g. from a machine where the model stays); two more
 (:data:`CALIBRATIONS`) are the unshifted maps raised to a power, as a network with another
 calibration would give them (one network's 0.5 is another's 0.87 or 0.03); and three
 (:data:`PIXEL_SIZED`) are the rescaled slices predicted and segmented with ``--pixel-size``, as a
@@ -129,10 +130,12 @@ def shifted_slice(name: str, image: Image, label: Image, seed: int) -> tuple[np.
 
 
 def make_maps(model_path: Path, second_model: Path | None, data: Path, names: Sequence[str], out: Path,
-              tta: bool, conditions: Sequence[str]) -> None:
+              tta: bool, conditions: Sequence[str], second_maps: Path | None = None) -> None:
     """Write OUT/images/CONDITION/N.png, OUT/labels/CONDITION/N.png and the maps
     OUT/maps/CONDITION/N_predict.png of every condition; existing maps are kept. The
-    :data:`CALIBRATIONS` are made from the maps of ``none`` (made first when missing)."""
+    :data:`CALIBRATIONS` are made from the maps of ``none`` (made first when missing).
+    ``second_maps``: a folder of another network's N_predict.png maps of the unshifted
+    slices, copied as the second model's condition instead of predicting it."""
     from skimage import io
 
     from isbi_unet.io.pairs import read_label
@@ -165,6 +168,9 @@ def make_maps(model_path: Path, second_model: Path | None, data: Path, names: Se
             image_u8, label_u8 = shifted_slice(shift, image, label, seed=index)
             io.imsave(folders["images"] / f"{name}.png", image_u8, check_contrast=False)
             io.imsave(folders["labels"] / f"{name}.png", label_u8, check_contrast=False)
+            if condition == SECOND_MODEL and second_maps is not None:
+                target.write_bytes((second_maps / f"{name}_predict.png").read_bytes())
+                continue
             if path not in models:
                 models[path] = load_model(path)
             predict_fn = None if pixel_size is None else at_pixel_size(
@@ -255,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of a run: the mean of these shifts.json files (e.g. one per crossval fold)")
     parser.add_argument("--params", type=Path, help="the run's instance_parameters.json (its fitted cell method)")
     parser.add_argument("--second-model", type=Path, help="a differently trained model (another seed, width or recipe)")
+    parser.add_argument("--second-maps", type=Path, help="instead of --second-model: a folder of its maps of the "
+                                                          "unshifted slices (N_predict.png, as predict writes them)")
     parser.add_argument("--data", type=Path, default=Path("data/membrane"), help="ISBI layout with train/image, train/label")
     parser.add_argument("--names", default="25,26,27,28,29", help="held-out slices (default: %(default)s)")
     parser.add_argument("--conditions", help="comma-separated subset of the conditions (default: all; the second "
@@ -274,15 +282,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.model is None:
         parser.error("give --model (or --combine)")
-    conditions = [name for name in CONDITIONS if name != SECOND_MODEL or args.second_model]
+    second = args.second_model or args.second_maps
+    conditions = [name for name in CONDITIONS if name != SECOND_MODEL or second]
     if args.conditions:
         conditions = [name.strip() for name in args.conditions.split(",")]
         unknown = [name for name in conditions if name not in CONDITIONS]
-        if unknown or (SECOND_MODEL in conditions and not args.second_model):
-            parser.error(f"unknown conditions {unknown}" if unknown else "the second model's condition needs --second-model")
+        if unknown or (SECOND_MODEL in conditions and not second):
+            parser.error(f"unknown conditions {unknown}" if unknown else
+                         "the second model's condition needs --second-model or --second-maps")
     names = [name for name in args.names.split(",") if name]
+    if args.second_maps and SECOND_MODEL in conditions:
+        missing = [name for name in names if not (args.second_maps / f"{name}_predict.png").is_file()]
+        if missing:
+            parser.error(f"--second-maps {args.second_maps} has no {missing[0]}_predict.png")
     tta = args.tta if args.tta is not None else bool(run_tta(args.params))
-    make_maps(args.model, args.second_model, args.data, names, args.out, tta, conditions)
+    make_maps(args.model, args.second_model, args.data, names, args.out, tta, conditions, args.second_maps)
     rows = cell_rows(args.params)
     kept: dict[str, dict] = {}
     if args.rescore:

@@ -106,6 +106,32 @@ def test_a_run_on_a_tiny_model_scores_every_method_on_every_condition(tmp_path: 
     assert again["noise 0.05"]["multicut, defaults"] == report["noise 0.05"]["multicut, defaults"]
 
 
+def test_second_maps_stand_in_for_the_second_model(tmp_path: Path):
+    """--second-maps DIR: another network's maps, copied as they are and scored like any condition."""
+    data = tmp_path / "data"
+    for folder in ("train/image", "train/label"):
+        (data / folder).mkdir(parents=True)
+    given = tmp_path / "given"
+    given.mkdir()
+    for index in range(2):
+        image, label = synthetic_slice((64, 64), seed=index)
+        io.imsave(data / "train/image" / f"{index}.png", image, check_contrast=False)
+        io.imsave(data / "train/label" / f"{index}.png", label, check_contrast=False)
+        io.imsave(given / f"{index}_predict.png", np.where(label > 0, 230, 20).astype(np.uint8), check_contrast=False)
+    out = tmp_path / "out"
+    common = ["--model", str(tmp_path / "never-loaded.keras"), "--data", str(data), "--names", "0,1",
+              "--conditions", "second model", "--out", str(out)]
+    assert shifts.main([*common, "--second-maps", str(given)]) == 0
+    for index in range(2):
+        assert (out / "maps" / "second model" / f"{index}_predict.png").read_bytes() == \
+            (given / f"{index}_predict.png").read_bytes()
+    rows = json.loads((out / "shifts.json").read_text())["conditions"]["second model"]
+    assert rows["components at 0.5"]["v_rand"] == pytest.approx(1.0)  # the maps are the labels, drawn as a network would
+    (given / "1_predict.png").unlink()
+    with pytest.raises(SystemExit):
+        shifts.main([*common, "--second-maps", str(given), "--out", str(tmp_path / "other")])
+
+
 def test_unknown_conditions_are_refused(tmp_path: Path):
     with pytest.raises(SystemExit):
         shifts.main(["--model", str(tmp_path / "a.keras"), "--conditions", "scale 2"])
