@@ -267,7 +267,11 @@ def load_parameters(path: str | os.PathLike, method: str) -> dict[str, Any]:
     """Parameters for ``method`` from a JSON file written by :func:`save_parameters`
     (its ``method`` must match) or holding a plain ``{"name": value}`` dict. ValueError
     for a file of another method or bad values; OSError when it cannot be read."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise ValueError("not a JSON file of cell parameters, such as a run's "
+                         f"instance_parameters.json ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     if "parameters" in data:

@@ -72,6 +72,14 @@ def test_select_parameters_chooses_on_the_given_slices_and_round_trips(tmp_path)
         cell_parameters.load_parameters(path, "watershed")
 
 
+@pytest.mark.parametrize("content", [b"II*\x00\xc2\x9f binary", b'{"method": "threshold"'])
+def test_load_parameters_names_a_file_that_is_not_json(tmp_path, content):
+    path = tmp_path / "stack.tif"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a JSON file of cell parameters"):
+        cell_parameters.load_parameters(path, "threshold")
+
+
 @pytest.mark.parametrize("params", [{"threshold": 1.5}, {"min_distance": 2.5}, {"nope": 1}, {"sigma": "2"}])
 def test_check_parameters_rejects_bad_values(params):
     with pytest.raises(ValueError):
