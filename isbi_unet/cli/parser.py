@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     scored = evaluate.add_mutually_exclusive_group(required=True)
     scored.add_argument("--pred", help="folder of N.png or N_predict.png probability maps (threshold sweep), or a TIFF stack")
     scored.add_argument("--segmentation", metavar="DIR",
-                        help="folder of label images scored as they are: N_labels.tif (from segment) or N.png/N.tif, one integer id per cell, 0 = boundary")
+                        help="folder of label images scored as they are: N_labels.tif (from segment) or N.png/N.tif, one integer id per cell, 0 = boundary "
+                             "(or one colour per cell, black = boundary)")
     evaluate.add_argument("--labels", required=True, help="folder of N.png labels (255 = cell, 0 = membrane), or a TIFF stack (slices named 0, 1, ...)")
     evaluate.add_argument("--names", type=id_list, metavar="A,B,...", help="score only these names")
     evaluate.add_argument("--json", help="write the scores to this JSON file")

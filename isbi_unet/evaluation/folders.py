@@ -19,7 +19,7 @@ import numpy as np
 from isbi_unet.errors import UserError
 from isbi_unet.evaluation.metric import isbi_scores, segmentation_scores
 from isbi_unet.evaluation.slice_scores import as_probability
-from isbi_unet.io.images import list_images, natural_key, read_gray, write_json
+from isbi_unet.io.images import list_images, natural_key, read_gray, read_label_ids, write_json
 from isbi_unet.io.pairs import as_cell_mask
 
 __all__ = ["evaluate_folders", "evaluate_segmentation_folders"]
@@ -89,8 +89,10 @@ def _matched_pairs(
 
 def _read_pair(pred_path: Path, label_path: Path, what: str, mask_foreground: str = "cell") -> tuple[np.ndarray, np.ndarray]:
     """The two images of a matched pair, the label in the cell convention (see
-    :func:`isbi_unet.io.pairs.as_cell_mask`); UserError when their sizes differ."""
-    pred_img, label_img = read_gray(pred_path), read_gray(label_path)
+    :func:`isbi_unet.io.pairs.as_cell_mask`); a segmentation as ids
+    (:func:`isbi_unet.io.images.read_label_ids`). UserError when their sizes differ."""
+    read_pred = read_label_ids if what == "segmentation" else read_gray
+    pred_img, label_img = read_pred(pred_path), read_gray(label_path)
     if pred_img.shape != label_img.shape:
         raise UserError(
             f"{what} {pred_path} is {pred_img.shape[1]}x{pred_img.shape[0]} but label "
@@ -160,7 +162,8 @@ def evaluate_segmentation_folders(
 
     A ground-truth label ``N.png`` (or ``N_mask.png``) is matched with ``N_labels.tif``
     (what ``main.py segment`` writes; when the folder has such files only they count)
-    or ``N.png``/``N.tif``: integer images, one id per cell, 0 = boundary;
+    or ``N.png``/``N.tif``: integer images, one id per cell, 0 = boundary (or colour-coded
+    RGB(A), one colour per cell, black = boundary);
     ``mask_foreground`` as for :func:`evaluate_folders`. Returns the
     dict of :func:`isbi_unet.evaluation.metric.segmentation_scores` (V_rand, V_info and their split and
     merge parts) with ``pred_dir`` and ``label_dir``, written as JSON to ``json_path``

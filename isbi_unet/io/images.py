@@ -128,6 +128,28 @@ def read_gray(path: str | Path) -> np.ndarray:
         raise UserError(f"{path}: image has shape {array.shape}, expected one 2-D gray or RGB slice") from None
 
 
+def read_label_ids(path: str | Path) -> np.ndarray:
+    """A label image as (H, W) ids, one per cell: its values as :func:`read_gray` reads
+    them, or for a colour-coded RGB(A) image (cells drawn in distinct colours) one id per
+    colour, 1, 2, ... in order of first appearance, black (and transparent) = 0.
+    """
+    array = read_array(path)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        colours = array[..., :3]
+        if array.shape[-1] == 4:
+            colours = np.where(array[..., 3:] > 0, colours, 0)
+        flat = colours.reshape(-1, 3)
+        if (flat != flat[:, :1]).any():  # not a gray image stored as RGB
+            coloured = flat.any(axis=1)
+            _, first, inverse = np.unique(flat[coloured], axis=0, return_index=True, return_inverse=True)
+            rank = np.empty(len(first), np.int32)
+            rank[np.argsort(first, kind="stable")] = np.arange(1, len(first) + 1)
+            labels = np.zeros(len(flat), np.int32)
+            labels[coloured] = rank[inverse.ravel()]
+            return labels.reshape(colours.shape[:2])
+    return read_gray(path)
+
+
 def read_image(path: str | Path, as_gray: bool = True) -> np.ndarray:
     """Read one network input as float32 (H, W, C) on the 0-255 scale (C = 1 when as_gray).
 

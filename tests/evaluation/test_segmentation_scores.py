@@ -149,3 +149,22 @@ def test_threshold_segmentation_scores_as_the_probability_path_at_grey_level_204
     v_rand, v_info = slice_scores.foreground_restricted_scores(gt, slice_scores.thin_segmentation(prob, 0.8))
     from_labels = metric.segmentation_scores([cell_methods.threshold(prob, 0.8)], [label])
     assert (from_labels["v_rand"], from_labels["v_info"]) == (v_rand, v_info)
+
+
+def test_a_colour_coded_segmentation_scores_as_its_ids(tmp_path):
+    _, label = synthetic_slice((96, 96), seed=3)
+    components, count = ndimage.label(_prediction_with_errors(label) > 0.5)
+    palette = np.random.default_rng(0).permutation(np.arange(1, 256 ** 3))[:count]  # distinct colours
+    palette = np.stack([palette // 65536, palette // 256 % 256, palette % 256], -1).astype(np.uint8)
+    palette[:2] = [[255, 0, 0], [0, 64, 115]]  # one gray level (54): as gray, two cells would be one
+    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette])[components]
+    seg_dir, label_dir = tmp_path / "seg", tmp_path / "label"
+    seg_dir.mkdir()
+    label_dir.mkdir()
+    io.imsave(label_dir / "7.png", label, check_contrast=False)
+    io.imsave(seg_dir / "7.png", colours, check_contrast=False)
+    from_colours = folder_scores.evaluate_segmentation_folders(seg_dir, label_dir, progress=False)
+    from_ids = metric.segmentation_scores([components], [label])
+    assert from_colours["v_rand"] < 0.999  # the errors are seen
+    for key in ("v_rand", "v_info", "v_rand_split", "v_rand_merge"):
+        assert from_colours[key] == pytest.approx(from_ids[key], abs=1e-12), key

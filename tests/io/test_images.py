@@ -88,3 +88,26 @@ def test_atomic_write_replaces_whole_files_only(tmp_path):
             raise RuntimeError("killed")
     assert io.imread(target).tolist() == np.full((4, 4), 7).tolist()
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.png"]
+
+
+def test_colour_coded_labels_get_one_id_per_colour(tmp_path):
+    ids = np.array([[0, 1, 1, 2], [0, 3, 3, 2], [4, 4, 0, 2]])
+    # colours 1 and 2 have the same luminance: as gray they would be one cell
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 64, 115], [255, 255, 0], [0, 0, 255]], np.uint8)
+    luminance = images.to_gray(palette[None, 1:3])[0]
+    assert luminance[0] == luminance[1]
+    io.imsave(tmp_path / "rgb.png", palette[ids], check_contrast=False)
+    read = images.read_label_ids(tmp_path / "rgb.png")
+    assert read.shape == ids.shape and read.dtype == np.int32
+    np.testing.assert_array_equal(read, ids)  # ids in order of first appearance; black = 0
+    rgba = np.concatenate([palette[ids], np.full(ids.shape + (1,), 255, np.uint8)], -1)
+    rgba[2, 0, 3] = 0  # transparent: 0, like black
+    io.imsave(tmp_path / "rgba.png", rgba, check_contrast=False)
+    expected = ids.copy()
+    expected[2, 0] = 0
+    assert (images.read_label_ids(tmp_path / "rgba.png") == 0).tolist() == (expected == 0).tolist()
+    gray = np.array([[0, 7, 7], [300, 300, 0]], np.uint16)  # integer ids keep their values
+    tifffile.imwrite(tmp_path / "ids.tif", gray)
+    np.testing.assert_array_equal(images.read_label_ids(tmp_path / "ids.tif"), gray)
+    io.imsave(tmp_path / "gray_rgb.png", np.stack([gray.astype(np.uint8)] * 3, -1), check_contrast=False)
+    np.testing.assert_array_equal(images.read_label_ids(tmp_path / "gray_rgb.png"), gray.astype(np.uint8))
