@@ -1,7 +1,7 @@
 """Instance segmentation of a folder of probability maps: label images, overlays and a cell table.
 
 For each map ``N_predict.png`` (or ``N.png``/``N.tif`` in a folder without
-``*_predict`` files) :func:`segment_folder` writes ``N_labels.tif`` (one id per cell,
+``*_predict`` files; or each page N = 0, 1, ... of a TIFF stack of maps) :func:`segment_folder` writes ``N_labels.tif`` (one id per cell,
 0 on boundaries; uint16 when the ids fit, else uint32), ``N_overlay.png`` (cells
 coloured over the image, or over the map without ``images_dir``) and, per folder,
 ``cells.csv`` with one row per cell (scikit-image ``regionprops_table``).
@@ -94,6 +94,48 @@ def _image_for(name: str, images_root: Path) -> Path:
     return matches[0]
 
 
+def _read_inputs(pred_root: Path, images_root: Path | None,
+                 names: Sequence[str] | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """[(name, map (H, W) float32 in [0, 1], image (H, W) float32 0-255)] of a folder of maps
+    and its folder of images, or of a TIFF stack of maps (pages named 0, 1, ...) and its
+    stack of images (or folder, in natural order); without images, the image is the map.
+    UserError for a missing folder, file or image, an unreadable file, or a size mismatch."""
+    from isbi_unet.io.images import read_image
+    from isbi_unet.io.stacks import is_tiff_file, open_source, stack_source
+
+    if images_root is not None and not images_root.exists():
+        raise UserError(f"{images_root}: images not found")
+    if not is_tiff_file(pred_root):
+        if images_root is not None and not images_root.is_dir():
+            raise UserError(f"{images_root}: give the folder of the images the maps were predicted from")
+        loaded = {name: (path, read_image(path)[..., 0]) for name, path in _map_files(pred_root, names).items()}
+        images = {name: grey if images_root is None else read_image(_image_for(name, images_root))[..., 0]
+                  for name, (_, grey) in loaded.items()}
+        maps = {name: (path, grey / np.float32(255.0)) for name, (path, grey) in loaded.items()}
+    else:
+        source = stack_source(pred_root, 1)
+        wanted = source.names if names is None else [str(name) for name in names]
+        missing = [name for name in wanted if name not in source.names]
+        if missing:
+            raise UserError(f"{pred_root}: has pages 0-{len(source.names) - 1}, not {', '.join(missing[:5])}")
+        maps = {name: (f"{pred_root} page {name}", source.prepare(source.read(int(name)))[..., 0]) for name in wanted}
+        image_source = None if images_root is None else open_source(images_root, 1)  # a stack, or a folder in natural order
+        if image_source is not None and len(image_source.names) != len(source.names):
+            raise UserError(f"{images_root} has {len(image_source.names)} images but the maps {pred_root} "
+                            f"{len(source.names)} pages: pass the images the maps were predicted from")
+        images = {name: prob * np.float32(255.0) if image_source is None
+                  else image_source.prepare(image_source.read(int(name)))[..., 0] * np.float32(255.0)
+                  for name, (_, prob) in maps.items()}
+    inputs = []
+    for name, (where, prob) in maps.items():
+        image = images[name]
+        if image.shape != prob.shape:
+            raise UserError(f"image of {name} is {image.shape[1]}x{image.shape[0]} but its map {where} is "
+                            f"{prob.shape[1]}x{prob.shape[0]}: pass the images the maps were predicted from")
+        inputs.append((name, prob, image))
+    return inputs
+
+
 def _progress(total: int, enabled: bool) -> Callable[[int], None]:
     if not enabled:
         return lambda done: None
@@ -177,28 +219,17 @@ def segment_folder(
 
     from isbi_unet.cells import parameters as cell_parameters
     from isbi_unet.cells.methods import require_edge_model
-    from isbi_unet.io.images import atomic_path, read_image, write_image
+    from isbi_unet.io.images import atomic_path, write_image
 
     try:
         params = cell_parameters.check_parameters(method, parameters)
         require_edge_model(method, params)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    pred_root, out_root = Path(pred_dir), Path(output_dir)
+    out_root = Path(output_dir)
     if out_root.exists() and not out_root.is_dir():
         raise UserError(f"{out_root}: exists and is not a folder; choose another --output")
-    maps = _map_files(pred_root, names)
-    images_root = Path(images_dir) if images_dir is not None else None
-    if images_root is not None and not images_root.is_dir():
-        raise UserError(f"{images_root}: images folder not found")
-    inputs = []
-    for name, path in maps.items():
-        grey = read_image(path)[..., 0]
-        image = grey if images_root is None else read_image(_image_for(name, images_root))[..., 0]
-        if image.shape != grey.shape:
-            raise UserError(f"image of {name} is {image.shape[1]}x{image.shape[0]} but its map {path} is "
-                            f"{grey.shape[1]}x{grey.shape[0]}: pass the images the maps were predicted from")
-        inputs.append((name, grey / np.float32(255.0), image))
+    inputs = _read_inputs(Path(pred_dir), None if images_dir is None else Path(images_dir), names)
     threshold_from_maps = params.get("threshold", 0.5) is None
     try:
         method, params, unlike = cell_parameters.method_for_maps(method, params, [prob for _, prob, _ in inputs],

@@ -172,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="precision of the computation; models are saved in float32 (default: bfloat16 with --engine auto "
                               "on a CPU that computes it natively, else float32)")
     predict.add_argument("--instances", metavar="METHOD", choices=INSTANCE_METHODS,
-                         help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help)")
-    predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (from select_parameters)")
+                         help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help): "
+                              "beside the maps, or for a stack output OUT.tif in the folder OUT_cells/, pages named 0, 1, ...")
+    predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (a JSON file such as a run's "
+                                                               "instance_parameters.json)")
     predict.add_argument("--mws-short-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the 1-px affinities before the mutex watershed (default: %(default)s)")
     predict.add_argument("--mws-long-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the long-range affinities (default: %(default)s)")
     predict.add_argument("--mws-stride", type=positive_int, default=1, metavar="N", help="affinity models: long-range edges every N px (default: %(default)s)")
@@ -185,16 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
                               "when those packages are installed, else keras (default: %(default)s)")
 
     seg = commands.add_parser("segment", parents=[common], help="probability maps -> one label per cell (N_labels.tif, N_overlay.png, cells.csv)")
-    seg.add_argument("--pred", required=True, help="folder of N_predict.png probability maps (high = cell)")
+    seg.add_argument("--pred", required=True, help="folder of N_predict.png probability maps (high = cell), or a TIFF stack "
+                                                   "of maps (its pages named 0, 1, ...)")
     seg.add_argument("--output", required=True, help="folder for N_labels.tif, N_overlay.png and cells.csv")
-    seg.add_argument("--images", help="folder of the input images N.png, for the overlays and mean intensities (default: the maps)")
+    seg.add_argument("--images", help="the input images, for the overlays and mean intensities: a folder of N.png, or for a "
+                                      "stack of maps the stack (or folder) they were predicted from (default: the maps)")
     # default: isbi_unet.pipeline.choose.DEFAULT_INSTANCE_METHOD (not imported here: parsing stays light)
     seg.add_argument("--method", default="split-components", choices=INSTANCE_METHODS,
                      help="connected components of map > threshold, seeded watershed, watershed superpixels merged by multicut or GASP, "
                           "or by a multicut on edge costs learned from labelled maps (learned-multicut; needs --params or --fit-maps), "
                           "or components at a threshold read from the maps, split where the multicut cuts along membrane "
                           "(split-components) (default: %(default)s)")
-    seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file from select_parameters, e.g. a run's "
+    seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file such as a run's "
                                                            "instance_parameters.json); the options below override them")
     seg.add_argument("--fit-maps", metavar="DIR", help="learned-multicut: fit its edge model on these N_predict.png maps, of slices the "
                                                         "network did not train on (writes OUTPUT/instance_parameters.json)")

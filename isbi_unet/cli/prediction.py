@@ -30,8 +30,6 @@ def cmd_predict(args) -> list:
         if args.output:
             raise UserError(f"--output {args.output}: the predictions of a TIFF stack go to a stack; give a .tif file name")
         stack_output = str(Path(args.input).with_name(Path(args.input).stem + "_predict.tif"))
-    if stack_output and args.instances:
-        raise UserError("--instances writes label images per file; predict a folder of images, not a TIFF stack")
     params = instance_parameters(args.instances, args.params, {}) if args.instances else None
     predict_fn = None
     if resolve_engine(args.engine) == "onnx":
@@ -54,6 +52,8 @@ def cmd_predict(args) -> list:
                          progress=not args.quiet, isbi_submission=bool(args.isbi_submission),
                          predict_fn=predict_fn)
         print(f"Wrote the prediction stack {stack_output}")
+        if args.instances:
+            _segment(stack_output, cells_folder_for_stack(stack_output), args, params)
         return [Path(stack_output)]
     # default: a new folder beside the input, so that no file of the input folder is replaced
     output = args.output or str(Path(args.input).parent / f"{Path(args.input).name}_predictions")
@@ -69,13 +69,24 @@ def cmd_predict(args) -> list:
                              progress=not args.quiet, picture=picture, predict_fn=predict_fn)
     print(f"Wrote {len(written)} predictions to {output}")
     if args.instances:
-        from isbi_unet.cells.folders import segment_folder
-
-        names = [Path(path).stem.removesuffix("_predict") for path in written]
-        cells = segment_folder(output, output, args.instances, params, images_dir=args.input,
-                               names=names, progress=not args.quiet, pixel_size_nm=args.pixel_size)
-        print(f"Wrote {len(cells.paths)} label images ({cells.method}) and cells.csv to {output}")
+        _segment(output, output, args, params, names=[Path(path).stem.removesuffix("_predict") for path in written])
     return written
+
+
+def cells_folder_for_stack(stack: str | Path) -> Path:
+    """Where ``predict --instances`` writes the cells of a prediction stack: ``STACK_cells/`` beside it."""
+    stack = Path(stack)
+    return stack.with_name(stack.stem + "_cells")
+
+
+def _segment(maps: str | Path, output: str | Path, args, params: dict, names: list[str] | None = None) -> None:
+    """``predict --instances``: the cells of the maps just written (a folder, or a stack whose
+    pages are named 0, 1, ...), over the input images."""
+    from isbi_unet.cells.folders import segment_folder
+
+    cells = segment_folder(maps, output, args.instances, params, images_dir=args.input, names=names,
+                           progress=not args.quiet, pixel_size_nm=args.pixel_size)
+    print(f"Wrote {len(cells.paths)} label images ({cells.method}) and cells.csv to {output}")
 
 
 def _at_pixel_size(network, predict_fn, pixel_size: float, mode: str):

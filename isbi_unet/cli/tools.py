@@ -28,7 +28,7 @@ def cmd_evaluate(args) -> dict:
                                                mask_foreground=args.mask_foreground)
         print(f"V_rand {scores['v_rand']:.4f}  V_info {scores['v_info']:.4f}  "
               f"({len(scores['per_slice'])} slices, label images as they are)")
-    elif is_tiff_file(args.pred) or is_tiff_file(args.labels):
+    elif is_tiff_file(args.pred):
         from isbi_unet.evaluation.stacks import evaluate_stacks
 
         scores = evaluate_stacks(args.pred, args.labels, names=args.names, json_path=args.json,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from isbi_unet.evaluation.metric import isbi_scores, segmentation_scores
 from isbi_unet.evaluation.slice_scores import as_probability
 from isbi_unet.io.images import list_images, natural_key, read_gray, read_label_ids, write_json
 from isbi_unet.io.pairs import as_cell_mask
+from isbi_unet.io.stacks import is_tiff_file, open_stack
 
 __all__ = ["evaluate_folders", "evaluate_segmentation_folders"]
 
@@ -45,16 +47,32 @@ def _strip(stem: str, suffix: str) -> str:
     return stem[: -len(suffix)] if stem.endswith(suffix) else stem
 
 
+@dataclass(frozen=True)
+class StackPage:
+    """Page ``index`` of the TIFF stack ``path``, as a label image of :func:`_matched_pairs`."""
+
+    path: Path
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.path} page {self.index}"
+
+
 def _matched_pairs(
     pred_root: Path, label_root: Path, names: Sequence[str] | None, suffix: str, what: str
-) -> list[tuple[str, Path, Path]]:
-    """(name, prediction file, label file) for each label to score, in natural order.
+) -> list[tuple[str, Path, Path | StackPage]]:
+    """(name, prediction file, label file or stack page) for each label to score, in natural order.
 
-    A label ``N.<ext>`` or ``N_mask.<ext>`` is matched with ``N<suffix>.<ext>`` or
-    ``N.<ext>`` in ``pred_root``; when ``suffix`` is ``"_labels"`` and the folder has
-    such files, only they are used. ``what`` names the predictions in messages.
+    A label ``N.<ext>`` or ``N_mask.<ext>`` (or page N = 0, 1, ... of a label stack
+    ``label_root``) is matched with ``N<suffix>.<ext>`` or ``N.<ext>`` in ``pred_root``;
+    when ``suffix`` is ``"_labels"`` and the folder has such files, only they are used.
+    ``what`` names the predictions in messages.
     """
-    label_files = {_strip(p.stem, "_mask"): p for p in list_images(label_root, exclude_suffix=None, what="label")}
+    if is_tiff_file(label_root):
+        label_files: dict[str, Path | StackPage] = {
+            str(index): StackPage(label_root, index) for index in range(open_stack(label_root).count)}
+    else:
+        label_files = {_strip(p.stem, "_mask"): p for p in list_images(label_root, exclude_suffix=None, what="label")}
     candidates = list_images(pred_root, exclude_suffix=None, what=what)
     if suffix == "_labels" and any(p.stem.endswith(suffix) for p in candidates):
         candidates = [p for p in candidates if p.stem.endswith(suffix)]
@@ -87,12 +105,19 @@ def _matched_pairs(
     return [(name, pred_files[name], label_files[name]) for name in wanted]
 
 
-def _read_pair(pred_path: Path, label_path: Path, what: str, mask_foreground: str = "cell") -> tuple[np.ndarray, np.ndarray]:
+def _read_label(label: Path | StackPage) -> np.ndarray:
+    if isinstance(label, StackPage):
+        return np.asarray(open_stack(label.path).page(label.index)[..., 0])
+    return read_gray(label)
+
+
+def _read_pair(pred_path: Path, label_path: Path | StackPage, what: str,
+               mask_foreground: str = "cell") -> tuple[np.ndarray, np.ndarray]:
     """The two images of a matched pair, the label in the cell convention (see
     :func:`isbi_unet.io.pairs.as_cell_mask`); a segmentation as ids
     (:func:`isbi_unet.io.images.read_label_ids`). UserError when their sizes differ."""
     read_pred = read_label_ids if what == "segmentation" else read_gray
-    pred_img, label_img = read_pred(pred_path), read_gray(label_path)
+    pred_img, label_img = read_pred(pred_path), _read_label(label_path)
     if pred_img.shape != label_img.shape:
         raise UserError(
             f"{what} {pred_path} is {pred_img.shape[1]}x{pred_img.shape[0]} but label "
@@ -128,8 +153,8 @@ def evaluate_folders(
     """Score the predictions in ``pred_dir`` against the labels in ``label_dir``.
 
     Images are .png/.tif/.tiff files, one 2-D slice each. A label ``N.png`` (or
-    ``N_mask.png``) is matched with the prediction ``N.<ext>`` or ``N_predict.<ext>``; ``names`` (stems such as
-    ["25", "26"]) restricts the evaluation to those labels; ``mask_foreground``
+    ``N_mask.png``; or page N = 0, 1, ... of a TIFF stack ``label_dir``) is matched with the
+    prediction ``N.<ext>`` or ``N_predict.<ext>``; ``names`` (stems such as ["25", "26"]) restricts the evaluation to those labels; ``mask_foreground``
     "membrane" reads labels whose non-zero pixels are membrane. Returns the dict of
     :func:`isbi_scores` with ``per_slice`` names filled in, adds ``pred_dir`` and
     ``label_dir``, and writes it as JSON to ``json_path`` (atomically) when given.
@@ -160,7 +185,8 @@ def evaluate_segmentation_folders(
 ) -> dict:
     """Score the label images (segmentations) in ``seg_dir`` as they are, without thresholds.
 
-    A ground-truth label ``N.png`` (or ``N_mask.png``) is matched with ``N_labels.tif``
+    A ground-truth label ``N.png`` (or ``N_mask.png``, or page N of a TIFF stack
+    ``label_dir``) is matched with ``N_labels.tif``
     (what ``main.py segment`` writes; when the folder has such files only they count)
     or ``N.png``/``N.tif``: integer images, one id per cell, 0 = boundary (or colour-coded
     RGB(A), one colour per cell, black = boundary);

@@ -44,7 +44,7 @@ def evaluate_stacks(
 
     for path in (pred_path, label_path):
         if not is_tiff_file(path):
-            raise UserError(f"{path}: a TIFF stack is scored against a TIFF stack; give --pred and --labels both as .tif files or both as folders")
+            raise UserError(f"{path}: a stack of maps is scored against a TIFF stack of labels; give --labels as a .tif file")
     predictions, labels = read_stack_slices(pred_path), read_stack_slices(label_path)
     if len(predictions) != len(labels) or predictions[0].shape != labels[0].shape:
         raise UserError(f"{pred_path} has {len(predictions)} slices of {predictions[0].shape[1]}x{predictions[0].shape[0]} "

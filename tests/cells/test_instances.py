@@ -150,3 +150,68 @@ def test_segment_refuses_a_membrane_share_outside_0_1(tmp_path, share):
     code, out, err = run_cli("segment", "--pred", tmp_path, "--output", tmp_path / "cells", "--membrane-share", share)
     assert code == 2 and "--membrane-share" in err and "Traceback" not in err
     assert not (tmp_path / "cells").exists()
+
+
+def test_a_stack_of_maps_gives_the_cells_of_the_same_maps_as_a_folder(map_folder, tmp_path):
+    """segment --pred STACK.tif (float32 maps, as predict writes them) --images STACK.tif writes
+    what the folder gives, pages named 0, 1, ...; evaluate scores it against a label stack."""
+    maps = np.stack([io.imread(map_folder["maps"] / f"{index}_predict.png") for index in range(2)])
+    images = np.stack([io.imread(map_folder["images"] / f"{index}.png") for index in range(2)])
+    labels = np.stack([io.imread(map_folder["labels"] / f"{index}.png") for index in range(2)])
+    tifffile.imwrite(tmp_path / "maps.tif", maps.astype(np.float32) / 255.0)
+    tifffile.imwrite(tmp_path / "images.tif", images)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    from_folder, from_stack = tmp_path / "from_folder", tmp_path / "from_stack"
+    for pred, image_source, out in ((map_folder["maps"], map_folder["images"], from_folder),
+                                    (tmp_path / "maps.tif", tmp_path / "images.tif", from_stack)):
+        assert cli_main.main(["segment", "--pred", str(pred), "--images", str(image_source), "--output", str(out),
+                              "--method", "watershed", "--min-distance", "4", "--quiet"]) == 0
+    assert sorted(p.name for p in from_stack.iterdir()) == sorted(p.name for p in from_folder.iterdir())
+    for index in range(2):
+        np.testing.assert_array_equal(tifffile.imread(from_stack / f"{index}_labels.tif"),
+                                      tifffile.imread(from_folder / f"{index}_labels.tif"))
+        np.testing.assert_array_equal(io.imread(from_stack / f"{index}_overlay.png"),
+                                      io.imread(from_folder / f"{index}_overlay.png"))
+    assert (from_stack / "cells.csv").read_text() == (from_folder / "cells.csv").read_text()
+    scores = tmp_path / "scores.json"
+    assert cli_main.main(["evaluate", "--segmentation", str(from_stack), "--labels", str(tmp_path / "labels.tif"),
+                          "--json", str(scores), "--quiet"]) == 0
+    assert [row["name"] for row in json.loads(scores.read_text())["per_slice"]] == ["0", "1"]
+    assert json.loads(scores.read_text())["v_rand"] == pytest.approx(1.0)
+    # probability maps of a folder against the label stack: as against the label folder
+    for labels_source, out in ((tmp_path / "labels.tif", "stack.json"), (map_folder["labels"], "folder.json")):
+        assert cli_main.main(["evaluate", "--pred", str(map_folder["maps"]), "--labels", str(labels_source),
+                              "--json", str(tmp_path / out), "--quiet"]) == 0
+    assert json.loads((tmp_path / "stack.json").read_text())["per_slice"] == json.loads(
+        (tmp_path / "folder.json").read_text())["per_slice"]
+
+
+@pytest.mark.parametrize("images, message", [("missing.tif", "images not found"), ("short.tif", "has 1 images")])
+def test_a_stack_of_maps_refuses_images_that_do_not_match(map_folder, tmp_path, capsys, images, message):
+    tifffile.imwrite(tmp_path / "maps.tif", np.zeros((2, 64, 80), np.float32))
+    tifffile.imwrite(tmp_path / "short.tif", np.zeros((64, 80), np.uint8))
+    out = tmp_path / "cells"
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps.tif"), "--images", str(tmp_path / images),
+                          "--output", str(out), "--quiet"]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_predict_instances_of_a_stack(tmp_path):
+    import model
+
+    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
+    network.save(tmp_path / "tiny.keras")
+    stack = np.stack([synthetic_slice((32, 32), seed=seed)[0] for seed in (3, 4, 5)])
+    tifffile.imwrite(tmp_path / "volume.tif", stack, photometric="minisblack")
+    before = (tmp_path / "volume.tif").read_bytes()
+    assert cli_main.main(["predict", "--model", str(tmp_path / "tiny.keras"), "--input", str(tmp_path / "volume.tif"),
+                          "--instances", "threshold", "--quiet"]) == 0
+    assert (tmp_path / "volume.tif").read_bytes() == before
+    cells = tmp_path / "volume_predict_cells"
+    assert sorted(p.name for p in cells.iterdir()) == sorted(
+        [f"{index}_{kind}" for index in range(3) for kind in ("labels.tif", "overlay.png")] + ["cells.csv"])
+    maps = tifffile.imread(tmp_path / "volume_predict.tif")
+    for index in range(3):  # the cells of each page of the prediction stack
+        expected, _ = ndimage.label(maps[index] > 0.5)
+        found = tifffile.imread(cells / f"{index}_labels.tif")
+        assert (found > 0).tolist() == (expected > 0).tolist()
