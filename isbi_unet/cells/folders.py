@@ -87,29 +87,31 @@ def _map_files(pred_root: Path, names: Sequence[str] | None) -> dict[str, Path]:
     return found
 
 
-def _image_for(name: str, images_root: Path) -> Path:
+def _image_for(name: str, images_root: Path, what: str = "image") -> Path:
     matches = [p for p in sorted(images_root.glob(f"{name}.*")) if p.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg")]
     if not matches:
-        raise UserError(f"no image {name}.png/.tif in {images_root} for the map of {name}: pass the folder of the input images")
+        raise UserError(f"no {what} {name}.png/.tif in {images_root} for the map of {name}: pass the folder of the {what}s "
+                        "of the maps' slices")
     return matches[0]
 
 
-def _read_inputs(pred_root: Path, images_root: Path | None,
-                 names: Sequence[str] | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _read_inputs(pred_root: Path, images_root: Path | None, names: Sequence[str] | None,
+                 what: str = "image") -> list[tuple[str, np.ndarray, np.ndarray]]:
     """[(name, map (H, W) float32 in [0, 1], image (H, W) float32 0-255)] of a folder of maps
     and its folder of images, or of a TIFF stack of maps (pages named 0, 1, ...) and its
     stack of images (or folder, in natural order); without images, the image is the map.
+    ``what`` names the images in messages ("label" for labels read the same way).
     UserError for a missing folder, file or image, an unreadable file, or a size mismatch."""
     from isbi_unet.io.images import read_image
     from isbi_unet.io.stacks import is_tiff_file, open_source, stack_source
 
     if images_root is not None and not images_root.exists():
-        raise UserError(f"{images_root}: images not found")
+        raise UserError(f"{images_root}: {what}s not found")
     if not is_tiff_file(pred_root):
         if images_root is not None and not images_root.is_dir():
-            raise UserError(f"{images_root}: give the folder of the images the maps were predicted from")
+            raise UserError(f"{images_root}: the maps are a folder; give the folder of the {what}s of their slices")
         loaded = {name: (path, read_image(path)[..., 0]) for name, path in _map_files(pred_root, names).items()}
-        images = {name: grey if images_root is None else read_image(_image_for(name, images_root))[..., 0]
+        images = {name: grey if images_root is None else read_image(_image_for(name, images_root, what))[..., 0]
                   for name, (_, grey) in loaded.items()}
         maps = {name: (path, grey / np.float32(255.0)) for name, (path, grey) in loaded.items()}
     else:
@@ -121,8 +123,8 @@ def _read_inputs(pred_root: Path, images_root: Path | None,
         maps = {name: (f"{pred_root} page {name}", source.prepare(source.read(int(name)))[..., 0]) for name in wanted}
         image_source = None if images_root is None else open_source(images_root, 1)  # a stack, or a folder in natural order
         if image_source is not None and len(image_source.names) != len(source.names):
-            raise UserError(f"{images_root} has {len(image_source.names)} images but the maps {pred_root} "
-                            f"{len(source.names)} pages: pass the images the maps were predicted from")
+            raise UserError(f"{images_root} has {len(image_source.names)} {what}s but the maps {pred_root} "
+                            f"{len(source.names)} pages: pass the {what}s of the maps' slices")
         images = {name: prob * np.float32(255.0) if image_source is None
                   else image_source.prepare(image_source.read(int(name)))[..., 0] * np.float32(255.0)
                   for name, (_, prob) in maps.items()}
@@ -130,8 +132,8 @@ def _read_inputs(pred_root: Path, images_root: Path | None,
     for name, (where, prob) in maps.items():
         image = images[name]
         if image.shape != prob.shape:
-            raise UserError(f"image of {name} is {image.shape[1]}x{image.shape[0]} but its map {where} is "
-                            f"{prob.shape[1]}x{prob.shape[0]}: pass the images the maps were predicted from")
+            raise UserError(f"{what} of {name} is {image.shape[1]}x{image.shape[0]} but its map {where} is "
+                            f"{prob.shape[1]}x{prob.shape[0]}: pass the {what}s of the maps' slices")
         inputs.append((name, prob, image))
     return inputs
 
@@ -149,25 +151,14 @@ def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.
                               superpixel_parameters: Mapping[str, Any], progress: bool = True) -> dict[str, Any]:
     """An edge model (segment.fit_edge_model, as ``EdgeCostModel.to_dict``) fitted on the maps
     ``N_predict.png`` of ``pred_dir`` against the labels ``N.<ext>`` of ``labels_dir``
-    (0 = membrane), on superpixels of ``superpixel_parameters`` (threshold, sigma,
+    (0 = membrane), or the pages of a stack of maps against a label stack, on superpixels of ``superpixel_parameters`` (threshold, sigma,
     min_distance: those the model will be used with). The maps should be of slices the
     network did not train on. UserError for a missing folder, label or size mismatch, or
     edges of one kind only."""
     from isbi_unet.cells import parameters as cell_parameters
-    from isbi_unet.io.images import read_image
 
-    labels_root = Path(labels_dir)
-    if not labels_root.is_dir():
-        raise UserError(f"{labels_root}: labels folder not found")
-    maps, labels = [], []
-    for name, path in _map_files(Path(pred_dir), None).items():
-        prob = read_image(path)[..., 0] / np.float32(255.0)
-        label = read_image(_image_for(name, labels_root))[..., 0]
-        if label.shape != prob.shape:
-            raise UserError(f"label of {name} is {label.shape[1]}x{label.shape[0]} but its map {path} is "
-                            f"{prob.shape[1]}x{prob.shape[0]}")
-        maps.append(prob)
-        labels.append(label)
+    inputs = _read_inputs(Path(pred_dir), Path(labels_dir), None, what="label")
+    maps, labels = [prob for _, prob, _ in inputs], [label for _, _, label in inputs]
     if progress:
         print(f"Fitting the edge model on {len(maps)} labelled maps of {pred_dir}", flush=True)
     try:

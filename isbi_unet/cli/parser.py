@@ -200,9 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(split-components) (default: %(default)s)")
     seg.add_argument("--params", metavar="FILE.json", help="the method's parameters (a JSON file such as a run's "
                                                            "instance_parameters.json); the options below override them")
-    seg.add_argument("--fit-maps", metavar="DIR", help="learned-multicut: fit its edge model on these N_predict.png maps, of slices the "
-                                                        "network did not train on (writes OUTPUT/instance_parameters.json)")
-    seg.add_argument("--fit-labels", metavar="DIR", help="learned-multicut: the ground truth N.png of the --fit-maps slices (0 = membrane)")
+    seg.add_argument("--fit-maps", metavar="DIR", help="learned-multicut: fit its edge model on these N_predict.png maps (or a TIFF "
+                                                        "stack of maps), of slices the network did not train on (writes "
+                                                        "OUTPUT/instance_parameters.json)")
+    seg.add_argument("--fit-labels", metavar="DIR", help="learned-multicut: the ground truth N.png of the --fit-maps slices (or their "
+                                                          "TIFF stack; 0 = membrane)")
     seg.add_argument("--threshold", type=unit_float, help="cell interior is map > this (all methods; default 0.5, split-components: "
                                                           "the median of the maps' Otsu thresholds, kept where 25-45 %% of their pixels are at or below it)")
     seg.add_argument("--sigma", type=non_negative_float, help="px, smoothing of the distance transform for the seeds (watershed, multicut, gasp)")

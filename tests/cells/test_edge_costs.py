@@ -141,10 +141,32 @@ def test_segment_fits_on_labelled_maps_and_writes_reusable_parameters(tmp_path, 
     assert tifffile.imread(out / "0_labels.tif").max() >= 5
 
 
+def test_an_edge_model_fitted_on_stacks_is_the_one_fitted_on_folders(tmp_path):
+    """--fit-maps STACK.tif --fit-labels STACK.tif: the pages of the two stacks, as their folders give them."""
+    import json
+
+    import tifffile
+    from skimage import io
+
+    _write_maps(tmp_path / "fit", (1, 2), with_labels=tmp_path / "fit_labels")
+    _write_maps(tmp_path / "maps", (3,))
+    for folder, pattern in (("fit", "{}_predict.png"), ("fit_labels", "{}.png")):
+        pages = np.stack([io.imread(tmp_path / folder / pattern.format(index)) for index in range(2)])
+        tifffile.imwrite(tmp_path / f"{folder}.tif", pages)
+    fitted = {}
+    for kind, suffix in (("folders", ""), ("stacks", ".tif")):
+        out = tmp_path / kind
+        assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(out), "--method",
+                              "learned-multicut", "--fit-maps", str(tmp_path / f"fit{suffix}"),
+                              "--fit-labels", str(tmp_path / f"fit_labels{suffix}"), "--quiet"]) == 0
+        fitted[kind] = json.loads((out / "instance_parameters.json").read_text())
+    assert fitted["stacks"] == fitted["folders"]
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "needs an edge model"),
     (["--fit-maps", "fit"], "go together"),
-    (["--fit-maps", "fit", "--fit-labels", "missing"], "labels folder not found"),
+    (["--fit-maps", "fit", "--fit-labels", "missing"], "labels not found"),
 ])
 def test_segment_without_a_usable_edge_model_is_a_user_error(tmp_path, capsys, extra, message):
     _write_maps(tmp_path / "maps", (3,))
