@@ -44,8 +44,9 @@ def cmd_evaluate(args) -> dict:
 
 def cmd_check(args) -> object:
     from isbi_unet.io.check import check_dataset
+    from isbi_unet.io.stack_pairs import pages_of_stacks
 
-    report = check_dataset(args.data, num_class=args.num_class, progress=not args.quiet,
+    report = check_dataset(pages_of_stacks(args.data), num_class=args.num_class, progress=not args.quiet,
                            mask_foreground=args.mask_foreground)
     print(report.summary())
     if report.problems:

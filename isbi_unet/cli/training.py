@@ -71,9 +71,12 @@ def training_run(args, recipe) -> "TrainingRun":
 
 def prepare_training(args):
     """(recipe, TrainingRun) of the training options, after checking the training folder
-    (isbi_unet/io/check.py) and splitting the CPU if asked."""
+    (isbi_unet/io/check.py; a folder of two stacks is read as their pages, see
+    isbi_unet/io/stack_pairs.py) and splitting the CPU if asked."""
     from isbi_unet.io.check import require_clean
+    from isbi_unet.io.stack_pairs import pages_of_stacks
 
+    args.data = str(pages_of_stacks(args.data, args.logs))  # a folder of image.tif + label.tif: their pages
     require_clean(args.data, num_class=args.num_class, mask_foreground=args.mask_foreground)
     if args.cpu_devices:
         from isbi_unet.training.distribute import split_cpu
