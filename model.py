@@ -15,6 +15,8 @@ probabilities, and the loss computed from them, stay float32.
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -167,11 +169,17 @@ def load_weights_into(model: keras.Model, path: str | Path) -> None:
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
 
-    def refuse(error: Exception) -> UserError:
+    def refuse(error: Exception | str) -> UserError:
+        message = str(error)
+        mismatch = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
+                             r"(?:\. Target variable: <Variable path=([\w/]+))?", message)
+        if mismatch:  # Keras's message holds the whole array: keep the shapes
+            here, there, name = mismatch.groups()
+            message = f"{name or 'a weight'} is {there} there and {here} here"
         return UserError(
             f"{path}: cannot load these weights into a U-Net of width "
             f"{model.get_layer('down1_conv1').filters} with input {model.input_shape[1:]} "
-            f"({str(error).splitlines()[0][:200]}); check --width and the input channels"
+            f"({message.splitlines()[0][:200]}); check --width and the input channels"
         )
 
     try:
@@ -185,7 +193,15 @@ def load_weights_into(model: keras.Model, path: str | Path) -> None:
                                  f"there and {expected[first] if first < len(expected) else 'missing'} here")
             model.set_weights(weights)
         else:
-            model.load_weights(str(path))
+            with warnings.catch_warnings(record=True) as caught:  # Keras warns per layer it skips
+                warnings.simplefilter("always")
+                model.load_weights(str(path))
+            skipped = [str(w.message) for w in caught if "Skipping nested container" in str(w.message)]
+            if skipped:
+                raise ValueError(f"{len(skipped)} parts of the network found no weights in the file: {skipped[0]}")
+            for caught_warning in caught:
+                warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
+                                       caught_warning.lineno)
     except (ValueError, KeyError, OSError, TypeError) as error:
         raise refuse(error) from error
 

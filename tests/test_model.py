@@ -65,10 +65,27 @@ def test_weights_h5_load_through_pretrained_weights(tmp_path):
 
 
 def test_weights_of_another_architecture_are_a_user_error(tmp_path):
+    """One error that names the first weight whose shape differs, without Keras's warning per layer."""
+    import warnings
+
     path = tmp_path / "w8.weights.h5"
     model.unet(input_size=(32, 32, 1), width=8).save_weights(path)
-    with pytest.raises(UserError, match="--width"):
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(UserError, match="--width") as refused:
+        warnings.simplefilter("always")
         model.unet(pretrained_weights=path, input_size=(32, 32, 1), width=4)
+    assert "down1_conv1/kernel is (3, 3, 1, 8) there and (3, 3, 1, 4) here" in str(refused.value)
+    assert not [w for w in caught if "Skipping" in str(w.message)]
+
+
+def test_a_refused_pretrained_file_leaves_no_run_folder(tiny_dataset, tmp_path):
+    from conftest import TINY, run_cli
+
+    path = tmp_path / "w8.weights.h5"
+    model.unet(input_size=(None, None, 1), width=8).save_weights(path)
+    code, _, stderr = run_cli("train", "--data", tiny_dataset, "--logs", tmp_path / "logs", "--run", "tuned",
+                              "--pretrained", path, *TINY)  # TINY trains width 4
+    assert code == 2 and "error:" in stderr and "--width" in stderr and "Skipping" not in stderr
+    assert not (tmp_path / "logs" / "tuned").exists()
 
 
 def test_load_model_errors(tmp_path):

@@ -15,6 +15,7 @@ never reads and which are scored once at the end.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ def train(
         seconds = check_finished(run_dir, config)
         print(f"{run_dir} holds a finished run with these settings: its model is used as it is")
         return TrainResult(model_path, run_dir, read_history(run_dir / "history.csv"), seconds, data.split)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     check_configuration(run_dir, config)
     keras.utils.set_random_seed(seed)
@@ -143,6 +145,10 @@ def train(
         set_precision(recipe.precision)
         history, callbacks, seconds = _fit(data, recipe, run_dir, model_path, seed, workers, verbose,
                                            pretrained_weights, distribute, seed_callbacks)
+    except UserError:
+        if created and not committed_epochs(run_dir):  # refused before training (e.g. --pretrained): leave no folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         keras.mixed_precision.set_global_policy("float32")
     full_history = read_history(run_dir / "history.csv") or dict(history.history)
