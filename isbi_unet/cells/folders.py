@@ -99,7 +99,8 @@ def _read_inputs(pred_root: Path, images_root: Path | None, names: Sequence[str]
                  what: str = "image") -> list[tuple[str, np.ndarray, np.ndarray]]:
     """[(name, map (H, W) float32 in [0, 1], image (H, W) float32 0-255)] of a folder of maps
     and its folder of images, or of a TIFF stack of maps (pages named 0, 1, ...) and its
-    stack of images (or folder, in natural order); without images, the image is the map.
+    stack of images, or its folder of images in natural order (the pages then take the
+    images' names); without images, the image is the map.
     ``what`` names the images in messages ("label" for labels read the same way).
     UserError for a missing folder, file or image, an unreadable file, or a size mismatch."""
     from isbi_unet.io.images import read_image
@@ -128,6 +129,9 @@ def _read_inputs(pred_root: Path, images_root: Path | None, names: Sequence[str]
         images = {name: prob * np.float32(255.0) if image_source is None
                   else image_source.prepare(image_source.read(int(name)))[..., 0] * np.float32(255.0)
                   for name, (_, prob) in maps.items()}
+        if image_source is not None and not is_tiff_file(images_root):  # the pages keep their images' names
+            maps = {image_source.names[int(name)]: entry for name, entry in maps.items()}
+            images = {image_source.names[int(name)]: image for name, image in images.items()}
     inputs = []
     for name, (where, prob) in maps.items():
         image = images[name]

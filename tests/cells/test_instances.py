@@ -215,3 +215,21 @@ def test_predict_instances_of_a_stack(tmp_path):
         expected, _ = ndimage.label(maps[index] > 0.5)
         found = tifffile.imread(cells / f"{index}_labels.tif")
         assert (found > 0).tolist() == (expected > 0).tolist()
+
+
+def test_cells_of_a_stack_predicted_from_a_folder_keep_the_images_names(tmp_path):
+    import model
+
+    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
+    network.save(tmp_path / "tiny.keras")
+    (tmp_path / "images").mkdir()
+    for name, seed in (("b7", 3), ("a12", 4)):
+        io.imsave(tmp_path / "images" / f"{name}.png", synthetic_slice((32, 32), seed=seed)[0], check_contrast=False)
+    assert cli_main.main(["predict", "--model", str(tmp_path / "tiny.keras"), "--input", str(tmp_path / "images"),
+                          "--output", str(tmp_path / "maps.tif"), "--instances", "threshold", "--quiet"]) == 0
+    cells = tmp_path / "maps_cells"
+    assert sorted(p.name for p in cells.iterdir()) == ["a12_labels.tif", "a12_overlay.png", "b7_labels.tif",
+                                                      "b7_overlay.png", "cells.csv"]
+    maps = tifffile.imread(tmp_path / "maps.tif")  # pages in natural order: a12, b7
+    expected, _ = ndimage.label(maps[1] > 0.5)
+    assert (tifffile.imread(cells / "b7_labels.tif") > 0).tolist() == (expected > 0).tolist()
