@@ -122,7 +122,8 @@ def _read_inputs(pred_root: Path, images_root: Path | None, names: Sequence[str]
         if missing:
             raise UserError(f"{pred_root}: has pages 0-{len(source.names) - 1}, not {', '.join(missing[:5])}")
         maps = {name: (f"{pred_root} page {name}", source.prepare(source.read(int(name)))[..., 0]) for name in wanted}
-        image_source = None if images_root is None else open_source(images_root, 1)  # a stack, or a folder in natural order
+        image_source = (None if images_root is None  # a stack, or a folder in natural order
+                        else open_source(images_root, 1, network_input=what == "image"))
         if image_source is not None and len(image_source.names) != len(source.names):
             raise UserError(f"{images_root} has {len(image_source.names)} {what}s but the maps {pred_root} "
                             f"{len(source.names)} pages: pass the {what}s of the maps' slices")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from isbi_unet.errors import UserError
-from isbi_unet.io.images import list_images, read_image
+from isbi_unet.io.images import list_images, read_array, read_image, scale_warning
 from isbi_unet.io.pairs import as_cell_mask, check_binary_mask, check_label_mask, find_mask
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
@@ -117,9 +117,12 @@ def check_pair(image_path: Path, mask_path: Path, report: DataReport, num_class:
     try:
         image = read_image(image_path, as_gray=False)
         mask = read_image(mask_path, as_gray=True)
+        scale = scale_warning(read_array(image_path))
     except UserError as error:
         report.problems.append(str(error))
         return None
+    if scale is not None and not any(" ".join(scale.split(" ")[:2]) in w for w in report.warnings):  # once per kind
+        report.warnings.append(f"{image_path}: {scale}")
     report.image_kinds[file_kind(image_path, image)] += 1
     report.mask_kinds[file_kind(mask_path, mask)] += 1
     if image.shape[:2] != mask.shape[:2]:

@@ -95,7 +95,7 @@ def load_pairs(
         matched = {path: mask for path, mask in matched.items() if path.stem in wanted}
     names, images, masks = [], [], []
     for image_path, mask_path in matched.items():
-        image = read_image(image_path, as_gray=as_gray)
+        image = read_image(image_path, as_gray=as_gray, network_input=True)
         mask = read_image(mask_path, as_gray=True)
         if check_mask is not None:
             check_mask(mask, str(mask_path))

@@ -163,12 +163,17 @@ def divisor_for(page: np.ndarray) -> float:
     return 255.0
 
 
-def stack_source(path: str | Path, channels: int) -> PageSource:
+def stack_source(path: str | Path, channels: int, network_input: bool = False) -> PageSource:
     """The pages of a TIFF stack, for a network with ``channels`` input channels (an RGB
-    stack is converted to gray for a one-channel network)."""
+    stack is converted to gray for a one-channel network); ``network_input``: as for
+    :func:`isbi_unet.io.images.read_image`, judged on page 0."""
     from skimage.color import rgb2gray
 
+    from isbi_unet.io.images import warn_once_about_scale
+
     stack = open_stack(path)
+    if network_input:
+        warn_once_about_scale(np.asarray(stack.page(0)), f"{path} page 0")
     divisor = divisor_for(stack.page(0))
     if stack.channels == channels:
         def prepare(raw: np.ndarray) -> np.ndarray:
@@ -195,7 +200,7 @@ def image_size(path: Path) -> tuple[int, int]:
         return read_image(path).shape[:2]
 
 
-def folder_source(folder: str | Path, channels: int) -> PageSource:
+def folder_source(folder: str | Path, channels: int, network_input: bool = False) -> PageSource:
     """The images of a folder (natural order) as the pages of one stack; they must all
     have one size. Each image is read when its page is predicted."""
     from isbi_unet.io.images import list_images, read_image
@@ -207,7 +212,7 @@ def folder_source(folder: str | Path, channels: int) -> PageSource:
     height, width = sizes.pop()
 
     def read(index: int) -> np.ndarray:
-        image = read_image(paths[index], as_gray=channels == 1)
+        image = read_image(paths[index], as_gray=channels == 1, network_input=network_input)
         if image.shape[-1] != channels:
             raise UserError(f"{paths[index]}: has {image.shape[-1]} channels but the model expects {channels}")
         return image
@@ -216,6 +221,7 @@ def folder_source(folder: str | Path, channels: int) -> PageSource:
                       lambda raw: raw / np.float32(255.0))
 
 
-def open_source(input_path: str | Path, channels: int) -> PageSource:
-    """A TIFF stack file or a folder of images as pages."""
-    return stack_source(input_path, channels) if is_tiff_file(input_path) else folder_source(input_path, channels)
+def open_source(input_path: str | Path, channels: int, network_input: bool = False) -> PageSource:
+    """A TIFF stack file or a folder of images as pages (``network_input`` as for :func:`stack_source`)."""
+    source = stack_source if is_tiff_file(input_path) else folder_source
+    return source(input_path, channels, network_input)

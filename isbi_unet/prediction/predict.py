@@ -156,7 +156,7 @@ def predict_folder(
     output_dir = Path(output_dir)
     check_output_folder(output_dir, inputs)
     channels = model.input_shape[-1]
-    images = [read_image(path, as_gray=channels == 1) for path in inputs]
+    images = [read_image(path, as_gray=channels == 1, network_input=True) for path in inputs]
     for path, image in zip(inputs, images):
         if image.shape[-1] != channels:
             raise UserError(f"{path}: has {image.shape[-1]} channels but the model expects {channels}")

@@ -74,7 +74,7 @@ def predict_to_stack(
         raise UserError(f"{output_path}: is a folder; give a .tif file name for the stack")
     if output_path.exists() and Path(input_path).exists() and output_path.resolve() == Path(input_path).resolve():
         raise UserError(f"{output_path}: writing the predictions would replace the input; choose another output")
-    source = open_source(input_path, model.input_shape[-1])
+    source = open_source(input_path, model.input_shape[-1], network_input=True)
     height, width, _ = source.shape
     classes = model.output_shape[-1]
     if isbi_submission:

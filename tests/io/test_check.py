@@ -95,6 +95,17 @@ def test_inverted_masks_are_a_warning_only(folder):
     assert report.problems == [] and "inverted" in report.warnings[0]
 
 
+def test_dim_16_bit_images_are_one_warning(folder):
+    import tifffile
+
+    for index in range(4):
+        image = io.imread(folder / "train/image" / f"{index}.png")
+        (folder / "train/image" / f"{index}.png").unlink()
+        tifffile.imwrite(folder / "train/image" / f"{index}.tif", image.astype(np.uint16) * 8)  # at most 2040 of 65535
+    report = check_dataset(folder)
+    assert report.problems == [] and len(report.warnings) == 1 and "16-bit images" in report.warnings[0]
+
+
 def test_train_refuses_a_folder_with_problems_before_building_anything(folder, tmp_path, capsys):
     damage_all_zero_mask(folder)
     code = cli_main.main(["train", "--data", str(folder), "--logs", str(tmp_path / "logs"), "--run", "r",

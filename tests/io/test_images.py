@@ -111,3 +111,29 @@ def test_colour_coded_labels_get_one_id_per_colour(tmp_path):
     np.testing.assert_array_equal(images.read_label_ids(tmp_path / "ids.tif"), gray)
     io.imsave(tmp_path / "gray_rgb.png", np.stack([gray.astype(np.uint8)] * 3, -1), check_contrast=False)
     np.testing.assert_array_equal(images.read_label_ids(tmp_path / "gray_rgb.png"), gray.astype(np.uint8))
+
+
+@pytest.mark.parametrize("array, kind", [
+    (np.array([[0, 3000]], np.uint16), "16-bit images whose brightest pixel is 3000"),
+    (np.array([[0, 65535]], np.uint16), None),
+    (np.array([[0, 1]], np.uint16), "16-bit"),
+    (np.array([[0.0, 1.0]], np.float32), None),
+    (np.array([[0.0, 200.0]], np.float32), None),
+    (np.array([[0.0, 1000.0]], np.float32), "float images with values from 0 to 1000"),
+    (np.array([[-0.5, 0.5]], np.float32), "float images"),
+    (np.array([[0, 255]], np.uint8), None),
+])
+def test_images_far_from_the_scale_the_network_reads_are_named(array, kind):
+    found = images.scale_warning(array)
+    assert found is None if kind is None else kind in found
+
+
+def test_a_dim_16_bit_folder_is_one_warning_line_and_masks_none(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(images, "_warned", set())
+    for index in range(3):
+        tifffile.imwrite(tmp_path / f"{index}.tif", np.full((4, 4), 1000 + index, np.uint16))
+    for index in range(3):
+        images.read_image(tmp_path / f"{index}.tif", network_input=True)
+        images.read_image(tmp_path / f"{index}.tif")  # a mask or a map: its values are its own
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "0.tif" in lines[0] and "brightest pixel is 1000" in lines[0]

@@ -187,3 +187,24 @@ def test_predict_without_output_writes_beside_the_input_and_leaves_it_alone(tmp_
                           "--quiet"]) == 0
     assert {path.name: path.read_bytes() for path in (tmp_path / "scans").iterdir()} == before
     assert sorted(path.name for path in (tmp_path / "scans_predictions").iterdir()) == ["a_predict.png"]
+
+
+@pytest.mark.parametrize("as_stack", [False, True])
+def test_predicting_dim_16_bit_images_says_so_once(tmp_path, capsys, monkeypatch, as_stack):
+    import tifffile
+
+    from isbi_unet.cli import main as cli_main
+    from isbi_unet.io import images
+
+    monkeypatch.setattr(images, "_warned", set())
+    model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False).save(tmp_path / "tiny.keras")
+    pages = (np.random.default_rng(0).random((2, 32, 32)) * 3000).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    for index, page in enumerate(pages):
+        tifffile.imwrite(tmp_path / "in" / f"{index}.tif", page)
+    tifffile.imwrite(tmp_path / "in.tif", pages, photometric="minisblack")
+    source, output = (tmp_path / "in.tif", tmp_path / "out.tif") if as_stack else (tmp_path / "in", tmp_path / "out")
+    assert cli_main.main(["predict", "--model", str(tmp_path / "tiny.keras"), "--input", str(source),
+                          "--output", str(output), "--quiet"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "16-bit images whose brightest pixel is" in lines[0]
