@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from isbi_unet.errors import UserError
-from isbi_unet.io.images import list_images, read_array, read_image, scale_warning
+from isbi_unet.io.images import list_images, read_array, read_image
+from isbi_unet.io.input_scale import scale_warning
 from isbi_unet.io.pairs import as_cell_mask, check_binary_mask, check_label_mask, find_mask
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from isbi_unet.errors import UserError
+from isbi_unet.io.input_scale import warn_once_about_scale
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 # ITU-R BT.709 luma, the weights of skimage.color.rgb2gray (they sum to 1).
@@ -150,43 +151,14 @@ def read_label_ids(path: str | Path) -> np.ndarray:
     return read_gray(path)
 
 
-# A 16-bit image whose brightest pixel is below this reaches the network at under 1/16 of
-# its range (16-bit images are read divided by 257): nearly black.
-DIM_16BIT_MAX = 4096
-_warned: set[str] = set()
-
-
-def scale_warning(array: np.ndarray) -> str | None:
-    """Why the network would see ``array`` (an image as stored) far from the 0-255 range it
-    reads, or None: a 16-bit image that uses a small part of its range, or a float image
-    with values outside [0, 255]."""
-    if array.dtype == np.uint16 and 0 < int(array.max(initial=0)) < DIM_16BIT_MAX:
-        return (f"16-bit images whose brightest pixel is {int(array.max())} of 65535 reach the network nearly black "
-                "(16-bit images are read divided by 257): convert them to 8 bits with their contrast stretched "
-                "(e.g. Fiji: Image > Type > 8-bit after Process > Enhance Contrast)")
-    if np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and (
-            array.min(initial=0) < 0 or array.max(initial=0) > 255):
-        return (f"float images with values from {float(array.min()):g} to {float(array.max()):g}: the network reads "
-                "float images as 0-1 or 0-255: rescale them to one of those, or save them as 8 bits")
-    return None
-
-
-def warn_once_about_scale(array: np.ndarray, path: str | Path) -> None:
-    """Print one ``warning:`` line per kind of :func:`scale_warning` in this process, naming
-    the first file it concerns."""
-    reason = scale_warning(array)
-    if reason is not None and reason.split(" ")[0] not in _warned:
-        _warned.add(reason.split(" ")[0])
-        print(f"warning: {path}: {reason}", flush=True)
-
-
 def read_image(path: str | Path, as_gray: bool = True, network_input: bool = False) -> np.ndarray:
     """Read one network input as float32 (H, W, C) on the 0-255 scale (C = 1 when as_gray).
 
     16-bit images are divided by 257, booleans and float images in [0, 1] scaled to 255;
     RGB(A) becomes gray with to_gray (RGBA composited on white also when not as_gray).
     ``network_input``: the image is one the network will see (not a mask or a map): say so
-    in a ``warning:`` line, once per kind, when it lies far from that scale (:func:`scale_warning`).
+    in a ``warning:`` line, once per kind, when it lies far from that scale
+    (:func:`isbi_unet.io.input_scale.scale_warning`).
     Raises UserError for an unreadable file, another shape, or a NaN/inf pixel.
     """
     array = read_array(path)

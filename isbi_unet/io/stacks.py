@@ -169,7 +169,7 @@ def stack_source(path: str | Path, channels: int, network_input: bool = False) -
     :func:`isbi_unet.io.images.read_image`, judged on page 0."""
     from skimage.color import rgb2gray
 
-    from isbi_unet.io.images import warn_once_about_scale
+    from isbi_unet.io.input_scale import warn_once_about_scale
 
     stack = open_stack(path)
     if network_input:

@@ -6,7 +6,7 @@ import tifffile
 from skimage import io
 
 from isbi_unet.errors import UserError
-from isbi_unet.io import images
+from isbi_unet.io import images, input_scale
 
 
 def test_natural_order_and_filters(tmp_path):
@@ -124,12 +124,12 @@ def test_colour_coded_labels_get_one_id_per_colour(tmp_path):
     (np.array([[0, 255]], np.uint8), None),
 ])
 def test_images_far_from_the_scale_the_network_reads_are_named(array, kind):
-    found = images.scale_warning(array)
+    found = input_scale.scale_warning(array)
     assert found is None if kind is None else kind in found
 
 
 def test_a_dim_16_bit_folder_is_one_warning_line_and_masks_none(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(images, "_warned", set())
+    monkeypatch.setattr(input_scale, "_warned", set())
     for index in range(3):
         tifffile.imwrite(tmp_path / f"{index}.tif", np.full((4, 4), 1000 + index, np.uint16))
     for index in range(3):

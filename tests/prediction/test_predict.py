@@ -194,9 +194,9 @@ def test_predicting_dim_16_bit_images_says_so_once(tmp_path, capsys, monkeypatch
     import tifffile
 
     from isbi_unet.cli import main as cli_main
-    from isbi_unet.io import images
+    from isbi_unet.io import input_scale
 
-    monkeypatch.setattr(images, "_warned", set())
+    monkeypatch.setattr(input_scale, "_warned", set())
     model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False).save(tmp_path / "tiny.keras")
     pages = (np.random.default_rng(0).random((2, 32, 32)) * 3000).astype(np.uint16)
     (tmp_path / "in").mkdir()
