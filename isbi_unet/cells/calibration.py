@@ -29,6 +29,19 @@ MEMBRANE_SHARE = (0.25, 0.45)
 # from those of the maps it was fitted on (chosen on the selection slices 20-24 of ISBI
 # under the shifts of benchmarks/shifts.py; see docs/shifts.md).
 MAX_QUANTILE_SHIFT = 0.15
+# Beyond this many pixels in all, a folder's shares and quantiles are read on every k-th
+# pixel of each map, so that memory holds about one map at a time (2**26: 256 slices of
+# 512x512, 16 of 2048x2048).
+MAX_EXACT_PIXELS = 1 << 26
+
+
+def pixel_values(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """The pixels of ``maps`` (H, W) as one float32 array (N,): all of them, or beyond
+    :data:`MAX_EXACT_PIXELS` in all (estimated from the first map) every k-th pixel of each."""
+    if not len(maps):
+        return np.empty(0, np.float32)
+    step = max(1, -(-len(maps) * int(np.size(maps[0])) // MAX_EXACT_PIXELS))
+    return np.concatenate([np.asarray(prob, np.float32).ravel()[::step] for prob in maps])
 
 
 def otsu_threshold(maps: Sequence[np.ndarray]) -> float:
@@ -62,7 +75,7 @@ def label_free_threshold(maps: Sequence[np.ndarray],
     do not depend on the calibration. ``membrane_share`` (L, H): :func:`otsu_threshold`,
     kept between the thresholds of shares L and H.
     """
-    values = np.concatenate([np.asarray(prob, np.float32).ravel() for prob in maps])
+    values = pixel_values(maps)
     if isinstance(membrane_share, tuple):
         low, high = (_share_threshold(values, share) for share in membrane_share)
         return min(max(otsu_threshold(maps), low), high)
@@ -108,8 +121,9 @@ def relative_map(prob: np.ndarray, threshold: float, reading: str = "ranks") -> 
 
 
 def map_quantiles(maps: Sequence[np.ndarray]) -> list[float]:
-    """The :data:`QUANTILE_LEVELS` quantiles (21,) of all pixels of ``maps`` (H, W) in [0, 1]."""
-    values = np.concatenate([np.asarray(prob, np.float32).ravel() for prob in maps])
+    """The :data:`QUANTILE_LEVELS` quantiles (21,) of the pixels of ``maps`` (H, W) in [0, 1]
+    (:func:`pixel_values`)."""
+    values = pixel_values(maps)
     return [float(v) for v in np.quantile(values, QUANTILE_LEVELS)]
 
 

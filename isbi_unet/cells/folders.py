@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 
 from isbi_unet.cells.calibration import MEMBRANE_SHARE
+from isbi_unet.cells.map_slices import LazyMaps, map_slices
 from isbi_unet.errors import UserError
 
 __all__ = ["CELL_COLUMNS", "label_image_dtype", "overlay", "cell_rows", "segment_folder"]
 
 CELL_COLUMNS = ("image", "label", "area", "centroid_row", "centroid_col", "bbox_min_row", "bbox_min_col",
                 "bbox_max_row", "bbox_max_col", "perimeter", "eccentricity", "mean_intensity")
-_MAP_SUFFIX = "_predict"
-_OUTPUT_SUFFIXES = ("_labels", "_overlay")
 
 
 def label_image_dtype(labels: np.ndarray) -> np.dtype:
@@ -64,85 +63,6 @@ def cell_rows(labels: np.ndarray, image: np.ndarray, name: str) -> Iterator[dict
         yield row
 
 
-def _map_files(pred_root: Path, names: Sequence[str] | None) -> dict[str, Path]:
-    """{name: map file} in natural order: ``N_predict.*`` files, or every image when none."""
-    from isbi_unet.io.images import list_images
-
-    files = [p for p in list_images(pred_root, exclude_suffix=_OUTPUT_SUFFIXES[0])
-             if not p.stem.endswith(_OUTPUT_SUFFIXES)]
-    maps = [p for p in files if p.stem.endswith(_MAP_SUFFIX)] or files
-    found: dict[str, Path] = {}
-    for path in maps:
-        name = path.stem[: -len(_MAP_SUFFIX)] if path.stem.endswith(_MAP_SUFFIX) else path.stem
-        if name in found:
-            raise UserError(f"two probability maps for {name!r} in {pred_root}: {found[name].name} and {path.name}; keep one")
-        found[name] = path
-    if names is not None:
-        missing = [str(n) for n in names if str(n) not in found]
-        if missing:
-            raise UserError(f"no probability map for {', '.join(missing[:5])} in {pred_root}: check the names")
-        found = {str(n): found[str(n)] for n in names}
-    if not found:
-        raise UserError(f"{pred_root}: no probability maps (N_predict.png) in this folder")
-    return found
-
-
-def _image_for(name: str, images_root: Path, what: str = "image") -> Path:
-    matches = [p for p in sorted(images_root.glob(f"{name}.*")) if p.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg")]
-    if not matches:
-        raise UserError(f"no {what} {name}.png/.tif in {images_root} for the map of {name}: pass the folder of the {what}s "
-                        "of the maps' slices")
-    return matches[0]
-
-
-def _read_inputs(pred_root: Path, images_root: Path | None, names: Sequence[str] | None,
-                 what: str = "image") -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """[(name, map (H, W) float32 in [0, 1], image (H, W) float32 0-255)] of a folder of maps
-    and its folder of images, or of a TIFF stack of maps (pages named 0, 1, ...) and its
-    stack of images, or its folder of images in natural order (the pages then take the
-    images' names); without images, the image is the map.
-    ``what`` names the images in messages ("label" for labels read the same way).
-    UserError for a missing folder, file or image, an unreadable file, or a size mismatch."""
-    from isbi_unet.io.images import read_image
-    from isbi_unet.io.stacks import is_tiff_file, open_source, stack_source
-
-    if images_root is not None and not images_root.exists():
-        raise UserError(f"{images_root}: {what}s not found")
-    if not is_tiff_file(pred_root):
-        if images_root is not None and not images_root.is_dir():
-            raise UserError(f"{images_root}: the maps are a folder; give the folder of the {what}s of their slices")
-        loaded = {name: (path, read_image(path)[..., 0]) for name, path in _map_files(pred_root, names).items()}
-        images = {name: grey if images_root is None else read_image(_image_for(name, images_root, what))[..., 0]
-                  for name, (_, grey) in loaded.items()}
-        maps = {name: (path, grey / np.float32(255.0)) for name, (path, grey) in loaded.items()}
-    else:
-        source = stack_source(pred_root, 1)
-        wanted = source.names if names is None else [str(name) for name in names]
-        missing = [name for name in wanted if name not in source.names]
-        if missing:
-            raise UserError(f"{pred_root}: has pages 0-{len(source.names) - 1}, not {', '.join(missing[:5])}")
-        maps = {name: (f"{pred_root} page {name}", source.prepare(source.read(int(name)))[..., 0]) for name in wanted}
-        image_source = (None if images_root is None  # a stack, or a folder in natural order
-                        else open_source(images_root, 1, network_input=what == "image"))
-        if image_source is not None and len(image_source.names) != len(source.names):
-            raise UserError(f"{images_root} has {len(image_source.names)} {what}s but the maps {pred_root} "
-                            f"{len(source.names)} pages: pass the {what}s of the maps' slices")
-        images = {name: prob * np.float32(255.0) if image_source is None
-                  else image_source.prepare(image_source.read(int(name)))[..., 0] * np.float32(255.0)
-                  for name, (_, prob) in maps.items()}
-        if image_source is not None and not is_tiff_file(images_root):  # the pages keep their images' names
-            maps = {image_source.names[int(name)]: entry for name, entry in maps.items()}
-            images = {image_source.names[int(name)]: image for name, image in images.items()}
-    inputs = []
-    for name, (where, prob) in maps.items():
-        image = images[name]
-        if image.shape != prob.shape:
-            raise UserError(f"{what} of {name} is {image.shape[1]}x{image.shape[0]} but its map {where} is "
-                            f"{prob.shape[1]}x{prob.shape[0]}: pass the {what}s of the maps' slices")
-        inputs.append((name, prob, image))
-    return inputs
-
-
 def _progress(total: int, enabled: bool) -> Callable[[int], None]:
     if not enabled:
         return lambda done: None
@@ -162,8 +82,8 @@ def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.
     edges of one kind only."""
     from isbi_unet.cells import parameters as cell_parameters
 
-    inputs = _read_inputs(Path(pred_dir), Path(labels_dir), None, what="label")
-    maps, labels = [prob for _, prob, _ in inputs], [label for _, _, label in inputs]
+    slices = map_slices(Path(pred_dir), Path(labels_dir), None, what="label")
+    maps, labels = [piece.read_map() for piece in slices], [piece.read_image() for piece in slices]
     if progress:
         print(f"Fitting the edge model on {len(maps)} labelled maps of {pred_dir}", flush=True)
     try:
@@ -206,8 +126,9 @@ def segment_folder(
     size, for the parameters in pixels (``cell_parameters.segment``).
     A learned method whose edge model meets maps unlike those it was fitted on gives way
     to ``cell_parameters.FALLBACK_METHOD``, with a warning line (see
-    ``cell_parameters.method_for_maps``). Every input is read and checked before anything
-    is written; raises UserError for
+    ``cell_parameters.method_for_maps``). Every input's name, file and size is checked
+    before anything is written; one map and its image at a time are held in memory.
+    Raises UserError for
     a missing folder or image, an unreadable file, a size mismatch or bad parameters.
     Returns what was written and how (:class:`SegmentedFolder`).
     """
@@ -225,11 +146,10 @@ def segment_folder(
     out_root = Path(output_dir)
     if out_root.exists() and not out_root.is_dir():
         raise UserError(f"{out_root}: exists and is not a folder; choose another --output")
-    inputs = _read_inputs(Path(pred_dir), None if images_dir is None else Path(images_dir), names)
+    slices = map_slices(Path(pred_dir), None if images_dir is None else Path(images_dir), names)
     threshold_from_maps = params.get("threshold", 0.5) is None
     try:
-        method, params, unlike = cell_parameters.method_for_maps(method, params, [prob for _, prob, _ in inputs],
-                                                                 membrane_share)
+        method, params, unlike = cell_parameters.method_for_maps(method, params, LazyMaps(slices), membrane_share)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     if unlike:
@@ -243,9 +163,12 @@ def segment_folder(
         print(f"{method}: threshold {params['threshold']:g}, read from the maps ({how})",
               flush=True)
     out_root.mkdir(parents=True, exist_ok=True)
-    update = _progress(len(inputs), progress)
+    update = _progress(len(slices), progress)
     written, rows = [], []
-    for done, (name, prob, image) in enumerate(inputs, start=1):
+    for done, piece in enumerate(slices, start=1):
+        name, prob, image = piece.name, piece.read_map(), piece.read_image()
+        if image.shape != prob.shape:  # a header that did not tell the truth
+            raise _size_mismatch("image", name, image.shape, name, prob.shape)
         labels = cell_parameters.segment(prob, method, params, pixel_size_nm)
         target = out_root / f"{name}_labels.tif"
         with atomic_path(target) as temporary:

@@ -236,3 +236,25 @@ def test_a_map_read_relative_to_a_threshold_outside_its_values_stays_within_0_1(
     assert relative.dtype == np.float32 and np.isfinite(relative).all()
     assert (relative >= 0).all() and (relative <= 1).all()
     assert ((relative <= 0.5) == (prob <= threshold)).all()  # the threshold's side is kept
+
+
+def test_large_folders_are_read_on_every_kth_pixel_and_small_ones_whole(monkeypatch):
+    maps = [np.random.default_rng(seed).random((10, 10)).astype(np.float32) for seed in range(3)]
+    whole = calibration.pixel_values(maps)
+    np.testing.assert_array_equal(whole, np.concatenate([m.ravel() for m in maps]))
+    monkeypatch.setattr(calibration, "MAX_EXACT_PIXELS", 100)  # 300 pixels: every 3rd
+    np.testing.assert_array_equal(calibration.pixel_values(maps), np.concatenate([m.ravel()[::3] for m in maps]))
+    assert calibration.pixel_values([]).size == 0
+
+
+def test_a_folders_maps_are_read_one_at_a_time():
+    from isbi_unet.cells.map_slices import LazyMaps, MapSlice
+
+    reads = []
+    maps = [np.full((4, 4), value, np.float32) for value in (0.2, 0.8)]
+    slices = [MapSlice(str(index), lambda index=index: reads.append(index) or maps[index], lambda: None)
+              for index in range(2)]
+    lazy = LazyMaps(slices)
+    assert len(lazy) == 2 and reads == []
+    assert calibration.map_quantiles(lazy) == calibration.map_quantiles(maps)
+    assert reads == [0, 0, 1]  # the first map also tells the folder's size
