@@ -35,10 +35,15 @@ from isbi_unet.errors import exit_status
 
 
 def needs_keras(args) -> bool:
-    """Whether a command imports Keras: compare never, fetch and evaluate for progress bars only."""
+    """Whether a command imports Keras: compare never; fetch, evaluate and segment only for
+    progress bars on a terminal (isbi_unet.progress)."""
     if args.command == "compare":
         return False
-    return not (args.command in ("fetch", "evaluate") and args.quiet)
+    if args.command in ("fetch", "evaluate", "segment"):
+        from isbi_unet.progress import interactive
+
+        return not args.quiet and interactive()
+    return True
 
 
 # The paths each command writes: (option's attribute, option, "file" / "folder" / "any").

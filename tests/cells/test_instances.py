@@ -233,3 +233,21 @@ def test_cells_of_a_stack_predicted_from_a_folder_keep_the_images_names(tmp_path
     maps = tifffile.imread(tmp_path / "maps.tif")  # pages in natural order: a12, b7
     expected, _ = ndimage.label(maps[1] > 0.5)
     assert (tifffile.imread(cells / "b7_labels.tif") > 0).tolist() == (expected > 0).tolist()
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_segment_in_a_pipe_does_not_load_keras(map_folder, tmp_path, quiet):
+    """Cells need no network: `segment` outside a terminal leaves Keras and TensorFlow
+    unloaded (on a terminal, Keras draws its progress bar)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys\nfrom isbi_unet.cli import main\n"
+            f"status = main.main(['segment', '--pred', {str(map_folder['maps'])!r}, '--output', "
+            f"{str(tmp_path / 'cells')!r}] + {['--quiet'] if quiet else []!r})\n"
+            "print(status, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[-1] == "0 False False", done.stdout + done.stderr[-2000:]
+    assert (tmp_path / "cells" / "cells.csv").is_file()
