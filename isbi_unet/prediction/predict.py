@@ -137,7 +137,8 @@ def predict_folder(
 ) -> list[Path]:
     """Predict every image of input_dir; write ``{stem}_predict.png`` (8-bit) at native size.
 
-    Earlier ``*_predict.png`` (and ``*_labels``, ``*_overlay``) files in input_dir are not inputs. ``names`` restricts to
+    Every image is read and checked before anything is written; then one batch at a time
+    is held in memory. Earlier ``*_predict.png`` (and ``*_labels``, ``*_overlay``) files in input_dir are not inputs. ``names`` restricts to
     those stems. In whole-image mode, consecutive images of one size are predicted
     ``batch_size`` at a time; "auto" predicts whole images when they fit in memory
     (inference_memory.choose_mode), else tiles. predict_fn: as for ``predict_image``.
@@ -156,10 +157,14 @@ def predict_folder(
     output_dir = Path(output_dir)
     check_output_folder(output_dir, inputs)
     channels = model.input_shape[-1]
-    images = [read_image(path, as_gray=channels == 1, network_input=True) for path in inputs]
-    for path, image in zip(inputs, images):
+
+    def read(path: Path) -> np.ndarray:
+        image = read_image(path, as_gray=channels == 1, network_input=True)
         if image.shape[-1] != channels:
             raise UserError(f"{path}: has {image.shape[-1]} channels but the model expects {channels}")
+        return image
+
+    shapes = [read(path).shape for path in inputs]  # every image is read and checked before anything is written
     output_dir.mkdir(parents=True, exist_ok=True)
     bar = progress_bar(len(inputs), "image") if progress else None
     offsets = affinity_offsets(model)
@@ -169,17 +174,18 @@ def predict_folder(
     start = 0
     while start < len(inputs):
         whole = fixed_input_size(model) is None and (mode == "whole" or (
-            mode == "auto" and choose_mode(model, *images[start].shape[:2], batch=batch_size) == "whole"))
+            mode == "auto" and choose_mode(model, *shapes[start][:2], batch=batch_size) == "whole"))
         stop = start + 1
-        while whole and stop < len(inputs) and stop - start < batch_size and images[stop].shape == images[start].shape:
+        while whole and stop < len(inputs) and stop - start < batch_size and shapes[stop] == shapes[start]:
             stop += 1
+        batch = [read(path) for path in inputs[start:stop]]  # one batch in memory at a time
         if whole:
             network_fn = predict_fn or model_predict_fn(model)
-            predictions = predict_whole_batch(np.stack(images[start:stop]) / 255.0,
+            predictions = predict_whole_batch(np.stack(batch) / 255.0,
                                               with_tta(network_fn, offsets) if tta else network_fn,
                                               downsampling_factor(model))
         else:
-            predictions = [predict_image(model, images[start] / 255.0, mode=mode, tta=tta, predict_fn=predict_fn)]
+            predictions = [predict_image(model, batch[0] / 255.0, mode=mode, tta=tta, predict_fn=predict_fn)]
         for path, prediction in zip(inputs[start:stop], predictions):
             written.append(write_image(output_dir / f"{path.stem}_predict.png", (picture or prediction_to_png)(prediction)))
         if bar is not None:
