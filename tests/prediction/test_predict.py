@@ -208,3 +208,30 @@ def test_predicting_dim_16_bit_images_says_so_once(tmp_path, capsys, monkeypatch
                           "--output", str(output), "--quiet"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1 and "16-bit images whose brightest pixel is" in lines[0]
+
+
+def test_a_folder_is_predicted_one_batch_in_memory_at_a_time(tmp_path, monkeypatch):
+    """Every image is read before anything is written, but no more than a batch of them is
+    held at once (a folder of thousands of sections must not fill the memory)."""
+    import gc
+    import weakref
+
+    network = model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False)
+    (tmp_path / "in").mkdir()
+    for index in range(9):
+        io.imsave(tmp_path / "in" / f"{index}.png", np.full((32, 32), 20 * index, np.uint8), check_contrast=False)
+    alive, most = [], [0]
+    real_read = predict.read_image
+
+    def tracked(*args, **kwargs):
+        gc.collect()
+        most[0] = max(most[0], sum(ref() is not None for ref in alive))
+        image = real_read(*args, **kwargs)
+        alive.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(predict, "read_image", tracked)
+    written = predict.predict_folder(network, tmp_path / "in", tmp_path / "out", mode="whole", batch_size=2,
+                                     progress=False)
+    assert len(written) == 9 and len(alive) == 18  # read twice: checked, then predicted
+    assert most[0] <= 3  # at most the batch being read and the one before it, not the folder
