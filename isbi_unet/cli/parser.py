@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also segment the maps into cells (N_labels.tif, N_overlay.png, cells.csv; see segment --help): "
                               "beside the maps, or for a stack output OUT.tif in the folder OUT_cells/, pages named 0, 1, ...")
     predict.add_argument("--params", metavar="FILE.json", help="parameters of the --instances method (a JSON file such as a run's "
-                                                               "instance_parameters.json)")
+                                                               "instance_parameters.json; default for learned-multicut: the one "
+                                                               "beside --model, when there is one)")
     predict.add_argument("--mws-short-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the 1-px affinities before the mutex watershed (default: %(default)s)")
     predict.add_argument("--mws-long-bias", type=unit_float, default=0.5, metavar="B", help="affinity models: subtracted from the long-range affinities (default: %(default)s)")
     predict.add_argument("--mws-stride", type=positive_int, default=1, metavar="N", help="affinity models: long-range edges every N px (default: %(default)s)")

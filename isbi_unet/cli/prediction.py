@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 from isbi_unet.errors import UserError
@@ -30,7 +31,7 @@ def cmd_predict(args) -> list:
         if args.output:
             raise UserError(f"--output {args.output}: the predictions of a TIFF stack go to a stack; give a .tif file name")
         stack_output = str(Path(args.input).with_name(Path(args.input).stem + "_predict.tif"))
-    params = instance_parameters(args.instances, args.params, {}) if args.instances else None
+    params = instance_parameters(args.instances, args.params or _params_beside(args), {}) if args.instances else None
     predict_fn = None
     if resolve_engine(args.engine) == "onnx":
         # Before the model is loaded here: the export runs in a child process, and this
@@ -71,6 +72,23 @@ def cmd_predict(args) -> list:
     if args.instances:
         _segment(output, output, args, params, names=[Path(path).stem.removesuffix("_predict") for path in written])
     return written
+
+
+def _params_beside(args) -> str | None:
+    """For a learned ``--instances`` method without ``--params``: the ``instance_parameters.json``
+    of the model's run (beside ``--model``), whose edge model was fitted on this network's maps."""
+    from isbi_unet.cells.parameters import LEARNED_METHODS
+
+    beside = Path(args.model).with_name("instance_parameters.json")
+    if args.instances not in LEARNED_METHODS or not beside.is_file():
+        return None
+    try:
+        if json.loads(beside.read_text(encoding="utf-8")).get("method") != args.instances:
+            return None  # the run chose another method: its file is not this one's
+    except (OSError, ValueError, AttributeError):
+        return None
+    print(f"{args.instances}: the edge model and parameters of the model's run, {beside}")
+    return str(beside)
 
 
 def cells_folder_for_stack(stack: str | Path) -> Path:

@@ -207,3 +207,33 @@ def test_segment_fits_on_the_superpixels_it_will_segment_with(tmp_path):
     assert saved["min_distance"] == 4
     assert saved["edge_model"] == cell_parameters.fit_edge_model(maps, labels, min_distance=4)
     assert saved["edge_model"] != cell_parameters.fit_edge_model(maps, labels)
+
+
+def test_predict_finds_the_edge_model_of_the_models_run(tmp_path, capsys):
+    """predict --instances learned-multicut without --params takes the instance_parameters.json
+    beside the model (its run's), and only one written for that method."""
+    import shutil
+
+    import model
+    from skimage import io
+
+    _write_maps(tmp_path / "fit", (1, 2), with_labels=tmp_path / "fit_labels")
+    _write_maps(tmp_path / "maps", (3,))
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "fitted"),
+                          "--method", "learned-multicut", "--fit-maps", str(tmp_path / "fit"),
+                          "--fit-labels", str(tmp_path / "fit_labels"), "--quiet"]) == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    model.unet(input_size=(None, None, 1), width=4, depth=2, compile=False).save(run / "unet_membrane.keras")
+    (tmp_path / "images").mkdir()
+    io.imsave(tmp_path / "images" / "0.png", (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8),
+              check_contrast=False)
+    arguments = ["predict", "--model", str(run / "unet_membrane.keras"), "--input", str(tmp_path / "images"),
+                 "--output", str(tmp_path / "out"), "--instances", "learned-multicut", "--quiet"]
+    capsys.readouterr()
+    assert cli_main.main(arguments) == 2 and "needs an edge model" in capsys.readouterr().err
+    shutil.copy(tmp_path / "fitted" / "instance_parameters.json", run / "instance_parameters.json")
+    assert cli_main.main(arguments) == 0
+    assert f"the model's run, {run / 'instance_parameters.json'}" in capsys.readouterr().out
+    (run / "instance_parameters.json").write_text(json.dumps({"method": "split-components", "parameters": {}}))
+    assert cli_main.main(arguments) == 2 and "needs an edge model" in capsys.readouterr().err
