@@ -38,7 +38,9 @@ def find_training_folders(data_dir: str | Path) -> tuple[Path, Path]:
             for mask_name in ("label", "labels", "mask", "masks"):
                 if (base / image_name).is_dir() and (base / mask_name).is_dir():
                     return base / image_name, base / mask_name
-    raise UserError(f"{data_dir}: expected train/image and train/label folders (or image/ and label/)")
+    raise UserError(f"{data_dir}: expected train/image and train/label folders (or image/ and label/, or the "
+                    "stacks image.tif and label.tif); images without labels are predicted by a trained model: "
+                    "python main.py predict --model logs/RUN/unet_membrane.keras --input DIR")
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,12 @@ def test_the_main_job_on_a_folder_of_stacks(tmp_path):
     summary = json.loads((tmp_path / "logs" / "stacked" / "summary.json").read_text())
     assert summary["train_names"] == ["0", "1", "2", "3", "4"] and summary["selection_names"] == ["5"]
     assert [p.name for p in (tmp_path / "logs" / "stacked" / "test_predictions").iterdir()] == ["0_predict.png"]
+
+
+def test_a_folder_of_images_alone_is_told_its_layouts_and_how_to_predict(tmp_path):
+    from conftest import run_cli as run
+
+    (tmp_path / "mine").mkdir()
+    io.imsave(tmp_path / "mine" / "a.png", synthetic_slice((32, 32), seed=1)[0], check_contrast=False)
+    code, _, stderr = run("check", "--data", tmp_path / "mine")
+    assert code == 2 and "image.tif and label.tif" in stderr and "main.py predict --model" in stderr
