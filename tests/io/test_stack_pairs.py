@@ -77,9 +77,7 @@ def test_the_main_job_on_a_folder_of_stacks(tmp_path):
 
 
 def test_a_folder_of_images_alone_is_told_its_layouts_and_how_to_predict(tmp_path):
-    from conftest import run_cli as run
-
     (tmp_path / "mine").mkdir()
     io.imsave(tmp_path / "mine" / "a.png", synthetic_slice((32, 32), seed=1)[0], check_contrast=False)
-    code, _, stderr = run("check", "--data", tmp_path / "mine")
+    code, _, stderr = run_cli("check", "--data", tmp_path / "mine")
     assert code == 2 and "image.tif and label.tif" in stderr and "main.py predict --model" in stderr
