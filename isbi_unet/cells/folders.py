@@ -162,6 +162,12 @@ def segment_folder(
                .format(*membrane_share))
         print(f"{method}: threshold {params['threshold']:g}, read from the maps ({how})",
               flush=True)
+    stale = sorted(path.name for path in out_root.glob("*_labels.tif")
+                   if path.name[: -len("_labels.tif")] not in {piece.name for piece in slices})
+    if stale:
+        print(f"warning: {out_root} also holds {len(stale)} label image(s) of other slices ({stale[0]}, ...) from an "
+              "earlier run; cells.csv lists this run's only, but evaluate --segmentation would score them too: "
+              "give a new --output", flush=True)
     out_root.mkdir(parents=True, exist_ok=True)
     update = _progress(len(slices), progress)
     written, rows = [], []

@@ -251,3 +251,15 @@ def test_segment_in_a_pipe_does_not_load_keras(map_folder, tmp_path, quiet):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.stdout.splitlines()[-1] == "0 False False", done.stdout + done.stderr[-2000:]
     assert (tmp_path / "cells" / "cells.csv").is_file()
+
+
+def test_segment_into_a_folder_with_other_slices_cells_says_so(map_folder, tmp_path, capsys):
+    out = tmp_path / "cells"
+    base = ["segment", "--pred", str(map_folder["maps"]), "--output", str(out), "--method", "threshold", "--quiet"]
+    assert cli_main.main(base) == 0
+    assert cli_main.main(base) == 0 and "warning:" not in capsys.readouterr().out  # the same slices again
+    (out / "0_labels.tif").rename(out / "9_labels.tif")  # a slice of an earlier run
+    assert cli_main.main(base) == 0
+    warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "1 label image(s) of other slices (9_labels.tif" in warning[0]
+    assert (out / "9_labels.tif").exists()  # told, not deleted
