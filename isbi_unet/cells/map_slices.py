@@ -71,7 +71,7 @@ class LazyMaps(Sequence):
     def __len__(self) -> int:
         return len(self.slices)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> np.ndarray | LazyMaps:
         if isinstance(index, slice):
             return LazyMaps(self.slices[index])
         return self.slices[index].read_map()
