@@ -75,7 +75,7 @@ def label_page_to_uint8(page: np.ndarray, where: str) -> np.ndarray:
     return page.astype(np.uint8)
 
 
-def _write_pages(stack: Path, out: Path, label: bool) -> int:
+def _write_pages(stack: Path, out: Path, label: bool) -> None:
     from isbi_unet.io.images import write_image
     from isbi_unet.io.sources import page_to_uint8
     from isbi_unet.io.stacks import open_stack
@@ -88,7 +88,6 @@ def _write_pages(stack: Path, out: Path, label: bool) -> int:
         where = f"{stack} page {index}"
         page = np.asarray(source.page(index))[..., 0]
         write_image(out / f"{index}.png", label_page_to_uint8(page, where) if label else page_to_uint8(page, where))
-    return source.count
 
 
 def pages_of_stacks(data_dir: str | Path, logs: str | Path = "logs") -> Path:
@@ -111,17 +110,17 @@ def pages_of_stacks(data_dir: str | Path, logs: str | Path = "logs") -> Path:
     target = Path(logs) / "stack-pages" / f"{folder.resolve().name}-{_digest(stacks)}"
     if target.is_dir():
         return target
+    print(f"{folder}: writing the {images.count} pages of {pair[0].name} and {pair[1].name}"
+          f"{' and ' + test.name if test is not None else ''} as image/N.png, label/N.png to {target} (once)",
+          flush=True)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        count = _write_pages(pair[0], staging / "image", label=False)
+        _write_pages(pair[0], staging / "image", label=False)
         _write_pages(pair[1], staging / "label", label=True)
         if test is not None:
             _write_pages(test, staging / TEST_STEM, label=False)
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"{folder}: the {count} pages of {pair[0].name} and {pair[1].name}"
-          f"{' and ' + test.name if test is not None else ''} written as image/N.png, label/N.png to {target}",
-          flush=True)
     return target
