@@ -77,6 +77,7 @@ def label_page_to_uint8(page: np.ndarray, where: str) -> np.ndarray:
 
 def _write_pages(stack: Path, out: Path, label: bool) -> None:
     from isbi_unet.io.images import write_image
+    from isbi_unet.io.input_scale import warn_once_about_scale
     from isbi_unet.io.sources import page_to_uint8
     from isbi_unet.io.stacks import open_stack
 
@@ -87,6 +88,8 @@ def _write_pages(stack: Path, out: Path, label: bool) -> None:
     for index in range(source.count):
         where = f"{stack} page {index}"
         page = np.asarray(source.page(index))[..., 0]
+        if not label:
+            warn_once_about_scale(page, where)  # before 16 bits become 8
         write_image(out / f"{index}.png", label_page_to_uint8(page, where) if label else page_to_uint8(page, where))
 
 

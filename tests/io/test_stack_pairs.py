@@ -81,3 +81,15 @@ def test_a_folder_of_images_alone_is_told_its_layouts_and_how_to_predict(tmp_pat
     io.imsave(tmp_path / "mine" / "a.png", synthetic_slice((32, 32), seed=1)[0], check_contrast=False)
     code, _, stderr = run_cli("check", "--data", tmp_path / "mine")
     assert code == 2 and "image.tif and label.tif" in stderr and "main.py predict --model" in stderr
+
+
+def test_a_dim_16_bit_image_stack_is_named_before_it_becomes_8_bits(tmp_path, capsys, monkeypatch):
+    from isbi_unet.io import input_scale
+
+    monkeypatch.setattr(input_scale, "_warned", set())
+    _stack_folder(tmp_path / "mine", count=2)
+    images = tifffile.imread(tmp_path / "mine" / "image.tif").astype(np.uint16) * 4  # at most 1020 of 65535
+    tifffile.imwrite(tmp_path / "mine" / "image.tif", images, photometric="minisblack")
+    stack_pairs.pages_of_stacks(tmp_path / "mine", tmp_path / "logs")
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "image.tif page 0" in warnings[0] and "16-bit" in warnings[0]
