@@ -9,6 +9,7 @@ here look at the maps alone.
 * :func:`map_quantiles` and :func:`unlike_reason`: the distribution of a folder's map
   values, which a fitted edge model keeps, and whether other maps are unlike it;
 * :func:`map_ranks`: each pixel's rank in its map, which no change of scale moves;
+* :func:`inverted_reason`: whether maps look like membrane probabilities (high = membrane);
 * :func:`relative_map`: a map rescaled so that its threshold falls at 0.5.
 """
 
@@ -138,3 +139,40 @@ def unlike_reason(fitted: Sequence[float], maps: Sequence[np.ndarray]) -> str | 
     return (f"these maps are unlike those the edge model was fitted on (their {QUANTILE_LEVELS[worst]:.0%} "
             f"quantile is {here[worst]:.2f}, there {fitted[worst]:.2f}): another network, images "
             "unlike its training data, or slices unlike those of the same stack it was fitted on")
+
+
+# Maps are said to look inverted (membrane probabilities, high = membrane) when their dark
+# side lies this many times deeper inside itself than their bright side (the median distance
+# of a side's pixels to the other side). About twice the largest ratio of the maps of any
+# selection condition of the shift benchmark (1.10; docs/shifts.md); on its test conditions
+# and the runs' training blocks the largest is 1.42.
+INVERTED_DEPTH_RATIO = 2.0
+
+
+def inverted_reason(maps: Sequence[np.ndarray], look_at: int = 3) -> str | None:
+    """Why ``maps`` (H, W) in [0, 1] look like membrane probabilities (high = membrane)
+    rather than cell probabilities, judged on the first ``look_at`` maps, or None.
+
+    At each map's Otsu threshold, membranes are thin lines and cells wide regions: the
+    pixels on the membrane side lie near the other side, the cell side's deep inside.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    depth = {True: [], False: []}
+    for index in range(min(len(maps), look_at)):
+        prob = np.asarray(maps[index], np.float32)
+        if prob.min() == prob.max():
+            continue
+        low = prob <= threshold_otsu(prob)
+        for side in (True, False):
+            mask = low if side else ~low
+            depth[side].append(ndimage.distance_transform_edt(mask)[mask])
+    if not depth[True] or not depth[False]:
+        return None
+    dark, bright = (float(np.median(np.concatenate(depth[side]))) for side in (True, False))
+    if dark <= INVERTED_DEPTH_RATIO * bright:
+        return None
+    return (f"these maps look inverted: their dark pixels form wide regions ({dark:.1f} px deep) and their bright "
+            f"pixels thin lines ({bright:.1f} px), as membrane probabilities would; the maps here are cell "
+            "probabilities (high = cell): if yours are membrane probabilities, save 1 - map")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from isbi_unet.cells.calibration import MEMBRANE_SHARE
+from isbi_unet.cells.calibration import MEMBRANE_SHARE, inverted_reason
 from isbi_unet.cells.map_slices import LazyMaps, map_slices
 from isbi_unet.errors import UserError
 
@@ -152,6 +152,9 @@ def segment_folder(
         method, params, unlike = cell_parameters.method_for_maps(method, params, LazyMaps(slices), membrane_share)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    inverted = inverted_reason(LazyMaps(slices))
+    if inverted:
+        print(f"warning: {inverted}", flush=True)
     if unlike:
         print(f"warning: {unlike}; cells by {method} (the default of segment) at a threshold read from the maps "
               "instead (fit an edge model on labelled maps of this kind: segment --fit-maps DIR --fit-labels DIR)",

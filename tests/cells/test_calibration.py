@@ -258,3 +258,25 @@ def test_a_folders_maps_are_read_one_at_a_time():
     assert len(lazy) == 2 and reads == []
     assert calibration.map_quantiles(lazy) == calibration.map_quantiles(maps)
     assert reads == [0, 0, 1]  # the first map also tells the folder's size
+
+
+def test_membrane_probabilities_are_told_to_turn_round(tmp_path, capsys):
+    """Cell-probability maps pass; the same maps turned round (high = membrane, as other tools
+    write them) get one warning line from segment, which still writes the cells."""
+    from scipy import ndimage as ndi
+
+    maps = []
+    for seed in range(3):
+        _, label = synthetic_slice((96, 96), seed=seed)
+        maps.append(ndi.gaussian_filter((label > 0).astype(np.float32), 1.0))
+    assert calibration.inverted_reason(maps) is None
+    assert "look inverted" in calibration.inverted_reason([1 - prob for prob in maps])
+    (tmp_path / "maps").mkdir()
+    for index, prob in enumerate(maps):
+        io.imsave(tmp_path / "maps" / f"{index}_predict.png", np.round((1 - prob) * 255).astype(np.uint8),
+                  check_contrast=False)
+    assert cli_main.main(["segment", "--pred", str(tmp_path / "maps"), "--output", str(tmp_path / "cells"),
+                          "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "save 1 - map" in warnings[0]
+    assert (tmp_path / "cells" / "cells.csv").is_file()
