@@ -149,9 +149,10 @@ def unlike_reason(fitted: Sequence[float], maps: Sequence[np.ndarray]) -> str | 
 INVERTED_DEPTH_RATIO = 2.0
 
 
-def inverted_reason(maps: Sequence[np.ndarray], look_at: int = 3) -> str | None:
+def inverted_reason(maps: Sequence[np.ndarray], look_at: int = 3, crop: int = 1024) -> str | None:
     """Why ``maps`` (H, W) in [0, 1] look like membrane probabilities (high = membrane)
-    rather than cell probabilities, judged on the first ``look_at`` maps, or None.
+    rather than cell probabilities, judged on the central ``crop`` x ``crop`` px of the
+    first ``look_at`` maps, or None.
 
     At each map's Otsu threshold, membranes are thin lines and cells wide regions: the
     pixels on the membrane side lie near the other side, the cell side's deep inside.
@@ -162,6 +163,8 @@ def inverted_reason(maps: Sequence[np.ndarray], look_at: int = 3) -> str | None:
     depth = {True: [], False: []}
     for index in range(min(len(maps), look_at)):
         prob = np.asarray(maps[index], np.float32)
+        top, left = max(0, (prob.shape[0] - crop) // 2), max(0, (prob.shape[1] - crop) // 2)
+        prob = prob[top:top + crop, left:left + crop]
         if prob.min() == prob.max():
             continue
         low = prob <= threshold_otsu(prob)

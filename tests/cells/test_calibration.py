@@ -271,6 +271,8 @@ def test_membrane_probabilities_are_told_to_turn_round(tmp_path, capsys):
         maps.append(ndi.gaussian_filter((label > 0).astype(np.float32), 1.0))
     assert calibration.inverted_reason(maps) is None
     assert "look inverted" in calibration.inverted_reason([1 - prob for prob in maps])
+    assert "look inverted" in calibration.inverted_reason([1 - prob for prob in maps], crop=64)  # the centre
+    assert calibration.inverted_reason(maps, crop=64) is None
     (tmp_path / "maps").mkdir()
     for index, prob in enumerate(maps):
         io.imsave(tmp_path / "maps" / f"{index}_predict.png", np.round((1 - prob) * 255).astype(np.uint8),
