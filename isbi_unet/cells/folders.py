@@ -83,7 +83,7 @@ def fit_edge_model_on_folders(pred_dir: str | os.PathLike, labels_dir: str | os.
     from isbi_unet.cells import parameters as cell_parameters
 
     slices = map_slices(Path(pred_dir), Path(labels_dir), None, what="label")
-    maps, labels = [piece.read_map() for piece in slices], [piece.read_image() for piece in slices]
+    maps, labels = zip(*(piece.read() for piece in slices))
     if progress:
         print(f"Fitting the edge model on {len(maps)} labelled maps of {pred_dir}", flush=True)
     try:
@@ -165,8 +165,8 @@ def segment_folder(
                .format(*membrane_share))
         print(f"{method}: threshold {params['threshold']:g}, read from the maps ({how})",
               flush=True)
-    stale = sorted(path.name for path in out_root.glob("*_labels.tif")
-                   if path.name[: -len("_labels.tif")] not in {piece.name for piece in slices})
+    names_here = {piece.name for piece in slices}
+    stale = sorted(path.name for path in out_root.glob("*_labels.tif") if path.name[: -len("_labels.tif")] not in names_here)
     if stale:
         print(f"warning: {out_root} also holds {len(stale)} label image(s) of other slices ({stale[0]}, ...) from an "
               "earlier run; cells.csv lists this run's only, but evaluate --segmentation would score them too: "
@@ -175,9 +175,7 @@ def segment_folder(
     update = _progress(len(slices), progress)
     written, rows = [], []
     for done, piece in enumerate(slices, start=1):
-        name, prob, image = piece.name, piece.read_map(), piece.read_image()
-        if image.shape != prob.shape:  # a header that did not tell the truth
-            raise _size_mismatch("image", name, image.shape, name, prob.shape)
+        name, (prob, image) = piece.name, piece.read()
         labels = cell_parameters.segment(prob, method, params, pixel_size_nm)
         target = out_root / f"{name}_labels.tif"
         with atomic_path(target) as temporary:

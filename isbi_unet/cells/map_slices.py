@@ -54,11 +54,23 @@ def _image_for(name: str, images_root: Path, what: str = "image") -> Path:
 @dataclass(frozen=True)
 class MapSlice:
     """One map to segment, read when asked: ``read_map()`` (H, W) float32 in [0, 1] and
-    ``read_image()`` (H, W) float32 0-255, the image its cells are drawn over."""
+    ``read_image()`` (H, W) float32 0-255, the image its cells are drawn over (None: the
+    map itself, :meth:`read` gives it as map x 255 without reading twice)."""
 
     name: str
     read_map: Callable[[], np.ndarray]
-    read_image: Callable[[], np.ndarray]
+    read_image: Callable[[], np.ndarray] | None = None
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """(map, image), each file read once; UserError when their sizes differ (a file
+        whose header did not tell the truth)."""
+        prob = self.read_map()
+        if self.read_image is None:
+            return prob, prob * np.float32(255.0)
+        image = self.read_image()
+        if image.shape != prob.shape:
+            raise _size_mismatch("image", self.name, image.shape, self.name, prob.shape)
+        return prob, image
 
 
 class LazyMaps(Sequence):
@@ -100,10 +112,11 @@ def map_slices(pred_root: Path, images_root: Path | None, names: Sequence[str] |
         if images_root is not None and not images_root.is_dir():
             raise UserError(f"{images_root}: the maps are a folder; give the folder of the {what}s of their slices")
         for name, path in _map_files(pred_root, names).items():
-            image_path = path if images_root is None else _image_for(name, images_root, what)
-            if images_root is not None and image_size(image_path) != image_size(path):
+            image_path = None if images_root is None else _image_for(name, images_root, what)
+            if image_path is not None and image_size(image_path) != image_size(path):
                 raise _size_mismatch(what, name, image_size(image_path), str(path), image_size(path))
             slices.append(MapSlice(name, lambda path=path: read_image(path)[..., 0] / np.float32(255.0),
+                                   None if image_path is None else
                                    lambda image_path=image_path: read_image(image_path)[..., 0]))
         return slices
     source = stack_source(pred_root, 1)
@@ -123,13 +136,11 @@ def map_slices(pred_root: Path, images_root: Path | None, names: Sequence[str] |
         return source.prepare(source.read(index))[..., 0]
 
     def read_page_image(index: int) -> np.ndarray:
-        if image_source is None:
-            return read_map(index) * np.float32(255.0)
         return image_source.prepare(image_source.read(index))[..., 0] * np.float32(255.0)
 
     renamed = image_source is not None and not is_tiff_file(images_root)  # the pages keep their images' names
     for name in wanted:
         index = int(name)
-        slices.append(MapSlice(image_source.names[index] if renamed else name,
-                               lambda index=index: read_map(index), lambda index=index: read_page_image(index)))
+        slices.append(MapSlice(image_source.names[index] if renamed else name, lambda index=index: read_map(index),
+                               None if image_source is None else lambda index=index: read_page_image(index)))
     return slices

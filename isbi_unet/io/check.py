@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from isbi_unet.errors import UserError
-from isbi_unet.io.images import list_images, read_array, read_image
-from isbi_unet.io.input_scale import scale_warning
+from isbi_unet.io.images import image_from_array, list_images, read_array, read_image
+from isbi_unet.io.input_scale import scale_kind, scale_warning
 from isbi_unet.io.pairs import as_cell_mask, check_binary_mask, check_label_mask, find_mask
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
@@ -116,13 +116,14 @@ def check_pair(image_path: Path, mask_path: Path, report: DataReport, num_class:
     mask pixels), or None when unreadable.
     """
     try:
-        image = read_image(image_path, as_gray=False)
+        raw = read_array(image_path)
+        image = image_from_array(raw, image_path, as_gray=False)
         mask = read_image(mask_path, as_gray=True)
-        scale = scale_warning(read_array(image_path))
     except UserError as error:
         report.problems.append(str(error))
         return None
-    if scale is not None and not any(" ".join(scale.split(" ")[:2]) in w for w in report.warnings):  # once per kind
+    scale = scale_warning(raw)
+    if scale is not None and not any(scale_kind(scale) in warning for warning in report.warnings):  # once per kind
         report.warnings.append(f"{image_path}: {scale}")
     report.image_kinds[file_kind(image_path, image)] += 1
     report.mask_kinds[file_kind(mask_path, mask)] += 1

@@ -164,6 +164,11 @@ def read_image(path: str | Path, as_gray: bool = True, network_input: bool = Fal
     array = read_array(path)
     if network_input:  # not for masks and maps, whose values mean classes and probabilities
         warn_once_about_scale(array, path)
+    return image_from_array(array, path, as_gray)
+
+
+def image_from_array(array: np.ndarray, path: str | Path, as_gray: bool = True) -> np.ndarray:
+    """:func:`read_image` of pixels already read from ``path`` (named in errors)."""
     if array.ndim == 3 and array.shape[-1] == 4:
         array = to_gray(array) if as_gray else _composite_on_white(array)
     elif as_gray or (array.ndim == 3 and array.shape[-1] == 1):

@@ -15,6 +15,7 @@ import numpy as np
 # A 16-bit image whose brightest pixel is below this reaches the network at under 1/16 of
 # its range (16-bit images are read divided by 257): nearly black.
 DIM_16BIT_MAX = 4096
+SCALE_KINDS = ("16-bit images", "float images")  # how each reason of scale_warning begins
 _warned: set[str] = set()
 
 
@@ -33,10 +34,15 @@ def scale_warning(array: np.ndarray) -> str | None:
     return None
 
 
+def scale_kind(reason: str) -> str:
+    """Which of :data:`SCALE_KINDS` a reason of :func:`scale_warning` is."""
+    return next(kind for kind in SCALE_KINDS if reason.startswith(kind))
+
+
 def warn_once_about_scale(array: np.ndarray, path: str | Path) -> None:
     """Print one ``warning:`` line per kind of :func:`scale_warning` in this process, naming
     the first file it concerns."""
     reason = scale_warning(array)
-    if reason is not None and reason.split(" ")[0] not in _warned:
-        _warned.add(reason.split(" ")[0])
+    if reason is not None and scale_kind(reason) not in _warned:
+        _warned.add(scale_kind(reason))
         print(f"warning: {path}: {reason}", flush=True)

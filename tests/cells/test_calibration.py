@@ -282,3 +282,16 @@ def test_membrane_probabilities_are_told_to_turn_round(tmp_path, capsys):
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "save 1 - map" in warnings[0]
     assert (tmp_path / "cells" / "cells.csv").is_file()
+
+
+def test_a_map_slice_reads_each_file_once_and_refuses_unequal_sizes():
+    from isbi_unet.cells.map_slices import MapSlice
+    from isbi_unet.errors import UserError
+
+    reads = []
+    prob = np.full((4, 4), 0.5, np.float32)
+    prob_only = MapSlice("a", lambda: reads.append("map") or prob)
+    got_map, got_image = prob_only.read()
+    assert reads == ["map"] and np.array_equal(got_image, prob * 255)
+    with pytest.raises(UserError, match="image of b is 5x4 but its map b is 4x4"):
+        MapSlice("b", lambda: prob, lambda: np.zeros((4, 5), np.float32)).read()
