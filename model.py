@@ -169,7 +169,7 @@ def load_weights_into(model: keras.Model, path: str | Path) -> None:
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
 
-    def refuse(error: Exception | str) -> UserError:
+    def refuse(error: Exception) -> UserError:
         message = str(error)
         mismatch = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
                              r"(?:\. Target variable: <Variable path=([\w/]+))?", message)
